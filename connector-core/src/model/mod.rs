@@ -1,0 +1,10 @@
+//! Plain data exchanged with the actors: outbound publishes, inbound messages, lifecycle
+//! events. No actix here; the actors crate wraps these in its message types.
+
+mod events;
+mod inbound;
+mod outbound;
+
+pub use events::{ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason};
+pub use inbound::{Inbound, InboundMessage};
+pub use outbound::{OutboundPacket, Publish, QoS, Target, WireProperties};

@@ -1,0 +1,220 @@
+//! The provider boundary: what a cloud (or a plain broker) plugs into the supervision tree.
+//!
+//! A provider is synchronous, object-safe and pure: connect parameters for a given instant,
+//! the mapping of a [`Publish`] onto the wire, the subscriptions it needs, and a classifier
+//! from an inbound message to a typed [`Inbound`]. Actors hold it as `Arc<dyn Provider>`.
+
+mod connect;
+mod mqtt;
+
+use std::time::{Duration, SystemTime};
+
+pub use connect::{BrokerUri, ConnectParams, MqttVersion, PemSource, Scheme, TlsOptions};
+pub use mqtt::{MqttOptions, MqttProvider};
+
+use crate::error::{ProviderError, TopicError};
+use crate::model::{Inbound, InboundMessage, OutboundPacket, Publish, QoS, Target, WireProperties};
+use crate::topic::validate_topic_name;
+
+/// Limits the provider's service enforces, checked before anything is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest payload in bytes.
+    pub max_payload: usize,
+    /// Longest topic in bytes.
+    pub max_topic_len: usize,
+    /// Most `/`-separated topic levels, if limited.
+    pub max_topic_levels: Option<usize>,
+}
+
+impl Default for Limits {
+    /// The MQTT wire format's own limits.
+    fn default() -> Self {
+        Self {
+            max_payload: 268_435_455,
+            max_topic_len: 65_535,
+            max_topic_levels: None,
+        }
+    }
+}
+
+/// A subscription the provider needs for its own features (C2D, methods, twin responses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    /// The topic filter.
+    pub filter: String,
+    /// Requested QoS.
+    pub qos: QoS,
+}
+
+/// A cloud (or broker) plugged into the supervision tree.
+pub trait Provider: Send + Sync + 'static {
+    /// A short stable name for metrics labels (`mqtt`, `azure`, `aws`).
+    fn name(&self) -> &'static str;
+
+    /// Parameters for a connect attempt at wall-clock `now` (fresh credentials each time).
+    fn connect_params(&self, now: SystemTime) -> Result<ConnectParams, ProviderError>;
+
+    /// The topic for [`Target::Telemetry`] messages.
+    fn telemetry_topic(&self, publish: &Publish) -> Result<String, ProviderError>;
+
+    /// Maps a publish onto the wire, enforcing the limits. The default serves brokers that
+    /// carry properties as MQTT 5 properties.
+    fn encode_publish(&self, publish: &Publish) -> Result<OutboundPacket, ProviderError> {
+        let topic = match publish.target() {
+            Target::Telemetry => self.telemetry_topic(publish)?,
+            Target::Topic(t) => t.clone(),
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(ProviderError::Unsupported {
+                    what: "publish target".into(),
+                })
+            }
+        };
+        encode_with_mqtt5_properties(topic, publish, self.mqtt_version(), &self.limits())
+    }
+
+    /// The protocol version this provider connects with.
+    fn mqtt_version(&self) -> MqttVersion {
+        MqttVersion::V311
+    }
+
+    /// The subscriptions the provider's features need, made on every connection whose
+    /// session was not kept.
+    fn subscriptions(&self) -> Vec<SubscriptionSpec> {
+        Vec::new()
+    }
+
+    /// Classifies an inbound message.
+    fn classify(&self, message: InboundMessage) -> Inbound {
+        Inbound::Message(message)
+    }
+
+    /// The service's limits.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
+}
+
+/// Checks a topic against limits: a valid MQTT topic name within length and depth.
+pub fn check_topic(topic: &str, limits: &Limits) -> Result<(), TopicError> {
+    validate_topic_name(topic)?;
+    if topic.len() > limits.max_topic_len {
+        return Err(TopicError::TooLong {
+            len: topic.len(),
+            limit: limits.max_topic_len,
+        });
+    }
+    if let Some(max) = limits.max_topic_levels {
+        let levels = topic.split('/').count();
+        if levels > max {
+            return Err(TopicError::TooDeep { levels, limit: max });
+        }
+    }
+    Ok(())
+}
+
+/// The plain-broker mapping: topic as given; properties as MQTT 5 properties, refused on
+/// MQTT 3.1.1 (which cannot carry them) rather than silently dropped.
+pub fn encode_with_mqtt5_properties(
+    topic: String,
+    publish: &Publish,
+    version: MqttVersion,
+    limits: &Limits,
+) -> Result<OutboundPacket, ProviderError> {
+    check_topic(&topic, limits)?;
+    let size = publish.payload().len();
+    if size > limits.max_payload {
+        return Err(ProviderError::PayloadTooLarge {
+            size,
+            limit: limits.max_payload,
+        });
+    }
+    let properties = if publish.has_properties() {
+        if version == MqttVersion::V311 {
+            return Err(ProviderError::Unsupported {
+                what: "message properties on MQTT 3.1.1 (use MQTT 5 or a cloud provider)".into(),
+            });
+        }
+        if publish.get_content_encoding().is_some() || publish.get_message_id().is_some() {
+            return Err(ProviderError::Unsupported {
+                what: "content encoding and message id have no MQTT 5 property".into(),
+            });
+        }
+        let mut user = publish.properties().to_vec();
+        user.extend_from_slice(publish.user_properties());
+        WireProperties {
+            content_type: publish.get_content_type().map(str::to_owned),
+            correlation_data: publish.get_correlation_id().map(|c| c.to_owned().into()),
+            response_topic: None,
+            message_expiry_secs: publish.get_message_expiry().map(expiry_secs),
+            user,
+        }
+    } else {
+        WireProperties::default()
+    };
+    Ok(OutboundPacket {
+        topic,
+        payload: publish.payload().clone(),
+        qos: publish.get_qos(),
+        retain: publish.is_retain(),
+        properties,
+    })
+}
+
+fn expiry_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_enforced_before_sending() {
+        let limits = Limits {
+            max_payload: 4,
+            max_topic_len: 10,
+            max_topic_levels: Some(3),
+        };
+        let p = Publish::to_topic("a/b", &b"12345"[..]);
+        assert_eq!(
+            encode_with_mqtt5_properties("a/b".into(), &p, MqttVersion::V311, &limits),
+            Err(ProviderError::PayloadTooLarge { size: 5, limit: 4 })
+        );
+        let p = Publish::to_topic("x", &b"1"[..]);
+        assert_eq!(
+            encode_with_mqtt5_properties("a/b/c/d".into(), &p, MqttVersion::V311, &limits),
+            Err(ProviderError::Topic(TopicError::TooDeep {
+                levels: 4,
+                limit: 3
+            }))
+        );
+        assert_eq!(
+            encode_with_mqtt5_properties("abcdefghijk".into(), &p, MqttVersion::V311, &limits),
+            Err(ProviderError::Topic(TopicError::TooLong {
+                len: 11,
+                limit: 10
+            }))
+        );
+        assert!(matches!(
+            encode_with_mqtt5_properties("a/+".into(), &p, MqttVersion::V311, &limits),
+            Err(ProviderError::Topic(TopicError::WildcardInName { .. }))
+        ));
+    }
+
+    #[test]
+    fn properties_need_mqtt5() {
+        let p = Publish::to_topic("t", &b"x"[..])
+            .property("k", "v")
+            .content_type("text/plain");
+        assert!(matches!(
+            encode_with_mqtt5_properties("t".into(), &p, MqttVersion::V311, &Limits::default()),
+            Err(ProviderError::Unsupported { .. })
+        ));
+        let w = encode_with_mqtt5_properties("t".into(), &p, MqttVersion::V5, &Limits::default())
+            .unwrap();
+        assert_eq!(w.properties.user, [("k".to_string(), "v".to_string())]);
+        assert_eq!(w.properties.content_type.as_deref(), Some("text/plain"));
+    }
+}
