@@ -37,6 +37,10 @@ impl Scheme {
     pub fn is_tls(self) -> bool {
         matches!(self, Scheme::Mqtts | Scheme::Wss)
     }
+    /// Whether the scheme is a WebSocket.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
     /// The default port.
     pub fn default_port(self) -> u16 {
         match self {

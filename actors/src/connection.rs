@@ -1,0 +1,523 @@
+//! The ConnectionActor: owns the link, runs the connection state machine
+//! (Disconnected → Connecting → Connected → Backoff → Connecting …), broadcasts lifecycle
+//! events, renews credentials through the reconnect path, and supervises its children.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use connector_core::{
+    Backoff, BackoffPolicy, Clock, ConnectFailure, ConnectionEvent, ConnectionMetrics,
+    ConnectionState, DisconnectReason, Provider, Random,
+};
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, info_span, warn};
+
+use crate::messages::{ChildExited, Event, LinkDown, LinkUp, Route, Shutdown};
+use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs};
+use crate::subscriber::{Subscriber, SubscriberArgs};
+use crate::supervision::{ChildGuard, ChildKind, RestartPolicy, RestartTracker};
+use crate::transport::{Connected, Link, LinkEvent, Transport};
+
+/// Where lifecycle events go.
+#[derive(Clone, Debug)]
+pub enum EventSink {
+    /// An actor.
+    Recipient(Recipient<Event>),
+    /// A bounded channel.
+    Channel(mpsc::Sender<ConnectionEvent>),
+}
+
+/// Register another lifecycle event sink.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddListener(pub EventSink);
+
+/// Stop the connection: DISCONNECT, stop the children, emit `Stopped`. Resolves when done.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Ask for the current state.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "ConnectionState")]
+pub struct GetState;
+
+/// Drop the current link as if the network had failed (fault injection and tests of the
+/// reconnect path; a real loss takes the same path).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct DropLink;
+
+/// The shared slot through which handles find a child's current address.
+pub(crate) type Slot<A> = Arc<RwLock<Addr<A>>>;
+
+pub(crate) struct Settings {
+    pub provider: Arc<dyn Provider>,
+    pub transport: Arc<dyn Transport>,
+    pub backoff: BackoffPolicy,
+    pub restart: RestartPolicy,
+    pub clock: Arc<dyn Clock>,
+    pub random: Box<dyn Random>,
+    pub metrics: ConnectionMetrics,
+    pub listeners: Vec<EventSink>,
+    pub state_tx: watch::Sender<ConnectionState>,
+    pub closed_tx: watch::Sender<bool>,
+    pub disconnect_timeout: Duration,
+}
+
+struct Child<A: Actor> {
+    slot: Slot<A>,
+    incarnation: u64,
+    tracker: RestartTracker,
+}
+
+/// The root of the supervision tree.
+pub struct ConnectionActor {
+    s: Settings,
+    backoff: Backoff,
+    state: ConnectionState,
+    generation: u64,
+    link: Option<Arc<dyn Link>>,
+    events: Option<SpawnHandle>,
+    timer: Option<SpawnHandle>,
+    renewal: Option<SpawnHandle>,
+    attempt: u32,
+    ever_connected: bool,
+    stopping: bool,
+    publisher: Child<Publisher>,
+    pub_args: PublisherArgs,
+    subscriber: Child<Subscriber>,
+    sub_args: SubscriberArgs,
+}
+
+impl ConnectionActor {
+    pub(crate) fn start_tree(
+        s: Settings,
+        pub_args: PublisherArgs,
+        sub_args: SubscriberArgs,
+    ) -> (Addr<Self>, Slot<Publisher>, Slot<Subscriber>) {
+        let mut slots = None;
+        let addr = ConnectionActor::create(|ctx| {
+            let me = ctx.address().recipient::<ChildExited>();
+            let publisher = Publisher::new(
+                pub_args.clone(),
+                Some(ChildGuard {
+                    kind: ChildKind::Publisher,
+                    incarnation: 0,
+                    supervisor: me.clone(),
+                }),
+            )
+            .start();
+            let subscriber = Subscriber::new(
+                sub_args.clone(),
+                Some(ChildGuard {
+                    kind: ChildKind::Subscriber,
+                    incarnation: 0,
+                    supervisor: me,
+                }),
+            )
+            .start();
+            let p = Arc::new(RwLock::new(publisher));
+            let sub = Arc::new(RwLock::new(subscriber));
+            slots = Some((p.clone(), sub.clone()));
+            ConnectionActor {
+                backoff: Backoff::new(s.backoff.clone()),
+                s,
+                state: ConnectionState::Disconnected,
+                generation: 0,
+                link: None,
+                events: None,
+                timer: None,
+                renewal: None,
+                attempt: 0,
+                ever_connected: false,
+                stopping: false,
+                publisher: Child {
+                    slot: p,
+                    incarnation: 0,
+                    tracker: RestartTracker::default(),
+                },
+                pub_args,
+                subscriber: Child {
+                    slot: sub,
+                    incarnation: 0,
+                    tracker: RestartTracker::default(),
+                },
+                sub_args,
+            }
+        });
+        let (p, sub) = slots.expect("create runs its closure before returning");
+        (addr, p, sub)
+    }
+
+    fn set_state(&mut self, state: ConnectionState) {
+        self.state = state;
+        self.s.metrics.state.set(state as i64);
+        self.s
+            .metrics
+            .connected
+            .set(i64::from(state == ConnectionState::Connected));
+        self.s.state_tx.send_replace(state);
+    }
+
+    fn emit(&mut self, event: ConnectionEvent) {
+        debug!(?event, "lifecycle");
+        self.s.listeners.retain(|sink| match sink {
+            EventSink::Recipient(r) => {
+                !matches!(r.try_send(Event(event.clone())), Err(SendError::Closed(_)))
+            }
+            EventSink::Channel(tx) => !matches!(
+                tx.try_send(event.clone()),
+                Err(mpsc::error::TrySendError::Closed(_))
+            ),
+        });
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        self.timer = None;
+        self.attempt += 1;
+        self.set_state(ConnectionState::Connecting);
+        self.s.metrics.connect_attempts.inc();
+        self.emit(ConnectionEvent::AttemptingConnect {
+            attempt: self.attempt,
+        });
+        let params = match self.s.provider.connect_params(self.s.clock.wall()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed(
+                    ConnectFailure::Credentials {
+                        message: e.to_string(),
+                    },
+                    ctx,
+                );
+                return;
+            }
+        };
+        let expires = params.credentials_expire;
+        let span = info_span!("connect", client = %params.client_id, uri = %params.uri, attempt = self.attempt);
+        let fut = self.s.transport.connect(params);
+        ctx.spawn(
+            async move { fut.await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let _e = span.enter();
+                    match res {
+                        Ok(c) if act.stopping => {
+                            actix_rt::spawn(c.link.disconnect(Duration::from_secs(1)));
+                        }
+                        Ok(c) => act.connected(c, expires, ctx),
+                        Err(f) => act.failed(f, ctx),
+                    }
+                }),
+        );
+    }
+
+    fn connected(&mut self, c: Connected, expires: Option<SystemTime>, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        info!(generation, session_present = c.session_present, "connected");
+        if self.ever_connected {
+            self.s.metrics.reconnects.inc();
+        }
+        self.ever_connected = true;
+        self.attempt = 0;
+        self.backoff.connected(self.s.clock.now());
+        self.link = Some(c.link.clone());
+        self.events = Some(ctx.add_stream(futures::StreamExt::map(
+            tokio_stream_from(c.events),
+            move |e| (generation, e),
+        )));
+        self.set_state(ConnectionState::Connected);
+        self.emit(ConnectionEvent::Connected {
+            session_present: c.session_present,
+        });
+        self.publisher.slot.read().do_send(LinkUp {
+            generation,
+            link: c.link.clone(),
+            session_present: c.session_present,
+            completions: Some(c.completions),
+        });
+        self.subscriber.slot.read().do_send(LinkUp {
+            generation,
+            link: c.link,
+            session_present: c.session_present,
+            completions: None,
+        });
+        self.schedule_renewal(expires, ctx);
+    }
+
+    fn failed(&mut self, reason: ConnectFailure, ctx: &mut Context<Self>) {
+        let delay = self
+            .backoff
+            .next_delay(self.s.clock.now(), self.s.random.as_mut());
+        warn!(reason = %reason, retry_in = ?delay, "connect failed");
+        self.s.metrics.connect_failed(reason.label());
+        self.emit(ConnectionEvent::ConnectionFailed {
+            reason,
+            retry_in: delay,
+        });
+        self.retry_after(delay, ctx);
+    }
+
+    fn retry_after(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        self.set_state(ConnectionState::Backoff);
+        self.timer = Some(ctx.run_later(delay, |act, ctx| act.connect(ctx)));
+    }
+
+    /// Ends the current link: children requeue, the event stream is dropped.
+    fn link_down(
+        &mut self,
+        reason: DisconnectReason,
+        ctx: &mut Context<Self>,
+    ) -> Option<Arc<dyn Link>> {
+        let link = self.link.take()?;
+        if let Some(h) = self.events.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(h) = self.renewal.take() {
+            ctx.cancel_future(h);
+        }
+        self.s.metrics.disconnected(reason.label());
+        self.emit(ConnectionEvent::Disconnected { reason });
+        Some(link)
+    }
+
+    fn notify_down(&self) {
+        let generation = self.generation;
+        self.publisher.slot.read().do_send(LinkDown { generation });
+        self.subscriber.slot.read().do_send(LinkDown { generation });
+    }
+
+    fn lost(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        if self.link_down(reason.clone(), ctx).is_none() {
+            return;
+        }
+        warn!(reason = reason.label(), "connection lost");
+        self.notify_down();
+        let delay = self
+            .backoff
+            .next_delay(self.s.clock.now(), self.s.random.as_mut());
+        self.retry_after(delay, ctx);
+    }
+
+    fn schedule_renewal(&mut self, expires: Option<SystemTime>, ctx: &mut Context<Self>) {
+        let Some(expires) = expires else { return };
+        let lifetime = expires
+            .duration_since(self.s.clock.wall())
+            .unwrap_or_default();
+        // Renew at 80–90 % of the remaining lifetime (jittered so a fleet does not renew in
+        // step), and never later than one second before expiry.
+        let fraction = 0.8 + 0.1 * self.s.random.next_f64();
+        let at = lifetime
+            .mul_f64(fraction)
+            .min(lifetime.saturating_sub(Duration::from_secs(1)));
+        debug!(renew_in = ?at, "credential renewal scheduled");
+        self.renewal = Some(ctx.run_later(at, |act, ctx| act.renew(ctx)));
+    }
+
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        self.renewal = None;
+        let Some(link) = self.link_down(DisconnectReason::CredentialRenewal, ctx) else {
+            return;
+        };
+        info!("renewing credentials");
+        self.s.metrics.credential_renewals.inc();
+        self.set_state(ConnectionState::Connecting);
+        let fut = link.disconnect(self.s.disconnect_timeout);
+        ctx.spawn(
+            async move { fut.await }
+                .into_actor(self)
+                .map(|(), act, ctx| {
+                    act.notify_down();
+                    act.connect(ctx);
+                }),
+        );
+    }
+
+    fn restart_child(&mut self, kind: ChildKind, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let policy = self.s.restart;
+        let allowed = match kind {
+            ChildKind::Publisher => self.publisher.tracker.allow(&policy, now),
+            ChildKind::Subscriber => self.subscriber.tracker.allow(&policy, now),
+        };
+        if !allowed {
+            error!(
+                child = kind.label(),
+                "restart limit exceeded; stopping the connection"
+            );
+            self.shutdown(
+                format!("restart limit exceeded for the {}", kind.label()),
+                ctx,
+            );
+            return;
+        }
+        warn!(child = kind.label(), "child exited; restarting");
+        self.s.metrics.restarted(kind.label());
+        let me = ctx.address().recipient::<ChildExited>();
+        let link = self.link.clone().map(|l| (self.generation, l));
+        match kind {
+            ChildKind::Publisher => {
+                self.publisher.incarnation += 1;
+                let guard = ChildGuard {
+                    kind,
+                    incarnation: self.publisher.incarnation,
+                    supervisor: me,
+                };
+                let addr = Publisher::new(self.pub_args.clone(), Some(guard)).start();
+                if let Some((generation, link)) = link {
+                    let completions = Some(link.rebind_completions());
+                    addr.do_send(LinkUp {
+                        generation,
+                        link,
+                        session_present: true,
+                        completions,
+                    });
+                }
+                *self.publisher.slot.write() = addr;
+            }
+            ChildKind::Subscriber => {
+                self.subscriber.incarnation += 1;
+                let guard = ChildGuard {
+                    kind,
+                    incarnation: self.subscriber.incarnation,
+                    supervisor: me,
+                };
+                let addr = Subscriber::new(self.sub_args.clone(), Some(guard)).start();
+                if let Some((generation, link)) = link {
+                    addr.do_send(LinkUp {
+                        generation,
+                        link,
+                        session_present: true,
+                        completions: None,
+                    });
+                }
+                *self.subscriber.slot.write() = addr;
+            }
+        }
+    }
+
+    /// Stops for good: DISCONNECT first (paho waits for in-flight acknowledgements up to
+    /// the timeout, and their completions still reach the Publisher), then the children
+    /// fail what cannot complete, then `Stopped`.
+    fn shutdown(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        let link = self.link.clone();
+        let timeout = self.s.disconnect_timeout;
+        let fut = async move {
+            if let Some(link) = link {
+                link.disconnect(timeout).await;
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(), act, ctx| {
+            act.link_down(DisconnectReason::Requested, ctx);
+            act.publisher.slot.read().do_send(Shutdown);
+            act.subscriber.slot.read().do_send(Shutdown);
+            act.set_state(ConnectionState::Stopped);
+            act.emit(ConnectionEvent::Stopped { reason });
+            ctx.stop();
+        }));
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        self.connect(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.s.closed_tx.send_replace(true);
+    }
+}
+
+impl StreamHandler<(u64, LinkEvent)> for ConnectionActor {
+    fn handle(&mut self, (generation, event): (u64, LinkEvent), ctx: &mut Self::Context) {
+        if generation != self.generation {
+            return;
+        }
+        match event {
+            LinkEvent::Message(m) => self.subscriber.slot.read().do_send(Route(m)),
+            LinkEvent::Lost(reason) => self.lost(reason, ctx),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<ChildExited> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
+        let current = match msg.kind {
+            ChildKind::Publisher => self.publisher.incarnation,
+            ChildKind::Subscriber => self.subscriber.incarnation,
+        };
+        if self.stopping || msg.incarnation != current {
+            return;
+        }
+        self.restart_child(msg.kind, ctx);
+    }
+}
+
+impl Handler<AddListener> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddListener, _: &mut Self::Context) {
+        self.s.listeners.push(msg.0);
+    }
+}
+
+impl Handler<GetState> for ConnectionActor {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state)
+    }
+}
+
+impl Handler<DropLink> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: DropLink, ctx: &mut Self::Context) {
+        if let Some(link) = self.link.clone() {
+            actix_rt::spawn(link.disconnect(Duration::ZERO));
+            self.lost(DisconnectReason::ConnectionLost, ctx);
+        }
+    }
+}
+
+impl Handler<Stop> for ConnectionActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) -> Self::Result {
+        self.shutdown("requested".into(), ctx);
+        let mut closed = self.s.closed_tx.subscribe();
+        Box::pin(async move {
+            let _ = closed.wait_for(|c| *c).await;
+        })
+    }
+}
+
+impl Drop for ConnectionActor {
+    fn drop(&mut self) {
+        self.s.state_tx.send_replace(ConnectionState::Stopped);
+        self.s.closed_tx.send_replace(true);
+    }
+}

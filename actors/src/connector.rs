@@ -1,0 +1,384 @@
+//! `Connector::builder(provider)…start()`: the one way to build the tree, and the handle it
+//! returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use connector_core::{
+    BackoffPolicy, Clock, ConnectionEvent, ConnectionMetrics, ConnectionState, ConnectorMetrics,
+    DropPolicy, Inbound, OfflinePolicy, Provider, Publish, QoS, Random, SystemClock, ThreadRandom,
+};
+use futures::Stream;
+use prometheus::Registry;
+use tokio::sync::{mpsc, watch};
+
+use crate::connection::{AddListener, ConnectionActor, DropLink, EventSink, Settings, Slot, Stop};
+use crate::error::{ConnectorError, PublishError, SubscribeError};
+use crate::messages::{
+    Enqueue, Event, GetStats, MessageId, PublishAck, PublishRequest, PublisherStats, Sink,
+    Subscribe, SubscriptionId, Unsubscribe,
+};
+use crate::metrics_exporter::MetricsServer;
+use crate::publisher::{Publisher, PublisherArgs, PublisherOptions};
+use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
+use crate::supervision::RestartPolicy;
+use crate::transport::{PahoTransport, Transport};
+
+/// Builds a [`Connector`].
+pub struct ConnectorBuilder {
+    provider: Arc<dyn Provider>,
+    publisher: PublisherOptions,
+    backoff: BackoffPolicy,
+    restart: RestartPolicy,
+    metrics: Option<ConnectorMetrics>,
+    registry: Option<Registry>,
+    listeners: Vec<EventSink>,
+    transport: Option<Arc<dyn Transport>>,
+    clock: Arc<dyn Clock>,
+    random: Box<dyn Random>,
+    disconnect_timeout: Duration,
+}
+
+impl ConnectorBuilder {
+    /// Offline queue capacity and drop policy.
+    pub fn offline_queue(mut self, capacity: usize, drop: DropPolicy) -> Self {
+        self.publisher.offline.capacity = capacity;
+        self.publisher.offline.drop = drop;
+        self
+    }
+    /// The whole offline policy.
+    pub fn offline(mut self, policy: OfflinePolicy) -> Self {
+        self.publisher.offline = policy;
+        self
+    }
+    /// Most messages in flight (sent, not acknowledged).
+    pub fn inflight_window(mut self, n: usize) -> Self {
+        self.publisher.inflight_window = n.max(1);
+        self
+    }
+    /// How long a publish waits for its outcome.
+    pub fn ack_timeout(mut self, d: Duration) -> Self {
+        self.publisher.ack_timeout = d;
+        self
+    }
+    /// Keeps accepted QoS 1 messages in an on-disk store in `dir` until acknowledged.
+    pub fn persistence(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.publisher.persistence = Some(dir.into());
+        self
+    }
+    /// `fsync` every store write.
+    pub fn fsync(mut self, on: bool) -> Self {
+        self.publisher.fsync = on;
+        self
+    }
+    /// Reconnect backoff.
+    pub fn backoff(mut self, policy: BackoffPolicy) -> Self {
+        self.backoff = policy;
+        self
+    }
+    /// Child restart policy.
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+    /// Metric families registered once and shared by several connectors.
+    pub fn metrics(mut self, metrics: ConnectorMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+    /// A registry to register this connector's metric families in (once per registry; for
+    /// several connectors in one registry use [`ConnectorBuilder::metrics`]).
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+    /// Sends lifecycle events to an actor.
+    pub fn on_event(mut self, recipient: Recipient<Event>) -> Self {
+        self.listeners.push(EventSink::Recipient(recipient));
+        self
+    }
+    /// Sends lifecycle events to a channel (from the very first attempt on).
+    pub fn events_to(mut self, tx: mpsc::Sender<ConnectionEvent>) -> Self {
+        self.listeners.push(EventSink::Channel(tx));
+        self
+    }
+    /// A different transport (the default is paho-mqtt).
+    pub fn transport(mut self, t: Arc<dyn Transport>) -> Self {
+        self.transport = Some(t);
+        self
+    }
+    /// An injected clock.
+    pub fn clock(mut self, c: Arc<dyn Clock>) -> Self {
+        self.clock = c;
+        self
+    }
+    /// Injected randomness (backoff jitter, renewal jitter).
+    pub fn random(mut self, r: Box<dyn Random>) -> Self {
+        self.random = r;
+        self
+    }
+    /// How long a graceful disconnect waits for in-flight acknowledgements.
+    pub fn disconnect_timeout(mut self, d: Duration) -> Self {
+        self.disconnect_timeout = d;
+        self
+    }
+
+    /// Starts the tree. Call inside a running actix `System`.
+    pub fn start(self) -> Connector {
+        let registry = self.registry.clone().unwrap_or_default();
+        let families = match self.metrics {
+            Some(m) => m,
+            None => ConnectorMetrics::register(&registry).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metric families already registered; this connector's metrics are detached");
+                ConnectorMetrics::register(&Registry::new()).expect("a fresh registry has no conflicts")
+            }),
+        };
+        let client = self
+            .provider
+            .connect_params(self.clock.wall())
+            .map(|p| p.client_id)
+            .unwrap_or_else(|_| "unknown".into());
+        let metrics: ConnectionMetrics = families.connection(self.provider.name(), &client);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
+        let (closed_tx, _) = watch::channel(false);
+        let transport = self.transport.unwrap_or_else(|| {
+            Arc::new(PahoTransport::new(
+                self.publisher.inflight_window.saturating_mul(2).max(64),
+            ))
+        });
+        let settings = Settings {
+            provider: self.provider.clone(),
+            transport,
+            backoff: self.backoff,
+            restart: self.restart,
+            clock: self.clock,
+            random: self.random,
+            metrics: metrics.clone(),
+            listeners: self.listeners,
+            state_tx,
+            closed_tx,
+            disconnect_timeout: self.disconnect_timeout,
+        };
+        let pub_args = PublisherArgs {
+            provider: self.provider.clone(),
+            options: self.publisher,
+            metrics: metrics.clone(),
+        };
+        let table: SharedTable = SharedTable::default();
+        let sub_args = SubscriberArgs {
+            provider: self.provider,
+            table,
+            metrics: metrics.clone(),
+        };
+        let (conn, publisher, subscriber) =
+            ConnectionActor::start_tree(settings, pub_args, sub_args);
+        Connector {
+            conn,
+            publisher: PublisherHandle { slot: publisher },
+            subscriber: SubscriberHandle { slot: subscriber },
+            state: state_rx,
+            registry,
+            metrics,
+        }
+    }
+}
+
+/// A running connection tree.
+#[derive(Clone)]
+pub struct Connector {
+    conn: Addr<ConnectionActor>,
+    publisher: PublisherHandle,
+    subscriber: SubscriberHandle,
+    state: watch::Receiver<ConnectionState>,
+    registry: Registry,
+    metrics: ConnectionMetrics,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// Starts building a connector over `provider`.
+    pub fn builder(provider: impl Provider) -> ConnectorBuilder {
+        ConnectorBuilder {
+            provider: Arc::new(provider),
+            publisher: PublisherOptions::default(),
+            backoff: BackoffPolicy::default(),
+            restart: RestartPolicy::default(),
+            metrics: None,
+            registry: None,
+            listeners: Vec::new(),
+            transport: None,
+            clock: Arc::new(SystemClock),
+            random: Box::new(ThreadRandom),
+            disconnect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The Publisher.
+    pub fn publisher(&self) -> PublisherHandle {
+        self.publisher.clone()
+    }
+
+    /// The Subscriber.
+    pub fn subscriber(&self) -> SubscriberHandle {
+        self.subscriber.clone()
+    }
+
+    /// The ConnectionActor.
+    pub fn connection(&self) -> Addr<ConnectionActor> {
+        self.conn.clone()
+    }
+
+    /// The registry holding this connector's metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// This connection's metrics.
+    pub fn metrics(&self) -> &ConnectionMetrics {
+        &self.metrics
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        *self.state.borrow()
+    }
+
+    /// Whether connected now.
+    pub fn is_connected(&self) -> bool {
+        self.state() == ConnectionState::Connected
+    }
+
+    /// Waits until connected, at most `within`.
+    pub async fn wait_connected(&self, within: Duration) -> Result<(), ConnectorError> {
+        let mut rx = self.state.clone();
+        let reached = tokio::time::timeout(within, async move {
+            rx.wait_for(|s| matches!(s, ConnectionState::Connected | ConnectionState::Stopped))
+                .await
+                .map(|s| *s)
+        })
+        .await;
+        match reached {
+            Ok(Ok(ConnectionState::Connected)) => Ok(()),
+            Ok(_) => Err(ConnectorError::Stopped),
+            Err(_) => Err(ConnectorError::ConnectTimeout { after: within }),
+        }
+    }
+
+    /// Lifecycle events from now on, as a stream.
+    pub fn events(&self, capacity: usize) -> impl Stream<Item = ConnectionEvent> + Unpin {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.conn.do_send(AddListener(EventSink::Channel(tx)));
+        channel_stream(rx)
+    }
+
+    /// Drops the link as a network failure would (fault injection).
+    pub fn drop_link(&self) {
+        self.conn.do_send(DropLink);
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (use a loopback address unless
+    /// the metrics are meant to be reachable from elsewhere).
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> Result<MetricsServer, ConnectorError> {
+        MetricsServer::start(addr, self.registry.clone(), self.state.clone())
+            .await
+            .map_err(|e| ConnectorError::Io(e.to_string()))
+    }
+
+    /// Stops gracefully: DISCONNECT (waiting for in-flight acknowledgements up to the
+    /// disconnect timeout), then the children. Resolves when done.
+    pub async fn stop(&self) {
+        let _ = self.conn.send(Stop).await;
+    }
+}
+
+/// A handle to the current Publisher (it survives Publisher restarts).
+#[derive(Clone)]
+pub struct PublisherHandle {
+    slot: Slot<Publisher>,
+}
+
+impl PublisherHandle {
+    /// The Publisher's current address, for actor code.
+    pub fn addr(&self) -> Addr<Publisher> {
+        self.slot.read().clone()
+    }
+
+    /// Publishes and waits for PUBACK (QoS 1) or the write (QoS 0).
+    pub async fn publish(&self, p: Publish) -> Result<PublishAck, PublishError> {
+        let fut = self.slot.read().send(PublishRequest(p));
+        fut.await?
+    }
+
+    /// Hands a message over; returns once it is accepted (and stored, with persistence).
+    pub async fn enqueue(&self, p: Publish) -> Result<MessageId, PublishError> {
+        let fut = self.slot.read().send(Enqueue(p));
+        fut.await?
+    }
+
+    /// Operation statistics.
+    pub async fn stats(&self) -> Result<PublisherStats, PublishError> {
+        let fut = self.slot.read().send(GetStats);
+        Ok(fut.await?)
+    }
+}
+
+/// A handle to the current Subscriber (it survives Subscriber restarts).
+#[derive(Clone)]
+pub struct SubscriberHandle {
+    slot: Slot<Subscriber>,
+}
+
+impl SubscriberHandle {
+    /// The Subscriber's current address, for actor code.
+    pub fn addr(&self) -> Addr<Subscriber> {
+        self.slot.read().clone()
+    }
+
+    /// Registers a route; resolves once the broker granted the subscription (or at once
+    /// while offline: it is made on the next connection).
+    pub async fn subscribe(&self, s: Subscribe) -> Result<SubscriptionId, SubscribeError> {
+        let fut = self.slot.read().send(s);
+        fut.await?
+    }
+
+    /// Removes a route.
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<(), SubscribeError> {
+        let fut = self.slot.read().send(Unsubscribe(id));
+        fut.await?
+    }
+
+    /// Messages on topics matching `filter`, as a stream with `capacity` slots; when it is
+    /// full, further messages are dropped and counted (`recipient_full`).
+    pub async fn stream(
+        &self,
+        filter: impl Into<String>,
+        qos: QoS,
+        capacity: usize,
+    ) -> Result<(SubscriptionId, impl Stream<Item = Inbound> + Unpin), SubscribeError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let id = self
+            .subscribe(Subscribe {
+                key: crate::messages::RouteKey::Topic {
+                    filter: filter.into(),
+                    qos,
+                },
+                sink: Sink::Channel(tx),
+            })
+            .await?;
+        Ok((id, channel_stream(rx)))
+    }
+}
+
+fn channel_stream<T: 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Unpin {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,107 @@
+//! Errors of the actors.
+
+use std::time::Duration;
+
+use connector_core::{ConfigError, ProviderError};
+use thiserror::Error;
+
+use crate::transport::TransportError;
+
+/// Why a publish did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The provider refused to map it (bad topic, too large, unsupported property).
+    #[error("invalid message")]
+    Invalid(#[from] ProviderError),
+    /// Not connected, and the policy fails QoS 0 while offline.
+    #[error("not connected")]
+    NotConnected,
+    /// The offline queue is full and the policy refuses the newest message.
+    #[error("offline queue full ({capacity} messages)")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// Evicted from the full offline queue by a newer message (drop-oldest policy).
+    #[error("dropped from the offline queue by a newer message")]
+    Dropped,
+    /// No acknowledgement in time. The message may still arrive (at least once); it is not
+    /// sent again.
+    #[error("no acknowledgement after {after:?}")]
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The transport failed the publish for good.
+    #[error("transport failure")]
+    Transport(#[source] TransportError),
+    /// Writing to the on-disk store failed, so the message was not accepted.
+    #[error("persistence failure: {0}")]
+    Persistence(String),
+    /// The connection was stopped before the message completed.
+    #[error("connection stopped")]
+    Stopped,
+    /// The Publisher actor is gone (restarting or stopped).
+    #[error("publisher unavailable")]
+    Unavailable(#[from] actix::MailboxError),
+}
+
+impl PublishError {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishError::Invalid(_) => "invalid",
+            PublishError::NotConnected => "not_connected",
+            PublishError::QueueFull { .. } => "rejected",
+            PublishError::Dropped => "dropped",
+            PublishError::Timeout { .. } => "timeout",
+            PublishError::Transport(_) => "failed",
+            PublishError::Persistence(_) => "persistence",
+            PublishError::Stopped => "stopped",
+            PublishError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Why a subscription failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The filter is not a valid MQTT topic filter.
+    #[error("invalid topic filter")]
+    InvalidFilter(#[from] connector_core::TopicError),
+    /// The broker refused the filter in its SUBACK.
+    #[error("subscription to `{filter}` refused by the broker")]
+    Refused {
+        /// The filter.
+        filter: String,
+    },
+    /// The transport failed.
+    #[error("transport failure")]
+    Transport(#[source] TransportError),
+    /// The Subscriber actor is gone.
+    #[error("subscriber unavailable")]
+    Unavailable(#[from] actix::MailboxError),
+}
+
+/// Errors of the connector as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    /// Not connected within the time allowed.
+    #[error("not connected after {after:?}")]
+    ConnectTimeout {
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The connection was stopped.
+    #[error("connection stopped")]
+    Stopped,
+    /// Bad configuration.
+    #[error("configuration")]
+    Config(#[from] ConfigError),
+    /// I/O (metrics listener, persistence directory).
+    #[error("i/o: {0}")]
+    Io(String),
+}

@@ -1,0 +1,44 @@
+//! The actix supervision tree of the cloud connector, over paho-mqtt.
+//!
+//! | item | what |
+//! |---|---|
+//! | [`Connector`] | `Connector::builder(provider)…start()`, and the handle to the running tree |
+//! | [`ConnectionActor`] | the connection state machine; supervises the children |
+//! | [`Publisher`] | outbound: QoS 0/1, acknowledgements, offline queue, on-disk store |
+//! | [`Subscriber`] | inbound: subscription table, re-subscription, typed routing |
+//! | [`messages`] | the actix messages |
+//! | [`MetricsServer`] | `/metrics`, `/healthz`, `/readyz` |
+//! | [`transport`] | the seam between the actors and the MQTT client library |
+//!
+//! ```no_run
+//! use connector_actors::Connector;
+//! use connector_core::{MqttOptions, MqttProvider, Publish};
+//!
+//! #[actix_rt::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let provider = MqttProvider::new(MqttOptions::new("tcp://127.0.0.1:1883", "device-1"))?;
+//!     let conn = Connector::builder(provider).start();
+//!     conn.wait_connected(std::time::Duration::from_secs(10)).await?;
+//!     conn.publisher().publish(Publish::telemetry(&b"{\"t\":21.5}"[..])).await?;
+//!     conn.stop().await;
+//!     Ok(())
+//! }
+//! ```
+
+mod connection;
+mod connector;
+pub mod error;
+pub mod messages;
+mod metrics_exporter;
+mod publisher;
+mod subscriber;
+pub mod supervision;
+pub mod transport;
+
+pub use connection::{AddListener, ConnectionActor, DropLink, EventSink, GetState, Stop};
+pub use connector::{Connector, ConnectorBuilder, PublisherHandle, SubscriberHandle};
+pub use error::{ConnectorError, PublishError, SubscribeError};
+pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};
+pub use publisher::{Publisher, PublisherOptions};
+pub use subscriber::Subscriber;
+pub use supervision::RestartPolicy;

@@ -1,0 +1,213 @@
+//! actix message types. The data lives in `connector_core::model`; the orphan rule puts
+//! the `Message` impls here, as thin wrappers.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use connector_core::{ConnectionEvent, Inbound, Publish, QoS};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::error::{PublishError, SubscribeError};
+use crate::transport::{Completion, Link};
+
+/// Publish and wait for the outcome: PUBACK for QoS 1, written for QoS 0.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<PublishAck, PublishError>")]
+pub struct PublishRequest(pub Publish);
+
+impl From<Publish> for PublishRequest {
+    fn from(p: Publish) -> Self {
+        Self(p)
+    }
+}
+
+/// Hand a message over and return as soon as it is accepted (queued, and written to the
+/// on-disk store when persistence is on). Its outcome shows in the statistics and metrics.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<MessageId, PublishError>")]
+pub struct Enqueue(pub Publish);
+
+/// The Publisher's sequence number for an accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+/// A completed publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The message's sequence number.
+    pub id: MessageId,
+    /// How many times it was handed to a transport (more than 1 after a reconnect).
+    pub attempts: u32,
+}
+
+/// Ask the Publisher for its operation statistics.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "PublisherStats")]
+pub struct GetStats;
+
+/// The Publisher's operation statistics (as AWS's `get_stats`): incomplete = accepted and
+/// not yet completed (queued or in flight); unacked = sent and awaiting PUBACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublisherStats {
+    /// Messages accepted and not completed.
+    pub incomplete_count: usize,
+    /// Their payload + topic bytes.
+    pub incomplete_bytes: usize,
+    /// Messages sent and not acknowledged.
+    pub unacked_count: usize,
+    /// Their bytes.
+    pub unacked_bytes: usize,
+    /// Messages waiting in the offline queue.
+    pub queued_count: usize,
+    /// Messages acknowledged since start.
+    pub acked_total: u64,
+    /// Messages evicted (drop-oldest) since start.
+    pub dropped_oldest_total: u64,
+    /// Messages refused (drop-newest) since start.
+    pub rejected_newest_total: u64,
+    /// Messages that timed out since start.
+    pub timed_out_total: u64,
+    /// Messages sent again after a reconnect.
+    pub resent_total: u64,
+}
+
+/// A lifecycle event, as delivered to a `Recipient<Event>`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Event(pub ConnectionEvent);
+
+/// An inbound message routed to a subscriber.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Received(pub Inbound);
+
+/// An opaque id of a subscription route, to unsubscribe with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(pub u64);
+
+/// A user handler for inbound messages, run inside the Subscriber. A panic in it is caught,
+/// counted in `connector_handler_panics_total`, and the handler stays registered.
+pub type Handler = Arc<dyn Fn(&Inbound) + Send + Sync>;
+
+/// Where routed messages go.
+#[derive(Clone)]
+pub enum Sink {
+    /// An actor; `try_send`, so a full or dead mailbox never blocks the others.
+    Recipient(Recipient<Received>),
+    /// A closure run in the Subscriber.
+    Handler(Handler),
+    /// A bounded channel (what [`crate::SubscriberHandle::stream`] reads).
+    Channel(tokio::sync::mpsc::Sender<Inbound>),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Recipient(_) => "Sink::Recipient",
+            Sink::Handler(_) => "Sink::Handler",
+            Sink::Channel(_) => "Sink::Channel",
+        })
+    }
+}
+
+/// What a route selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteKey {
+    /// User-topic messages whose topic matches the MQTT filter (subscribed at the broker).
+    Topic {
+        /// The topic filter.
+        filter: String,
+        /// Requested QoS.
+        qos: QoS,
+    },
+    /// Every inbound message the provider classifies as this kind (`c2d`, `method`, …).
+    Kind(&'static str),
+}
+
+/// Register a route.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<SubscriptionId, SubscribeError>")]
+pub struct Subscribe {
+    /// What to select.
+    pub key: RouteKey,
+    /// Where it goes.
+    pub sink: Sink,
+}
+
+impl Subscribe {
+    /// Messages on topics matching `filter`, to an actor.
+    pub fn topic(filter: impl Into<String>, qos: QoS, recipient: Recipient<Received>) -> Self {
+        Self {
+            key: RouteKey::Topic {
+                filter: filter.into(),
+                qos,
+            },
+            sink: Sink::Recipient(recipient),
+        }
+    }
+
+    /// Messages on topics matching `filter`, to a closure.
+    pub fn handler(
+        filter: impl Into<String>,
+        qos: QoS,
+        f: impl Fn(&Inbound) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            key: RouteKey::Topic {
+                filter: filter.into(),
+                qos,
+            },
+            sink: Sink::Handler(Arc::new(f)),
+        }
+    }
+}
+
+/// Remove a route (and the broker subscription when no route needs its filter any more).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), SubscribeError>")]
+pub struct Unsubscribe(pub SubscriptionId);
+
+// ---- internal messages between the ConnectionActor and its children ----
+
+/// A new link is up (sent to children).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LinkUp {
+    pub generation: u64,
+    pub link: Arc<dyn Link>,
+    pub session_present: bool,
+    /// For the Publisher only.
+    pub completions: Option<UnboundedReceiver<Completion>>,
+}
+
+/// The link of this generation is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LinkDown {
+    pub generation: u64,
+}
+
+/// The connection is stopping for good: fail whatever cannot complete.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown;
+
+/// A raw inbound message for the Subscriber to classify and route.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Route(pub connector_core::InboundMessage);
+
+/// Sent by a child's guard when the child's actor is dropped (stopped or panicked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChildExited {
+    pub kind: crate::supervision::ChildKind,
+    pub incarnation: u64,
+}
+
+/// Test hook: make a child panic inside a handler (compiled only with `fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;

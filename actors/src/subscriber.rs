@@ -1,0 +1,296 @@
+//! The Subscriber: the subscription table (filter → sinks), re-subscription after every
+//! reconnect whose session was not kept, and typed routing through the provider's
+//! classifier. A slow or dead recipient never blocks the others: deliveries use
+//! `try_send`, and every delivery not made is counted by reason.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use connector_core::topic::{topic_matches, validate_topic_filter};
+use connector_core::{ConnectionMetrics, Inbound, Provider, QoS};
+use parking_lot::Mutex;
+use tracing::{debug, warn};
+
+use crate::error::SubscribeError;
+use crate::messages::{
+    LinkDown, LinkUp, Received, Route, RouteKey, Shutdown, Sink, Subscribe, SubscriptionId,
+    Unsubscribe,
+};
+use crate::supervision::ChildGuard;
+use crate::transport::Link;
+
+/// The subscription table. It belongs to the supervisor and outlives Subscriber restarts,
+/// so registrations survive a crash of the actor.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    next_id: u64,
+    routes: BTreeMap<u64, (RouteKey, Sink)>,
+}
+
+impl Table {
+    /// Distinct broker subscriptions: each filter at the highest QoS asked for it.
+    fn filters(&self) -> Vec<(String, QoS)> {
+        let mut out: BTreeMap<&str, QoS> = BTreeMap::new();
+        for (key, _) in self.routes.values() {
+            if let RouteKey::Topic { filter, qos } = key {
+                let e = out.entry(filter.as_str()).or_insert(*qos);
+                *e = (*e).max(*qos);
+            }
+        }
+        out.into_iter().map(|(f, q)| (f.to_owned(), q)).collect()
+    }
+
+    fn uses_filter(&self, filter: &str) -> bool {
+        self.routes
+            .values()
+            .any(|(k, _)| matches!(k, RouteKey::Topic { filter: f, .. } if f == filter))
+    }
+}
+
+pub(crate) type SharedTable = Arc<Mutex<Table>>;
+
+/// Everything a Subscriber is built from.
+#[derive(Clone)]
+pub(crate) struct SubscriberArgs {
+    pub provider: Arc<dyn Provider>,
+    pub table: SharedTable,
+    pub metrics: ConnectionMetrics,
+}
+
+/// The Subscriber actor.
+pub struct Subscriber {
+    args: SubscriberArgs,
+    link: Option<(u64, Arc<dyn Link>)>,
+    _guard: Option<ChildGuard>,
+}
+
+impl Subscriber {
+    pub(crate) fn new(args: SubscriberArgs, guard: Option<ChildGuard>) -> Self {
+        Self {
+            args,
+            link: None,
+            _guard: guard,
+        }
+    }
+
+    fn deliver(&self, inbound: Inbound) {
+        let metrics = &self.args.metrics;
+        metrics.received(inbound.kind());
+        let mut dead = Vec::new();
+        let mut delivered = false;
+        {
+            let table = self.args.table.lock();
+            for (id, (key, sink)) in &table.routes {
+                let selected = match key {
+                    RouteKey::Topic { filter, .. } => {
+                        matches!(inbound, Inbound::Message(_))
+                            && topic_matches(filter, inbound.topic())
+                    }
+                    RouteKey::Kind(kind) => *kind == inbound.kind(),
+                };
+                if !selected {
+                    continue;
+                }
+                delivered = true;
+                match sink {
+                    Sink::Recipient(r) => match r.try_send(Received(inbound.clone())) {
+                        Ok(()) => {}
+                        Err(SendError::Full(_)) => metrics.inbound_dropped("recipient_full"),
+                        Err(SendError::Closed(_)) => {
+                            metrics.inbound_dropped("recipient_closed");
+                            dead.push(*id);
+                        }
+                    },
+                    Sink::Channel(tx) => match tx.try_send(inbound.clone()) {
+                        Ok(()) => {}
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                            metrics.inbound_dropped("recipient_full")
+                        }
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                            metrics.inbound_dropped("recipient_closed");
+                            dead.push(*id);
+                        }
+                    },
+                    Sink::Handler(h) => {
+                        if catch_unwind(AssertUnwindSafe(|| h(&inbound))).is_err() {
+                            warn!(topic = %inbound.topic(), "inbound handler panicked; it stays registered");
+                            metrics.handler_panicked("inbound");
+                        }
+                    }
+                }
+            }
+        }
+        if !delivered {
+            debug!(topic = %inbound.topic(), kind = inbound.kind(), "no route");
+            metrics.inbound_dropped("unrouted");
+        }
+        if !dead.is_empty() {
+            let mut table = self.args.table.lock();
+            for id in dead {
+                table.routes.remove(&id);
+            }
+        }
+    }
+
+    fn resubscribe(&self, link: Arc<dyn Link>, ctx: &mut Context<Self>) {
+        let mut filters = self.args.table.lock().filters();
+        for spec in self.args.provider.subscriptions() {
+            if !filters.iter().any(|(f, _)| *f == spec.filter) {
+                filters.push((spec.filter, spec.qos));
+            }
+        }
+        if filters.is_empty() {
+            return;
+        }
+        let n = filters.len();
+        let fut = link.subscribe(filters.clone());
+        ctx.spawn(async move { fut.await }.into_actor(self).map(
+            move |res, _act, _ctx| match res {
+                Ok(granted) => {
+                    for ((f, _), g) in filters.iter().zip(granted) {
+                        if g.is_none() {
+                            warn!(filter = %f, "broker refused a re-subscription");
+                        }
+                    }
+                    debug!(filters = n, "re-subscribed");
+                }
+                Err(e) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
+            },
+        ));
+    }
+}
+
+impl Actor for Subscriber {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+impl Handler<Subscribe> for Subscriber {
+    type Result = ResponseActFuture<Self, Result<SubscriptionId, SubscribeError>>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        let (id, new_filter) = {
+            if let RouteKey::Topic { filter, .. } = &msg.key {
+                if let Err(e) = validate_topic_filter(filter) {
+                    return Box::pin(actix::fut::ready(Err(SubscribeError::InvalidFilter(e))));
+                }
+            }
+            let mut table = self.args.table.lock();
+            let new_filter = match &msg.key {
+                RouteKey::Topic { filter, qos } => {
+                    let existing = table
+                        .filters()
+                        .into_iter()
+                        .find(|(f, _)| f == filter)
+                        .map(|(_, q)| q);
+                    match existing {
+                        Some(q) if q >= *qos => None,
+                        _ => Some((filter.clone(), *qos)),
+                    }
+                }
+                RouteKey::Kind(_) => None,
+            };
+            table.next_id += 1;
+            let id = table.next_id;
+            table.routes.insert(id, (msg.key, msg.sink));
+            (id, new_filter)
+        };
+        let (Some((filter, qos)), Some((_, link))) = (new_filter, self.link.clone()) else {
+            // Offline (subscribed on the next connection) or nothing new to ask the broker.
+            return Box::pin(actix::fut::ready(Ok(SubscriptionId(id))));
+        };
+        let fut = link.subscribe(vec![(filter.clone(), qos)]);
+        Box::pin(
+            async move { fut.await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let outcome = match res {
+                        Ok(granted) if granted.first().copied().flatten().is_some() => {
+                            return Ok(SubscriptionId(id))
+                        }
+                        Ok(_) => SubscribeError::Refused { filter },
+                        Err(e) => SubscribeError::Transport(e),
+                    };
+                    act.args.table.lock().routes.remove(&id);
+                    Err(outcome)
+                }),
+        )
+    }
+}
+
+impl Handler<Unsubscribe> for Subscriber {
+    type Result = ResponseActFuture<Self, Result<(), SubscribeError>>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) -> Self::Result {
+        let unused = {
+            let mut table = self.args.table.lock();
+            match table.routes.remove(&msg.0 .0) {
+                Some((RouteKey::Topic { filter, .. }, _)) if !table.uses_filter(&filter) => {
+                    Some(filter)
+                }
+                _ => None,
+            }
+        };
+        let (Some(filter), Some((_, link))) = (unused, self.link.clone()) else {
+            return Box::pin(actix::fut::ready(Ok(())));
+        };
+        let fut = link.unsubscribe(vec![filter]);
+        Box::pin(async move { fut.await.map_err(SubscribeError::Transport) }.into_actor(self))
+    }
+}
+
+impl Handler<LinkUp> for Subscriber {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkUp, ctx: &mut Self::Context) {
+        let fresh = self.link.as_ref().is_none_or(|(g, _)| *g != msg.generation);
+        self.link = Some((msg.generation, msg.link.clone()));
+        if fresh && !msg.session_present {
+            self.resubscribe(msg.link, ctx);
+        }
+    }
+}
+
+impl Handler<LinkDown> for Subscriber {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkDown, _: &mut Self::Context) {
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|(g, _)| *g == msg.generation)
+        {
+            self.link = None;
+        }
+    }
+}
+
+impl Handler<Route> for Subscriber {
+    type Result = ();
+
+    fn handle(&mut self, msg: Route, _: &mut Self::Context) {
+        let inbound = self.args.provider.classify(msg.0);
+        self.deliver(inbound);
+    }
+}
+
+impl Handler<Shutdown> for Subscriber {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::messages::InjectPanic> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, _: crate::messages::InjectPanic, _: &mut Self::Context) {
+        panic!("injected panic in the Subscriber");
+    }
+}

@@ -1,0 +1,101 @@
+//! The narrow seam between the actors and an MQTT client library.
+//!
+//! A [`Transport`] turns [`ConnectParams`] into a live [`Link`]. A link publishes (each
+//! publish completes later, on a per-link completion stream), subscribes, unsubscribes and
+//! disconnects; its events (inbound messages, loss) arrive on a second stream. The actors
+//! see nothing of the client library behind it, so a second transport can be added and
+//! measured without touching them. Each connection gets a fresh link: whatever the old one
+//! had in flight is the Publisher's to resend, never the library's.
+
+mod paho;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connector_core::{
+    ConnectFailure, ConnectParams, DisconnectReason, InboundMessage, OutboundPacket, QoS,
+};
+use futures::future::BoxFuture;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub use paho::PahoTransport;
+
+/// A transport failure on a live link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The link is down.
+    #[error("not connected")]
+    NotConnected,
+    /// The broker refused the operation (e.g. a SUBACK failure code).
+    #[error("refused by the broker: {0}")]
+    Refused(String),
+    /// The client library failed the operation.
+    #[error("transport failure: {0}")]
+    Failed(String),
+}
+
+/// Something that happened on a link.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A message arrived.
+    Message(InboundMessage),
+    /// The link ended.
+    Lost(DisconnectReason),
+}
+
+/// The completion of one publish, identified by the sequence number it was sent with.
+#[derive(Debug)]
+pub struct Completion {
+    /// The Publisher's sequence number.
+    pub seq: u64,
+    /// PUBACK (QoS 1) or written (QoS 0), or why not.
+    pub result: Result<(), TransportError>,
+}
+
+/// A live connection.
+pub trait Link: Send + Sync + 'static {
+    /// Hands a publish to the client; its completion arrives on the completion stream.
+    fn publish(&self, seq: u64, packet: &OutboundPacket) -> Result<(), TransportError>;
+    /// Subscribes; resolves to the granted QoS per filter (`None` = refused).
+    fn subscribe(
+        &self,
+        filters: Vec<(String, QoS)>,
+    ) -> BoxFuture<'static, Result<Vec<Option<QoS>>, TransportError>>;
+    /// Unsubscribes.
+    fn unsubscribe(&self, filters: Vec<String>) -> BoxFuture<'static, Result<(), TransportError>>;
+    /// Opens a new completion stream for this link; completions go there from now on (a
+    /// restarted Publisher takes over a live link this way).
+    fn rebind_completions(&self) -> UnboundedReceiver<Completion>;
+    /// Sends DISCONNECT and closes, waiting at most `timeout`.
+    fn disconnect(&self, timeout: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// A link just made, with its two streams.
+pub struct Connected {
+    /// The link.
+    pub link: Arc<dyn Link>,
+    /// Whether the broker kept the session.
+    pub session_present: bool,
+    /// Inbound messages and loss.
+    pub events: UnboundedReceiver<LinkEvent>,
+    /// Publish completions.
+    pub completions: UnboundedReceiver<Completion>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("session_present", &self.session_present)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes links.
+pub trait Transport: Send + Sync + 'static {
+    /// One connect attempt.
+    fn connect(
+        &self,
+        params: ConnectParams,
+    ) -> BoxFuture<'static, Result<Connected, ConnectFailure>>;
+}

@@ -1,0 +1,464 @@
+//! The paho-mqtt (Eclipse Paho C) transport.
+//!
+//! Paho's callbacks run on the C library's threads and deadlock if they call back into the
+//! client, so they only convert and forward into unbounded channels. Publish tokens are
+//! awaited by one pump task per link (a `FuturesUnordered`, polled only when woken) that
+//! forwards completions; dropping the link aborts the pump, so tokens of a dead client never
+//! leak a task.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connector_core::{
+    ConnectFailure, ConnectParams, DisconnectReason, InboundMessage, MqttVersion, OutboundPacket,
+    PemSource, QoS, TlsOptions,
+};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use paho_mqtt as mqtt;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tracing::{debug, warn};
+
+use super::{Completion, Connected, Link, LinkEvent, Transport, TransportError};
+
+/// The paho-mqtt transport.
+#[derive(Debug, Default, Clone)]
+pub struct PahoTransport {
+    /// In-flight limit given to the C library (it refuses publishes beyond it).
+    pub max_inflight: i32,
+}
+
+impl PahoTransport {
+    /// A transport whose client allows `max_inflight` unacknowledged publishes.
+    pub fn new(max_inflight: usize) -> Self {
+        Self {
+            max_inflight: i32::try_from(max_inflight.clamp(1, 65_535)).unwrap_or(65_535),
+        }
+    }
+}
+
+/// PEM held in memory goes to private files for the C library, removed with the link.
+struct TlsFiles {
+    _dir: tempfile::TempDir,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+fn materialise(tls: &TlsOptions) -> std::io::Result<TlsFiles> {
+    let dir = tempfile::Builder::new().prefix("connector-tls").tempdir()?;
+    let write = |name: &str, src: &Option<PemSource>| -> std::io::Result<Option<String>> {
+        match src {
+            None => Ok(None),
+            Some(PemSource::File(p)) => Ok(Some(p.to_string_lossy().into_owned())),
+            Some(PemSource::Pem(pem)) => {
+                let path = dir.path().join(name);
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                opts.open(&path)?.write_all(pem.expose().as_bytes())?;
+                Ok(Some(path.to_string_lossy().into_owned()))
+            }
+        }
+    };
+    Ok(TlsFiles {
+        ca: write("ca.pem", &tls.ca)?,
+        cert: write("cert.pem", &tls.client_cert)?,
+        key: write("key.pem", &tls.client_key)?,
+        _dir: dir,
+    })
+}
+
+fn ssl_options(tls: &TlsOptions, files: &TlsFiles) -> Result<mqtt::SslOptions, ConnectFailure> {
+    let bad = |what: &str, e: mqtt::Error| ConnectFailure::Credentials {
+        message: format!("{what}: {e}"),
+    };
+    let mut b = mqtt::SslOptionsBuilder::new();
+    // Paho's defaults verify neither the chain nor the host name: turn both on, TLS 1.2+.
+    b.enable_server_cert_auth(true)
+        .verify(true)
+        .ssl_version(mqtt::SslVersion::Tls_1_2);
+    if let Some(ca) = &files.ca {
+        b.trust_store(ca).map_err(|e| bad("trust store", e))?;
+    }
+    if let Some(cert) = &files.cert {
+        b.key_store(cert)
+            .map_err(|e| bad("client certificate", e))?;
+    }
+    if let Some(key) = &files.key {
+        b.private_key(key).map_err(|e| bad("private key", e))?;
+    }
+    if let Some(pw) = &tls.key_password {
+        b.private_key_password(pw.expose());
+    }
+    if let Some(c) = &tls.ciphers {
+        b.enabled_cipher_suites(c.as_str());
+    }
+    if !tls.alpn.is_empty() {
+        let protos: Vec<&str> = tls.alpn.iter().map(String::as_str).collect();
+        b.alpn_protos(&protos);
+    }
+    Ok(b.finalize())
+}
+
+fn paho_uri(params: &ConnectParams) -> String {
+    use connector_core::Scheme;
+    let u = &params.uri;
+    let host = if u.host().contains(':') {
+        format!("[{}]", u.host())
+    } else {
+        u.host().to_owned()
+    };
+    let scheme = match u.scheme() {
+        Scheme::Mqtt => "tcp",
+        Scheme::Mqtts => "ssl",
+        Scheme::Ws => "ws",
+        Scheme::Wss => "wss",
+    };
+    format!("{scheme}://{host}:{}{}", u.port(), u.path())
+}
+
+fn failure_from(e: &mqtt::Error) -> ConnectFailure {
+    match e {
+        mqtt::Error::ConnectReturn(rc) => {
+            let code = *rc as u8;
+            ConnectFailure::Refused {
+                code,
+                reason: ConnectFailure::v3_reason(code).to_owned(),
+            }
+        }
+        mqtt::Error::ReasonCode(rc, _) => ConnectFailure::Refused {
+            code: *rc as u8,
+            reason: rc.to_string(),
+        },
+        mqtt::Error::Timeout | mqtt::Error::TcpConnectTimeout => ConnectFailure::Timeout,
+        other => ConnectFailure::Transport {
+            message: other.to_string(),
+        },
+    }
+}
+
+fn inbound(msg: &mqtt::Message) -> InboundMessage {
+    let props = msg.properties();
+    let mut m = InboundMessage::new(
+        msg.topic(),
+        bytes::Bytes::copy_from_slice(msg.payload()),
+        if msg.qos() == mqtt::QoS::from(mqtt::QOS_0) {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        },
+    );
+    m.retain = msg.retained();
+    if !props.is_empty() {
+        m.content_type = props.get_string(mqtt::PropertyCode::ContentType);
+        m.correlation_data = props
+            .get_binary(mqtt::PropertyCode::CorrelationData)
+            .map(bytes::Bytes::from);
+        m.user_properties = props
+            .iter(mqtt::PropertyCode::UserProperty)
+            .filter_map(|p| p.get_string_pair())
+            .collect();
+    }
+    m
+}
+
+fn paho_message(packet: &OutboundPacket, v5: bool) -> Result<mqtt::Message, TransportError> {
+    let mut b = mqtt::MessageBuilder::new()
+        .topic(packet.topic.as_str())
+        .payload(packet.payload.as_ref())
+        .qos(i32::from(packet.qos.as_u8()))
+        .retained(packet.retain);
+    if v5 && !packet.properties.is_empty() {
+        let p = &packet.properties;
+        let mut props = mqtt::Properties::new();
+        let fail = |e: mqtt::Error| TransportError::Failed(format!("property: {e}"));
+        if let Some(ct) = &p.content_type {
+            props
+                .push_string(mqtt::PropertyCode::ContentType, ct)
+                .map_err(fail)?;
+        }
+        if let Some(cd) = &p.correlation_data {
+            props
+                .push_binary(mqtt::PropertyCode::CorrelationData, cd.to_vec())
+                .map_err(fail)?;
+        }
+        if let Some(rt) = &p.response_topic {
+            props
+                .push_string(mqtt::PropertyCode::ResponseTopic, rt)
+                .map_err(fail)?;
+        }
+        if let Some(e) = p.message_expiry_secs {
+            props
+                .push_u32(mqtt::PropertyCode::MessageExpiryInterval, e)
+                .map_err(fail)?;
+        }
+        for (k, v) in &p.user {
+            props
+                .push_string_pair(mqtt::PropertyCode::UserProperty, k, v)
+                .map_err(fail)?;
+        }
+        b = b.properties(props);
+    }
+    Ok(b.finalize())
+}
+
+enum PumpCmd {
+    Token(u64, mqtt::DeliveryToken),
+    Rebind(UnboundedSender<Completion>),
+}
+
+struct PahoLink {
+    client: mqtt::AsyncClient,
+    v5: bool,
+    tokens: UnboundedSender<PumpCmd>,
+    pump: tokio::task::AbortHandle,
+    _tls: Option<TlsFiles>,
+}
+
+impl Drop for PahoLink {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl Link for PahoLink {
+    fn publish(&self, seq: u64, packet: &OutboundPacket) -> Result<(), TransportError> {
+        let msg = paho_message(packet, self.v5)?;
+        let token = self.client.try_publish(msg).map_err(|e| match e {
+            mqtt::Error::Disconnected => TransportError::NotConnected,
+            other => TransportError::Failed(other.to_string()),
+        })?;
+        self.tokens
+            .send(PumpCmd::Token(seq, token))
+            .map_err(|_| TransportError::NotConnected)
+    }
+
+    fn rebind_completions(&self) -> tokio::sync::mpsc::UnboundedReceiver<Completion> {
+        let (tx, rx) = unbounded_channel();
+        let _ = self.tokens.send(PumpCmd::Rebind(tx));
+        rx
+    }
+
+    fn subscribe(
+        &self,
+        filters: Vec<(String, QoS)>,
+    ) -> BoxFuture<'static, Result<Vec<Option<QoS>>, TransportError>> {
+        let topics: Vec<String> = filters.iter().map(|(f, _)| f.clone()).collect();
+        let qos: Vec<i32> = filters.iter().map(|(_, q)| i32::from(q.as_u8())).collect();
+        let token = self.client.subscribe_many(&topics, &qos);
+        Box::pin(async move {
+            let rsp = token
+                .await
+                .map_err(|e| TransportError::Failed(e.to_string()))?;
+            let granted: Vec<Option<QoS>> = match rsp.subscribe_many_response() {
+                Some(codes) => codes
+                    .into_iter()
+                    .map(|c| u8::try_from(c).ok().and_then(QoS::from_u8))
+                    .collect(),
+                None => match rsp.subscribe_response() {
+                    Some(c) => vec![u8::try_from(c).ok().and_then(QoS::from_u8)],
+                    None => filters.iter().map(|(_, q)| Some(*q)).collect(),
+                },
+            };
+            Ok(granted)
+        })
+    }
+
+    fn unsubscribe(&self, filters: Vec<String>) -> BoxFuture<'static, Result<(), TransportError>> {
+        let token = self.client.unsubscribe_many(&filters);
+        Box::pin(async move {
+            token
+                .await
+                .map(|_| ())
+                .map_err(|e| TransportError::Failed(e.to_string()))
+        })
+    }
+
+    fn disconnect(&self, timeout: Duration) -> BoxFuture<'static, ()> {
+        let opts = mqtt::DisconnectOptionsBuilder::new()
+            .timeout(timeout)
+            .finalize();
+        let token = self.client.disconnect(opts);
+        Box::pin(async move {
+            if let Err(e) = token.await {
+                debug!(error = %e, "disconnect");
+            }
+        })
+    }
+}
+
+impl Transport for PahoTransport {
+    fn connect(
+        &self,
+        params: ConnectParams,
+    ) -> BoxFuture<'static, Result<Connected, ConnectFailure>> {
+        let max_inflight = self.max_inflight;
+        Box::pin(async move { connect(params, max_inflight).await })
+    }
+}
+
+struct Started {
+    client: mqtt::AsyncClient,
+    token: mqtt::ConnectToken,
+    events: tokio::sync::mpsc::UnboundedReceiver<LinkEvent>,
+    tls_files: Option<TlsFiles>,
+}
+
+/// Creates the client, installs the forwarding callbacks and starts the connect. Synchronous:
+/// paho's option builders hold raw pointers and must not live across an await.
+fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, ConnectFailure> {
+    let v5 = params.mqtt_version == MqttVersion::V5;
+    let uri = paho_uri(params);
+    let create = mqtt::CreateOptionsBuilder::new()
+        .server_uri(&uri)
+        .client_id(&params.client_id)
+        .persistence(None)
+        .mqtt_version(if v5 {
+            mqtt::MQTT_VERSION_5
+        } else {
+            mqtt::MQTT_VERSION_3_1_1
+        })
+        .finalize();
+    let client = mqtt::AsyncClient::new(create).map_err(|e| ConnectFailure::Transport {
+        message: format!("client: {e}"),
+    })?;
+
+    let (ev_tx, events) = unbounded_channel();
+    {
+        let tx = ev_tx.clone();
+        client.set_message_callback(move |_, msg| {
+            if let Some(msg) = msg {
+                let _ = tx.send(LinkEvent::Message(inbound(&msg)));
+            }
+        });
+        let tx = ev_tx.clone();
+        client.set_connection_lost_callback(move |_| {
+            let _ = tx.send(LinkEvent::Lost(DisconnectReason::ConnectionLost));
+        });
+        let tx = ev_tx;
+        client.set_disconnected_callback(move |_, _props, reason| {
+            let _ = tx.send(LinkEvent::Lost(DisconnectReason::ServerDisconnect {
+                code: reason as u8,
+            }));
+        });
+    }
+
+    let tls_files = match &params.tls {
+        Some(t) => Some(materialise(t).map_err(|e| ConnectFailure::Credentials {
+            message: format!("TLS files: {e}"),
+        })?),
+        None => None,
+    };
+    let mut b = if v5 {
+        if params.uri.scheme().is_websocket() {
+            mqtt::ConnectOptionsBuilder::new_ws_v5()
+        } else {
+            mqtt::ConnectOptionsBuilder::new_v5()
+        }
+    } else if params.uri.scheme().is_websocket() {
+        mqtt::ConnectOptionsBuilder::new_ws()
+    } else {
+        mqtt::ConnectOptionsBuilder::new_v3()
+    };
+    b.keep_alive_interval(params.keep_alive)
+        .connect_timeout(params.connect_timeout)
+        .max_inflight(max_inflight);
+    if v5 {
+        b.clean_start(params.clean_session);
+        if !params.clean_session {
+            // Keep the session for as long as the broker allows.
+            let mut props = mqtt::Properties::new();
+            let _ = props.push_u32(mqtt::PropertyCode::SessionExpiryInterval, u32::MAX);
+            b.properties(props);
+        }
+    } else {
+        b.clean_session(params.clean_session);
+    }
+    if let Some(u) = &params.username {
+        b.user_name(u.as_str());
+    }
+    if let Some(p) = &params.password {
+        b.password(p.expose());
+    }
+    if let (Some(t), Some(files)) = (&params.tls, &tls_files) {
+        b.ssl_options(ssl_options(t, files)?);
+    }
+    if let Some(proxy) = &params.http_proxy {
+        if params.uri.scheme().is_tls() {
+            b.https_proxy(proxy.as_str())
+        } else {
+            b.http_proxy(proxy.as_str())
+        };
+    }
+    if !params.http_headers.is_empty() {
+        let headers: Vec<(&str, &str)> = params
+            .http_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        b.http_headers(&headers);
+    }
+    let token = client.connect(b.finalize());
+    Ok(Started {
+        client,
+        token,
+        events,
+        tls_files,
+    })
+}
+
+async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, ConnectFailure> {
+    let v5 = params.mqtt_version == MqttVersion::V5;
+    let Started {
+        client,
+        token,
+        events,
+        tls_files,
+    } = start_connect(&params, max_inflight)?;
+    let rsp = token.await.map_err(|e| failure_from(&e))?;
+    let session_present = rsp.connect_response().is_some_and(|r| r.session_present);
+
+    let (tok_tx, mut tok_rx) = unbounded_channel::<PumpCmd>();
+    let (mut done_tx, completions) = unbounded_channel();
+    let pump = actix_rt::spawn(async move {
+        let mut pending = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                next = tok_rx.recv() => match next {
+                    Some(PumpCmd::Token(seq, token)) => pending.push(async move { (seq, token.await) }),
+                    Some(PumpCmd::Rebind(tx)) => done_tx = tx,
+                    None => break,
+                },
+                Some((seq, res)) = pending.next(), if !pending.is_empty() => {
+                    let result = res.map_err(|e: mqtt::Error| match e {
+                        mqtt::Error::Disconnected => TransportError::NotConnected,
+                        other => TransportError::Failed(other.to_string()),
+                    });
+                    // A closed receiver means the Publisher is being rebuilt; a rebind follows.
+                    let _ = done_tx.send(Completion { seq, result });
+                }
+            }
+        }
+    })
+    .abort_handle();
+    if !session_present && !params.clean_session {
+        warn!(client = %params.client_id, "broker did not keep the session");
+    }
+    let link = PahoLink {
+        client,
+        v5,
+        tokens: tok_tx,
+        pump,
+        _tls: tls_files,
+    };
+    Ok(Connected {
+        link: Arc::new(link),
+        session_present,
+        events,
+        completions,
+    })
+}
