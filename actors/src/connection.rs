@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use connector_core::{
-    Backoff, BackoffPolicy, Clock, ConnectFailure, ConnectionEvent, ConnectionMetrics,
-    ConnectionState, DisconnectReason, Provider, Random,
+    Backoff, BackoffPolicy, Clock, ConnectFailure, ConnectionEvent, ConnectionMetrics, ConnectionState,
+    DisconnectReason, Provider, Random,
 };
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
@@ -103,20 +103,12 @@ impl ConnectionActor {
             let me = ctx.address().recipient::<ChildExited>();
             let publisher = Publisher::new(
                 pub_args.clone(),
-                Some(ChildGuard {
-                    kind: ChildKind::Publisher,
-                    incarnation: 0,
-                    supervisor: me.clone(),
-                }),
+                Some(ChildGuard { kind: ChildKind::Publisher, incarnation: 0, supervisor: me.clone() }),
             )
             .start();
             let subscriber = Subscriber::new(
                 sub_args.clone(),
-                Some(ChildGuard {
-                    kind: ChildKind::Subscriber,
-                    incarnation: 0,
-                    supervisor: me,
-                }),
+                Some(ChildGuard { kind: ChildKind::Subscriber, incarnation: 0, supervisor: me }),
             )
             .start();
             let p = Arc::new(RwLock::new(publisher));
@@ -134,17 +126,9 @@ impl ConnectionActor {
                 attempt: 0,
                 ever_connected: false,
                 stopping: false,
-                publisher: Child {
-                    slot: p,
-                    incarnation: 0,
-                    tracker: RestartTracker::default(),
-                },
+                publisher: Child { slot: p, incarnation: 0, tracker: RestartTracker::default() },
                 pub_args,
-                subscriber: Child {
-                    slot: sub,
-                    incarnation: 0,
-                    tracker: RestartTracker::default(),
-                },
+                subscriber: Child { slot: sub, incarnation: 0, tracker: RestartTracker::default() },
                 sub_args,
             }
         });
@@ -155,23 +139,17 @@ impl ConnectionActor {
     fn set_state(&mut self, state: ConnectionState) {
         self.state = state;
         self.s.metrics.state.set(state as i64);
-        self.s
-            .metrics
-            .connected
-            .set(i64::from(state == ConnectionState::Connected));
+        self.s.metrics.connected.set(i64::from(state == ConnectionState::Connected));
         self.s.state_tx.send_replace(state);
     }
 
     fn emit(&mut self, event: ConnectionEvent) {
         debug!(?event, "lifecycle");
         self.s.listeners.retain(|sink| match sink {
-            EventSink::Recipient(r) => {
-                !matches!(r.try_send(Event(event.clone())), Err(SendError::Closed(_)))
+            EventSink::Recipient(r) => !matches!(r.try_send(Event(event.clone())), Err(SendError::Closed(_))),
+            EventSink::Channel(tx) => {
+                !matches!(tx.try_send(event.clone()), Err(mpsc::error::TrySendError::Closed(_)))
             }
-            EventSink::Channel(tx) => !matches!(
-                tx.try_send(event.clone()),
-                Err(mpsc::error::TrySendError::Closed(_))
-            ),
         });
     }
 
@@ -183,38 +161,28 @@ impl ConnectionActor {
         self.attempt += 1;
         self.set_state(ConnectionState::Connecting);
         self.s.metrics.connect_attempts.inc();
-        self.emit(ConnectionEvent::AttemptingConnect {
-            attempt: self.attempt,
-        });
+        self.emit(ConnectionEvent::AttemptingConnect { attempt: self.attempt });
         let params = match self.s.provider.connect_params(self.s.clock.wall()) {
             Ok(p) => p,
             Err(e) => {
-                self.failed(
-                    ConnectFailure::Credentials {
-                        message: e.to_string(),
-                    },
-                    ctx,
-                );
+                self.failed(ConnectFailure::Credentials { message: e.to_string() }, ctx);
                 return;
             }
         };
         let expires = params.credentials_expire;
-        let span = info_span!("connect", client = %params.client_id, uri = %params.uri, attempt = self.attempt);
+        let span =
+            info_span!("connect", client = %params.client_id, uri = %params.uri, attempt = self.attempt);
         let fut = self.s.transport.connect(params);
-        ctx.spawn(
-            async move { fut.await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    let _e = span.enter();
-                    match res {
-                        Ok(c) if act.stopping => {
-                            actix_rt::spawn(c.link.disconnect(Duration::from_secs(1)));
-                        }
-                        Ok(c) => act.connected(c, expires, ctx),
-                        Err(f) => act.failed(f, ctx),
-                    }
-                }),
-        );
+        ctx.spawn(async move { fut.await }.into_actor(self).map(move |res, act, ctx| {
+            let _e = span.enter();
+            match res {
+                Ok(c) if act.stopping => {
+                    actix_rt::spawn(c.link.disconnect(Duration::from_secs(1)));
+                }
+                Ok(c) => act.connected(c, expires, ctx),
+                Err(f) => act.failed(f, ctx),
+            }
+        }));
     }
 
     fn connected(&mut self, c: Connected, expires: Option<SystemTime>, ctx: &mut Context<Self>) {
@@ -228,14 +196,11 @@ impl ConnectionActor {
         self.attempt = 0;
         self.backoff.connected(self.s.clock.now());
         self.link = Some(c.link.clone());
-        self.events = Some(ctx.add_stream(futures::StreamExt::map(
-            tokio_stream_from(c.events),
-            move |e| (generation, e),
-        )));
+        self.events = Some(
+            ctx.add_stream(futures::StreamExt::map(tokio_stream_from(c.events), move |e| (generation, e))),
+        );
         self.set_state(ConnectionState::Connected);
-        self.emit(ConnectionEvent::Connected {
-            session_present: c.session_present,
-        });
+        self.emit(ConnectionEvent::Connected { session_present: c.session_present });
         self.publisher.slot.read().do_send(LinkUp {
             generation,
             link: c.link.clone(),
@@ -252,15 +217,10 @@ impl ConnectionActor {
     }
 
     fn failed(&mut self, reason: ConnectFailure, ctx: &mut Context<Self>) {
-        let delay = self
-            .backoff
-            .next_delay(self.s.clock.now(), self.s.random.as_mut());
+        let delay = self.backoff.next_delay(self.s.clock.now(), self.s.random.as_mut());
         warn!(reason = %reason, retry_in = ?delay, "connect failed");
         self.s.metrics.connect_failed(reason.label());
-        self.emit(ConnectionEvent::ConnectionFailed {
-            reason,
-            retry_in: delay,
-        });
+        self.emit(ConnectionEvent::ConnectionFailed { reason, retry_in: delay });
         self.retry_after(delay, ctx);
     }
 
@@ -273,11 +233,7 @@ impl ConnectionActor {
     }
 
     /// Ends the current link: children requeue, the event stream is dropped.
-    fn link_down(
-        &mut self,
-        reason: DisconnectReason,
-        ctx: &mut Context<Self>,
-    ) -> Option<Arc<dyn Link>> {
+    fn link_down(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) -> Option<Arc<dyn Link>> {
         let link = self.link.take()?;
         if let Some(h) = self.events.take() {
             ctx.cancel_future(h);
@@ -302,23 +258,17 @@ impl ConnectionActor {
         }
         warn!(reason = reason.label(), "connection lost");
         self.notify_down();
-        let delay = self
-            .backoff
-            .next_delay(self.s.clock.now(), self.s.random.as_mut());
+        let delay = self.backoff.next_delay(self.s.clock.now(), self.s.random.as_mut());
         self.retry_after(delay, ctx);
     }
 
     fn schedule_renewal(&mut self, expires: Option<SystemTime>, ctx: &mut Context<Self>) {
         let Some(expires) = expires else { return };
-        let lifetime = expires
-            .duration_since(self.s.clock.wall())
-            .unwrap_or_default();
+        let lifetime = expires.duration_since(self.s.clock.wall()).unwrap_or_default();
         // Renew at 80–90 % of the remaining lifetime (jittered so a fleet does not renew in
         // step), and never later than one second before expiry.
         let fraction = 0.8 + 0.1 * self.s.random.next_f64();
-        let at = lifetime
-            .mul_f64(fraction)
-            .min(lifetime.saturating_sub(Duration::from_secs(1)));
+        let at = lifetime.mul_f64(fraction).min(lifetime.saturating_sub(Duration::from_secs(1)));
         debug!(renew_in = ?at, "credential renewal scheduled");
         self.renewal = Some(ctx.run_later(at, |act, ctx| act.renew(ctx)));
     }
@@ -332,14 +282,10 @@ impl ConnectionActor {
         self.s.metrics.credential_renewals.inc();
         self.set_state(ConnectionState::Connecting);
         let fut = link.disconnect(self.s.disconnect_timeout);
-        ctx.spawn(
-            async move { fut.await }
-                .into_actor(self)
-                .map(|(), act, ctx| {
-                    act.notify_down();
-                    act.connect(ctx);
-                }),
-        );
+        ctx.spawn(async move { fut.await }.into_actor(self).map(|(), act, ctx| {
+            act.notify_down();
+            act.connect(ctx);
+        }));
     }
 
     fn restart_child(&mut self, kind: ChildKind, ctx: &mut Context<Self>) {
@@ -350,14 +296,8 @@ impl ConnectionActor {
             ChildKind::Subscriber => self.subscriber.tracker.allow(&policy, now),
         };
         if !allowed {
-            error!(
-                child = kind.label(),
-                "restart limit exceeded; stopping the connection"
-            );
-            self.shutdown(
-                format!("restart limit exceeded for the {}", kind.label()),
-                ctx,
-            );
+            error!(child = kind.label(), "restart limit exceeded; stopping the connection");
+            self.shutdown(format!("restart limit exceeded for the {}", kind.label()), ctx);
             return;
         }
         warn!(child = kind.label(), "child exited; restarting");
@@ -367,38 +307,20 @@ impl ConnectionActor {
         match kind {
             ChildKind::Publisher => {
                 self.publisher.incarnation += 1;
-                let guard = ChildGuard {
-                    kind,
-                    incarnation: self.publisher.incarnation,
-                    supervisor: me,
-                };
+                let guard = ChildGuard { kind, incarnation: self.publisher.incarnation, supervisor: me };
                 let addr = Publisher::new(self.pub_args.clone(), Some(guard)).start();
                 if let Some((generation, link)) = link {
                     let completions = Some(link.rebind_completions());
-                    addr.do_send(LinkUp {
-                        generation,
-                        link,
-                        session_present: true,
-                        completions,
-                    });
+                    addr.do_send(LinkUp { generation, link, session_present: true, completions });
                 }
                 *self.publisher.slot.write() = addr;
             }
             ChildKind::Subscriber => {
                 self.subscriber.incarnation += 1;
-                let guard = ChildGuard {
-                    kind,
-                    incarnation: self.subscriber.incarnation,
-                    supervisor: me,
-                };
+                let guard = ChildGuard { kind, incarnation: self.subscriber.incarnation, supervisor: me };
                 let addr = Subscriber::new(self.sub_args.clone(), Some(guard)).start();
                 if let Some((generation, link)) = link {
-                    addr.do_send(LinkUp {
-                        generation,
-                        link,
-                        session_present: true,
-                        completions: None,
-                    });
+                    addr.do_send(LinkUp { generation, link, session_present: true, completions: None });
                 }
                 *self.subscriber.slot.write() = addr;
             }

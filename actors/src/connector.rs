@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use connector_core::{
-    BackoffPolicy, Clock, ConnectionEvent, ConnectionMetrics, ConnectionState, ConnectorMetrics,
-    DropPolicy, Inbound, OfflinePolicy, Provider, Publish, QoS, Random, SystemClock, ThreadRandom,
+    BackoffPolicy, Clock, ConnectionEvent, ConnectionMetrics, ConnectionState, ConnectorMetrics, DropPolicy,
+    Inbound, OfflinePolicy, Provider, Publish, QoS, Random, SystemClock, ThreadRandom,
 };
 use futures::Stream;
 use prometheus::Registry;
@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, watch};
 use crate::connection::{AddListener, ConnectionActor, DropLink, EventSink, Settings, Slot, Stop};
 use crate::error::{ConnectorError, PublishError, SubscribeError};
 use crate::messages::{
-    Enqueue, Event, GetStats, MessageId, PublishAck, PublishRequest, PublisherStats, Sink,
-    Subscribe, SubscriptionId, Unsubscribe,
+    Enqueue, Event, GetStats, MessageId, PublishAck, PublishRequest, PublisherStats, Sink, Subscribe,
+    SubscriptionId, Unsubscribe,
 };
 use crate::metrics_exporter::MetricsServer;
 use crate::publisher::{Publisher, PublisherArgs, PublisherOptions};
@@ -145,9 +145,7 @@ impl ConnectorBuilder {
         let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
         let (closed_tx, _) = watch::channel(false);
         let transport = self.transport.unwrap_or_else(|| {
-            Arc::new(PahoTransport::new(
-                self.publisher.inflight_window.saturating_mul(2).max(64),
-            ))
+            Arc::new(PahoTransport::new(self.publisher.inflight_window.saturating_mul(2).max(64)))
         });
         let settings = Settings {
             provider: self.provider.clone(),
@@ -168,13 +166,8 @@ impl ConnectorBuilder {
             metrics: metrics.clone(),
         };
         let table: SharedTable = SharedTable::default();
-        let sub_args = SubscriberArgs {
-            provider: self.provider,
-            table,
-            metrics: metrics.clone(),
-        };
-        let (conn, publisher, subscriber) =
-            ConnectionActor::start_tree(settings, pub_args, sub_args);
+        let sub_args = SubscriberArgs { provider: self.provider, table, metrics: metrics.clone() };
+        let (conn, publisher, subscriber) = ConnectionActor::start_tree(settings, pub_args, sub_args);
         Connector {
             conn,
             publisher: PublisherHandle { slot: publisher },
@@ -199,9 +192,7 @@ pub struct Connector {
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("state", &*self.state.borrow())
-            .finish_non_exhaustive()
+        f.debug_struct("Connector").field("state", &*self.state.borrow()).finish_non_exhaustive()
     }
 }
 
@@ -368,10 +359,7 @@ impl SubscriberHandle {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = self
             .subscribe(Subscribe {
-                key: crate::messages::RouteKey::Topic {
-                    filter: filter.into(),
-                    qos,
-                },
+                key: crate::messages::RouteKey::Topic { filter: filter.into(), qos },
                 sink: Sink::Channel(tx),
             })
             .await?;

@@ -138,13 +138,7 @@ pub struct Subscribe {
 impl Subscribe {
     /// Messages on topics matching `filter`, to an actor.
     pub fn topic(filter: impl Into<String>, qos: QoS, recipient: Recipient<Received>) -> Self {
-        Self {
-            key: RouteKey::Topic {
-                filter: filter.into(),
-                qos,
-            },
-            sink: Sink::Recipient(recipient),
-        }
+        Self { key: RouteKey::Topic { filter: filter.into(), qos }, sink: Sink::Recipient(recipient) }
     }
 
     /// Messages on topics matching `filter`, to a closure.
@@ -153,13 +147,7 @@ impl Subscribe {
         qos: QoS,
         f: impl Fn(&Inbound) + Send + Sync + 'static,
     ) -> Self {
-        Self {
-            key: RouteKey::Topic {
-                filter: filter.into(),
-                qos,
-            },
-            sink: Sink::Handler(Arc::new(f)),
-        }
+        Self { key: RouteKey::Topic { filter: filter.into(), qos }, sink: Sink::Handler(Arc::new(f)) }
     }
 }
 

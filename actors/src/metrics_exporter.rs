@@ -88,31 +88,24 @@ async fn serve(mut stream: TcpStream, registry: &Registry, ready: bool) -> std::
     let (status, ctype, body) = if !complete {
         ("400 Bad Request", "text/plain", b"bad request\n".to_vec())
     } else if method != "GET" {
-        (
-            "405 Method Not Allowed",
-            "text/plain",
-            b"only GET\n".to_vec(),
-        )
+        ("405 Method Not Allowed", "text/plain", b"only GET\n".to_vec())
     } else {
         match path.split('?').next().unwrap_or("") {
             "/metrics" => {
                 let mut out = Vec::new();
-                TextEncoder::new()
-                    .encode(&registry.gather(), &mut out)
-                    .map_err(std::io::Error::other)?;
+                TextEncoder::new().encode(&registry.gather(), &mut out).map_err(std::io::Error::other)?;
                 ("200 OK", "text/plain; version=0.0.4", out)
             }
             "/healthz" => ("200 OK", "text/plain", b"ok\n".to_vec()),
             "/readyz" if ready => ("200 OK", "text/plain", b"ready\n".to_vec()),
-            "/readyz" => (
-                "503 Service Unavailable",
-                "text/plain",
-                b"not connected\n".to_vec(),
-            ),
+            "/readyz" => ("503 Service Unavailable", "text/plain", b"not connected\n".to_vec()),
             _ => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
         }
     };
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(&body).await?;
     stream.shutdown().await

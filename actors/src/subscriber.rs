@@ -15,8 +15,7 @@ use tracing::{debug, warn};
 
 use crate::error::SubscribeError;
 use crate::messages::{
-    LinkDown, LinkUp, Received, Route, RouteKey, Shutdown, Sink, Subscribe, SubscriptionId,
-    Unsubscribe,
+    LinkDown, LinkUp, Received, Route, RouteKey, Shutdown, Sink, Subscribe, SubscriptionId, Unsubscribe,
 };
 use crate::supervision::ChildGuard;
 use crate::transport::Link;
@@ -43,9 +42,7 @@ impl Table {
     }
 
     fn uses_filter(&self, filter: &str) -> bool {
-        self.routes
-            .values()
-            .any(|(k, _)| matches!(k, RouteKey::Topic { filter: f, .. } if f == filter))
+        self.routes.values().any(|(k, _)| matches!(k, RouteKey::Topic { filter: f, .. } if f == filter))
     }
 }
 
@@ -68,11 +65,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub(crate) fn new(args: SubscriberArgs, guard: Option<ChildGuard>) -> Self {
-        Self {
-            args,
-            link: None,
-            _guard: guard,
-        }
+        Self { args, link: None, _guard: guard }
     }
 
     fn deliver(&self, inbound: Inbound) {
@@ -85,8 +78,7 @@ impl Subscriber {
             for (id, (key, sink)) in &table.routes {
                 let selected = match key {
                     RouteKey::Topic { filter, .. } => {
-                        matches!(inbound, Inbound::Message(_))
-                            && topic_matches(filter, inbound.topic())
+                        matches!(inbound, Inbound::Message(_)) && topic_matches(filter, inbound.topic())
                     }
                     RouteKey::Kind(kind) => *kind == inbound.kind(),
                 };
@@ -146,19 +138,17 @@ impl Subscriber {
         }
         let n = filters.len();
         let fut = link.subscribe(filters.clone());
-        ctx.spawn(async move { fut.await }.into_actor(self).map(
-            move |res, _act, _ctx| match res {
-                Ok(granted) => {
-                    for ((f, _), g) in filters.iter().zip(granted) {
-                        if g.is_none() {
-                            warn!(filter = %f, "broker refused a re-subscription");
-                        }
+        ctx.spawn(async move { fut.await }.into_actor(self).map(move |res, _act, _ctx| match res {
+            Ok(granted) => {
+                for ((f, _), g) in filters.iter().zip(granted) {
+                    if g.is_none() {
+                        warn!(filter = %f, "broker refused a re-subscription");
                     }
-                    debug!(filters = n, "re-subscribed");
                 }
-                Err(e) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
-            },
-        ));
+                debug!(filters = n, "re-subscribed");
+            }
+            Err(e) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
+        }));
     }
 }
 
@@ -183,11 +173,7 @@ impl Handler<Subscribe> for Subscriber {
             let mut table = self.args.table.lock();
             let new_filter = match &msg.key {
                 RouteKey::Topic { filter, qos } => {
-                    let existing = table
-                        .filters()
-                        .into_iter()
-                        .find(|(f, _)| f == filter)
-                        .map(|(_, q)| q);
+                    let existing = table.filters().into_iter().find(|(f, _)| f == filter).map(|(_, q)| q);
                     match existing {
                         Some(q) if q >= *qos => None,
                         _ => Some((filter.clone(), *qos)),
@@ -205,21 +191,15 @@ impl Handler<Subscribe> for Subscriber {
             return Box::pin(actix::fut::ready(Ok(SubscriptionId(id))));
         };
         let fut = link.subscribe(vec![(filter.clone(), qos)]);
-        Box::pin(
-            async move { fut.await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    let outcome = match res {
-                        Ok(granted) if granted.first().copied().flatten().is_some() => {
-                            return Ok(SubscriptionId(id))
-                        }
-                        Ok(_) => SubscribeError::Refused { filter },
-                        Err(e) => SubscribeError::Transport(e),
-                    };
-                    act.args.table.lock().routes.remove(&id);
-                    Err(outcome)
-                }),
-        )
+        Box::pin(async move { fut.await }.into_actor(self).map(move |res, act, _| {
+            let outcome = match res {
+                Ok(granted) if granted.first().copied().flatten().is_some() => return Ok(SubscriptionId(id)),
+                Ok(_) => SubscribeError::Refused { filter },
+                Err(e) => SubscribeError::Transport(e),
+            };
+            act.args.table.lock().routes.remove(&id);
+            Err(outcome)
+        }))
     }
 }
 
@@ -230,9 +210,7 @@ impl Handler<Unsubscribe> for Subscriber {
         let unused = {
             let mut table = self.args.table.lock();
             match table.routes.remove(&msg.0 .0) {
-                Some((RouteKey::Topic { filter, .. }, _)) if !table.uses_filter(&filter) => {
-                    Some(filter)
-                }
+                Some((RouteKey::Topic { filter, .. }, _)) if !table.uses_filter(&filter) => Some(filter),
                 _ => None,
             }
         };
@@ -260,11 +238,7 @@ impl Handler<LinkDown> for Subscriber {
     type Result = ();
 
     fn handle(&mut self, msg: LinkDown, _: &mut Self::Context) {
-        if self
-            .link
-            .as_ref()
-            .is_some_and(|(g, _)| *g == msg.generation)
-        {
+        if self.link.as_ref().is_some_and(|(g, _)| *g == msg.generation) {
             self.link = None;
         }
     }

@@ -44,10 +44,7 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        Self {
-            max_restarts: 10,
-            window: Duration::from_secs(60),
-        }
+        Self { max_restarts: 10, window: Duration::from_secs(60) }
     }
 }
 
@@ -60,11 +57,7 @@ pub struct RestartTracker {
 impl RestartTracker {
     /// Records a restart at `now`; `false` if it exceeds the policy.
     pub fn allow(&mut self, policy: &RestartPolicy, now: Instant) -> bool {
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > policy.window)
-        {
+        while self.recent.front().is_some_and(|t| now.saturating_duration_since(*t) > policy.window) {
             self.recent.pop_front();
         }
         if self.recent.len() >= policy.max_restarts as usize {
@@ -84,10 +77,7 @@ pub(crate) struct ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        self.supervisor.do_send(ChildExited {
-            kind: self.kind,
-            incarnation: self.incarnation,
-        });
+        self.supervisor.do_send(ChildExited { kind: self.kind, incarnation: self.incarnation });
     }
 }
 
@@ -97,21 +87,12 @@ mod tests {
 
     #[test]
     fn restarts_are_limited_per_window() {
-        let policy = RestartPolicy {
-            max_restarts: 2,
-            window: Duration::from_secs(10),
-        };
+        let policy = RestartPolicy { max_restarts: 2, window: Duration::from_secs(10) };
         let mut t = RestartTracker::default();
         let t0 = Instant::now();
         assert!(t.allow(&policy, t0));
         assert!(t.allow(&policy, t0 + Duration::from_secs(1)));
-        assert!(
-            !t.allow(&policy, t0 + Duration::from_secs(2)),
-            "third within the window"
-        );
-        assert!(
-            t.allow(&policy, t0 + Duration::from_secs(12)),
-            "the first two have aged out"
-        );
+        assert!(!t.allow(&policy, t0 + Duration::from_secs(2)), "third within the window");
+        assert!(t.allow(&policy, t0 + Duration::from_secs(12)), "the first two have aged out");
     }
 }

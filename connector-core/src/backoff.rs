@@ -50,10 +50,7 @@ impl BackoffPolicy {
         if self.min.is_zero() || self.max < self.min {
             return Err(crate::error::ConfigError::Invalid {
                 field: "backoff",
-                reason: format!(
-                    "need 0 < min <= max, got min {:?} max {:?}",
-                    self.min, self.max
-                ),
+                reason: format!("need 0 < min <= max, got min {:?} max {:?}", self.min, self.max),
             });
         }
         Ok(())
@@ -74,12 +71,7 @@ impl Backoff {
     /// A fresh state.
     pub fn new(policy: BackoffPolicy) -> Self {
         let previous = policy.min;
-        Self {
-            policy,
-            attempt: 0,
-            previous,
-            connected_at: None,
-        }
+        Self { policy, attempt: 0, previous, connected_at: None }
     }
 
     /// The policy.
@@ -107,10 +99,7 @@ impl Backoff {
             }
         }
         let p = &self.policy;
-        let exp = p
-            .min
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(p.max);
+        let exp = p.min.saturating_mul(1u32 << self.attempt.min(20)).min(p.max);
         let delay = match p.jitter {
             Jitter::None => exp,
             Jitter::Full => {
@@ -154,9 +143,7 @@ mod tests {
         let clock = ManualClock::new();
         let mut b = Backoff::new(policy(Jitter::None));
         let mut rng = SeqRandom::new([0.0]);
-        let got: Vec<u64> = (0..8)
-            .map(|_| b.next_delay(clock.now(), &mut rng).as_secs())
-            .collect();
+        let got: Vec<u64> = (0..8).map(|_| b.next_delay(clock.now(), &mut rng).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 32, 32, 32]);
     }
 
@@ -165,24 +152,16 @@ mod tests {
         let clock = ManualClock::new();
         let mut b = Backoff::new(policy(Jitter::Full));
         let mut rng = SeqRandom::new([0.5]);
-        let got: Vec<f64> = (0..7)
-            .map(|_| b.next_delay(clock.now(), &mut rng).as_secs_f64())
-            .collect();
+        let got: Vec<f64> = (0..7).map(|_| b.next_delay(clock.now(), &mut rng).as_secs_f64()).collect();
         assert_eq!(got, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 16.0]);
         // A different sample gives a different delay: the jitter is real.
         let mut b2 = Backoff::new(policy(Jitter::Full));
         let mut rng2 = SeqRandom::new([0.9]);
-        assert_eq!(
-            b2.next_delay(clock.now(), &mut rng2),
-            Duration::from_millis(900)
-        );
+        assert_eq!(b2.next_delay(clock.now(), &mut rng2), Duration::from_millis(900));
         // The floor keeps a zero sample from hammering the broker.
         let mut b3 = Backoff::new(policy(Jitter::Full));
         let mut rng3 = SeqRandom::new([0.0]);
-        assert_eq!(
-            b3.next_delay(clock.now(), &mut rng3),
-            Duration::from_millis(100)
-        );
+        assert_eq!(b3.next_delay(clock.now(), &mut rng3), Duration::from_millis(100));
     }
 
     #[test]
@@ -193,14 +172,8 @@ mod tests {
         let mut prev = Duration::ZERO;
         for _ in 0..6 {
             let d = b.next_delay(clock.now(), &mut rng);
-            assert!(
-                d >= Duration::from_secs(1) && d <= Duration::from_secs(32),
-                "{d:?}"
-            );
-            assert!(
-                d >= prev || d == Duration::from_secs(32) || prev.is_zero(),
-                "{d:?} < {prev:?}"
-            );
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(32), "{d:?}");
+            assert!(d >= prev || d == Duration::from_secs(32) || prev.is_zero(), "{d:?} < {prev:?}");
             prev = d;
         }
         assert!(prev > Duration::from_secs(20), "grew to {prev:?}");

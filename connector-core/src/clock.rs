@@ -35,9 +35,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock starting at the real current time.
     pub fn new() -> Self {
-        Self {
-            inner: Arc::new(Mutex::new((Instant::now(), SystemTime::now()))),
-        }
+        Self { inner: Arc::new(Mutex::new((Instant::now(), SystemTime::now()))) }
     }
 
     /// Moves both clocks forward.
@@ -89,10 +87,7 @@ pub struct SeqRandom {
 impl SeqRandom {
     /// Cycles through `values` (each clamped into `[0, 1)`); an empty list yields `0.5`.
     pub fn new(values: impl Into<Vec<f64>>) -> Self {
-        Self {
-            values: values.into(),
-            next: 0,
-        }
+        Self { values: values.into(), next: 0 }
     }
 }
 

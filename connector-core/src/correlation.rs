@@ -26,9 +26,7 @@ impl<K: Eq + Hash + Clone, V> Default for CorrelationTable<K, V> {
 impl<K: Eq + Hash + Clone, V> CorrelationTable<K, V> {
     /// An empty table.
     pub fn new() -> Self {
-        Self {
-            pending: DashMap::new(),
-        }
+        Self { pending: DashMap::new() }
     }
 
     /// Registers a pending request. Returns the value it displaced if the id was in use.
@@ -44,24 +42,15 @@ impl<K: Eq + Hash + Clone, V> CorrelationTable<K, V> {
 
     /// Removes and returns every request whose deadline is at or before `now`.
     pub fn expire(&self, now: Instant) -> Vec<(K, V)> {
-        let overdue: Vec<K> = self
-            .pending
-            .iter()
-            .filter(|e| e.value().0 <= now)
-            .map(|e| e.key().clone())
-            .collect();
-        overdue
-            .into_iter()
-            .filter_map(|k| self.pending.remove(&k).map(|(k, (_, v))| (k, v)))
-            .collect()
+        let overdue: Vec<K> =
+            self.pending.iter().filter(|e| e.value().0 <= now).map(|e| e.key().clone()).collect();
+        overdue.into_iter().filter_map(|k| self.pending.remove(&k).map(|(k, (_, v))| (k, v))).collect()
     }
 
     /// Removes every pending request (the connection is gone and they cannot complete).
     pub fn drain(&self) -> Vec<(K, V)> {
         let keys: Vec<K> = self.pending.iter().map(|e| e.key().clone()).collect();
-        keys.into_iter()
-            .filter_map(|k| self.pending.remove(&k).map(|(k, (_, v))| (k, v)))
-            .collect()
+        keys.into_iter().filter_map(|k| self.pending.remove(&k).map(|(k, (_, v))| (k, v))).collect()
     }
 
     /// The earliest deadline, to arm a timer.
@@ -89,9 +78,7 @@ pub struct RequestIds {
 impl RequestIds {
     /// Starts at 1.
     pub fn new() -> Self {
-        Self {
-            next: AtomicU64::new(1),
-        }
+        Self { next: AtomicU64::new(1) }
     }
 
     /// The next id.
@@ -111,11 +98,7 @@ mod tests {
         let now = Instant::now();
         t.insert("1".to_string(), now + Duration::from_secs(5), "waiter");
         assert_eq!(t.complete(&"1".to_string()), Some("waiter"));
-        assert_eq!(
-            t.complete(&"1".to_string()),
-            None,
-            "a second response is late"
-        );
+        assert_eq!(t.complete(&"1".to_string()), None, "a second response is late");
         assert!(t.is_empty());
     }
 

@@ -43,7 +43,7 @@ pub use model::{
 };
 pub use offline::{DropPolicy, OfflinePolicy, OfflineQueue, PushOutcome, Qos0Offline};
 pub use provider::{
-    BrokerUri, ConnectParams, Limits, MqttOptions, MqttProvider, MqttVersion, PemSource, Provider,
-    Scheme, SubscriptionSpec, TlsOptions,
+    BrokerUri, ConnectParams, Limits, MqttOptions, MqttProvider, MqttVersion, PemSource, Provider, Scheme,
+    SubscriptionSpec, TlsOptions,
 };
 pub use secret::Secret;

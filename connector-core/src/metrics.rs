@@ -5,8 +5,7 @@
 //! paths never hash label values.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The connector's metric families, registered in one registry.
@@ -34,13 +33,11 @@ const LABELS: [&str; 2] = ["provider", "client"];
 
 fn counter(name: &str, help: &str, extra: &[&str]) -> IntCounterVec {
     let labels: Vec<&str> = LABELS.iter().chain(extra).copied().collect();
-    IntCounterVec::new(Opts::new(name, help), &labels)
-        .expect("metric definitions are static and valid")
+    IntCounterVec::new(Opts::new(name, help), &labels).expect("metric definitions are static and valid")
 }
 
 fn gauge(name: &str, help: &str) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), &LABELS)
-        .expect("metric definitions are static and valid")
+    IntGaugeVec::new(Opts::new(name, help), &LABELS).expect("metric definitions are static and valid")
 }
 
 impl ConnectorMetrics {
@@ -53,11 +50,7 @@ impl ConnectorMetrics {
                 "Outbound messages by kind and outcome (acked, sent, failed, timeout, dropped, rejected).",
                 &["kind", "outcome"],
             ),
-            received: counter(
-                "connector_messages_received_total",
-                "Inbound messages by kind.",
-                &["kind"],
-            ),
+            received: counter("connector_messages_received_total", "Inbound messages by kind.", &["kind"]),
             ack_latency: HistogramVec::new(
                 HistogramOpts::new(
                     "connector_publish_ack_latency_seconds",
@@ -80,20 +73,13 @@ impl ConnectorMetrics {
                 "Failed connect attempts by reason.",
                 &["reason"],
             ),
-            reconnects: counter(
-                "connector_reconnects_total",
-                "Successful connections after the first.",
-                &[],
-            ),
+            reconnects: counter("connector_reconnects_total", "Successful connections after the first.", &[]),
             disconnects: counter(
                 "connector_disconnects_total",
                 "Established connections that ended, by reason.",
                 &["reason"],
             ),
-            queue_depth: gauge(
-                "connector_offline_queue_depth",
-                "Accepted messages waiting to be sent.",
-            ),
+            queue_depth: gauge("connector_offline_queue_depth", "Accepted messages waiting to be sent."),
             queue_drops: counter(
                 "connector_offline_queue_dropped_total",
                 "Messages dropped by the offline queue's policy (oldest evicted or newest refused).",
@@ -152,12 +138,8 @@ impl ConnectorMetrics {
             families: self.clone(),
             provider: provider.to_owned(),
             client: client.to_owned(),
-            acked: self
-                .published
-                .with_label_values(&[provider, client, "message", "acked"]),
-            sent_qos0: self
-                .published
-                .with_label_values(&[provider, client, "message", "sent"]),
+            acked: self.published.with_label_values(&[provider, client, "message", "acked"]),
+            sent_qos0: self.published.with_label_values(&[provider, client, "message", "sent"]),
             ack_latency: self.ack_latency.with_label_values(&l),
             state: self.state.with_label_values(&l),
             connected: self.connected.with_label_values(&l),
@@ -214,59 +196,35 @@ impl ConnectionMetrics {
 
     /// Counts a publish outcome for a message kind.
     pub fn published(&self, kind: &str, outcome: &str) {
-        self.families
-            .published
-            .with_label_values(&self.l(&[kind, outcome]))
-            .inc();
+        self.families.published.with_label_values(&self.l(&[kind, outcome])).inc();
     }
     /// Counts an inbound message of a kind.
     pub fn received(&self, kind: &str) {
-        self.families
-            .received
-            .with_label_values(&self.l(&[kind]))
-            .inc();
+        self.families.received.with_label_values(&self.l(&[kind])).inc();
     }
     /// Counts a failed connect attempt.
     pub fn connect_failed(&self, reason: &str) {
-        self.families
-            .connect_failures
-            .with_label_values(&self.l(&[reason]))
-            .inc();
+        self.families.connect_failures.with_label_values(&self.l(&[reason])).inc();
     }
     /// Counts a lost connection.
     pub fn disconnected(&self, reason: &str) {
-        self.families
-            .disconnects
-            .with_label_values(&self.l(&[reason]))
-            .inc();
+        self.families.disconnects.with_label_values(&self.l(&[reason])).inc();
     }
     /// Counts queue drops under a policy.
     pub fn queue_dropped(&self, policy: &str, n: u64) {
-        self.families
-            .queue_drops
-            .with_label_values(&self.l(&[policy]))
-            .inc_by(n);
+        self.families.queue_drops.with_label_values(&self.l(&[policy])).inc_by(n);
     }
     /// Counts a child restart.
     pub fn restarted(&self, actor: &str) {
-        self.families
-            .restarts
-            .with_label_values(&self.l(&[actor]))
-            .inc();
+        self.families.restarts.with_label_values(&self.l(&[actor])).inc();
     }
     /// Counts a caught panic in user handler code.
     pub fn handler_panicked(&self, handler: &str) {
-        self.families
-            .handler_panics
-            .with_label_values(&self.l(&[handler]))
-            .inc();
+        self.families.handler_panics.with_label_values(&self.l(&[handler])).inc();
     }
     /// Counts an inbound delivery not made.
     pub fn inbound_dropped(&self, reason: &str) {
-        self.families
-            .inbound_dropped
-            .with_label_values(&self.l(&[reason]))
-            .inc();
+        self.families.inbound_dropped.with_label_values(&self.l(&[reason])).inc();
     }
 }
 
@@ -289,7 +247,9 @@ mod tests {
         assert!(text.contains(
             r#"connector_messages_published_total{client="dev-1",kind="message",outcome="acked",provider="mqtt"} 1"#
         ), "{text}");
-        assert!(text.contains(r#"connector_offline_queue_dropped_total{client="dev-1",policy="oldest",provider="mqtt"} 3"#));
+        assert!(text.contains(
+            r#"connector_offline_queue_dropped_total{client="dev-1",policy="oldest",provider="mqtt"} 3"#
+        ));
         assert!(text.contains(r#"reason="bad_credentials""#));
     }
 

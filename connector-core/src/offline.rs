@@ -58,12 +58,7 @@ pub struct OfflinePolicy {
 
 impl Default for OfflinePolicy {
     fn default() -> Self {
-        Self {
-            capacity: 10_000,
-            drop: DropPolicy::Newest,
-            qos0: Qos0Offline::Fail,
-            drain_interval: None,
-        }
+        Self { capacity: 10_000, drop: DropPolicy::Newest, qos0: Qos0Offline::Fail, drain_interval: None }
     }
 }
 
@@ -91,11 +86,7 @@ pub struct OfflineQueue<T> {
 impl<T> OfflineQueue<T> {
     /// An empty queue. A capacity of zero queues nothing.
     pub fn new(capacity: usize, policy: DropPolicy) -> Self {
-        Self {
-            items: VecDeque::new(),
-            capacity,
-            policy,
-        }
+        Self { items: VecDeque::new(), capacity, policy }
     }
 
     /// Offers an item at the back.

@@ -88,10 +88,7 @@ mod tests {
             user: String,
             password: Secret,
         }
-        let c = Creds {
-            user: "u".into(),
-            password: "pw-123".into(),
-        };
+        let c = Creds { user: "u".into(), password: "pw-123".into() };
         let shown = format!("{c:?}");
         assert!(shown.contains("user: \"u\""));
         assert!(!shown.contains("pw-123"), "{shown}");

@@ -37,10 +37,7 @@ fn check_common(s: &str) -> Result<(), TopicError> {
         return Err(TopicError::Empty);
     }
     if s.len() > MAX_TOPIC_BYTES {
-        return Err(TopicError::TooLong {
-            len: s.len(),
-            limit: MAX_TOPIC_BYTES,
-        });
+        return Err(TopicError::TooLong { len: s.len(), limit: MAX_TOPIC_BYTES });
     }
     if let Some(pos) = s.find('\0') {
         return Err(TopicError::NulCharacter { position: pos });
@@ -76,25 +73,13 @@ mod tests {
         assert!(validate_topic_name("a/b/c").is_ok());
         assert!(validate_topic_name("/").is_ok());
         assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
-        assert_eq!(
-            validate_topic_name("a/+/c"),
-            Err(TopicError::WildcardInName { position: 2 })
-        );
-        assert_eq!(
-            validate_topic_name("a/#"),
-            Err(TopicError::WildcardInName { position: 2 })
-        );
-        assert_eq!(
-            validate_topic_name("a\0b"),
-            Err(TopicError::NulCharacter { position: 1 })
-        );
+        assert_eq!(validate_topic_name("a/+/c"), Err(TopicError::WildcardInName { position: 2 }));
+        assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInName { position: 2 }));
+        assert_eq!(validate_topic_name("a\0b"), Err(TopicError::NulCharacter { position: 1 }));
         let long = "x".repeat(MAX_TOPIC_BYTES + 1);
         assert_eq!(
             validate_topic_name(&long),
-            Err(TopicError::TooLong {
-                len: MAX_TOPIC_BYTES + 1,
-                limit: MAX_TOPIC_BYTES
-            })
+            Err(TopicError::TooLong { len: MAX_TOPIC_BYTES + 1, limit: MAX_TOPIC_BYTES })
         );
     }
 
@@ -104,15 +89,9 @@ mod tests {
             assert!(validate_topic_filter(ok).is_ok(), "{ok}");
         }
         let bad = [
-            (
-                "a/#/c",
-                TopicError::MisplacedMultiLevelWildcard { level: 1 },
-            ),
+            ("a/#/c", TopicError::MisplacedMultiLevelWildcard { level: 1 }),
             ("a#", TopicError::MisplacedMultiLevelWildcard { level: 0 }),
-            (
-                "a/b+",
-                TopicError::MisplacedSingleLevelWildcard { level: 1 },
-            ),
+            ("a/b+", TopicError::MisplacedSingleLevelWildcard { level: 1 }),
             ("", TopicError::Empty),
         ];
         for (f, e) in bad {

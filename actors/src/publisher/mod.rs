@@ -18,16 +18,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use connector_core::{
-    ConnectionMetrics, OfflinePolicy, OfflineQueue, OutboundPacket, Provider, PushOutcome, QoS,
-    Qos0Offline,
+    ConnectionMetrics, OfflinePolicy, OfflineQueue, OutboundPacket, Provider, PushOutcome, QoS, Qos0Offline,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 use crate::error::PublishError;
 use crate::messages::{
-    Enqueue, GetStats, LinkDown, LinkUp, MessageId, PublishAck, PublishRequest, PublisherStats,
-    Shutdown,
+    Enqueue, GetStats, LinkDown, LinkUp, MessageId, PublishAck, PublishRequest, PublisherStats, Shutdown,
 };
 use crate::supervision::ChildGuard;
 use crate::transport::{Completion, Link, TransportError};
@@ -167,12 +165,7 @@ impl Publisher {
                 self.stats.rejected_newest_total += 1;
                 self.metrics().queue_dropped("newest", 1);
                 self.metrics().published("message", "rejected");
-                return Err((
-                    PublishError::QueueFull {
-                        capacity: self.queue.capacity(),
-                    },
-                    reply,
-                ));
+                return Err((PublishError::QueueFull { capacity: self.queue.capacity() }, reply));
             }
         }
         let mut persisted = false;
@@ -186,21 +179,10 @@ impl Publisher {
                 persisted = true;
             }
         }
-        let timeout = publish
-            .get_timeout()
-            .unwrap_or(self.args.options.ack_timeout);
+        let timeout = publish.get_timeout().unwrap_or(self.args.options.ack_timeout);
         self.incomplete_bytes += packet.size();
-        self.entries.insert(
-            seq,
-            Entry {
-                packet,
-                reply,
-                state: State::Queued,
-                attempts: 0,
-                persisted,
-                timeout,
-            },
-        );
+        self.entries
+            .insert(seq, Entry { packet, reply, state: State::Queued, attempts: 0, persisted, timeout });
         self.arm_deadline(seq, timeout, ctx);
         self.pump(ctx);
         Ok(seq)
@@ -255,11 +237,8 @@ impl Publisher {
         }
         // Drop heap entries of messages that completed long ago, so the heap stays small.
         if self.deadlines.len() > 4 * self.entries.len() + 1024 {
-            let live: BinaryHeap<_> = self
-                .deadlines
-                .drain()
-                .filter(|Reverse((_, s))| self.entries.contains_key(s))
-                .collect();
+            let live: BinaryHeap<_> =
+                self.deadlines.drain().filter(|Reverse((_, s))| self.entries.contains_key(s)).collect();
             self.deadlines = live;
         }
         self.update_gauges();
@@ -285,10 +264,7 @@ impl Publisher {
             }
         }
         if let Some(reply) = entry.reply {
-            let _ = reply.send(outcome.map(|()| PublishAck {
-                id: MessageId(seq),
-                attempts: entry.attempts,
-            }));
+            let _ = reply.send(outcome.map(|()| PublishAck { id: MessageId(seq), attempts: entry.attempts }));
         }
     }
 
@@ -306,8 +282,7 @@ impl Publisher {
     }
 
     fn send_some(&mut self, mut budget: usize, ctx: &mut Context<Self>) {
-        let Some((generation, link, _)) = self.link.as_ref().map(|(g, l, h)| (*g, l.clone(), *h))
-        else {
+        let Some((generation, link, _)) = self.link.as_ref().map(|(g, l, h)| (*g, l.clone(), *h)) else {
             self.update_gauges();
             return;
         };
@@ -323,10 +298,7 @@ impl Publisher {
                     if entry.attempts > 1 {
                         self.stats.resent_total += 1;
                     }
-                    entry.state = State::InFlight {
-                        generation,
-                        since: Instant::now(),
-                    };
+                    entry.state = State::InFlight { generation, since: Instant::now() };
                     self.inflight += 1;
                     self.inflight_bytes += entry.packet.size();
                     budget -= 1;
@@ -361,9 +333,7 @@ impl Publisher {
                     self.metrics().sent_qos0.inc();
                 } else {
                     self.metrics().acked.inc();
-                    self.metrics()
-                        .ack_latency
-                        .observe(since.elapsed().as_secs_f64());
+                    self.metrics().ack_latency.observe(since.elapsed().as_secs_f64());
                 }
                 self.stats.acked_total += 1;
                 self.finish(c.seq, Ok(()));
@@ -396,12 +366,8 @@ impl Publisher {
 
     fn compact(&mut self) {
         let Some(store) = &mut self.store else { return };
-        let mut live: Vec<(u64, &OutboundPacket)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.persisted)
-            .map(|(s, e)| (*s, &e.packet))
-            .collect();
+        let mut live: Vec<(u64, &OutboundPacket)> =
+            self.entries.iter().filter(|(_, e)| e.persisted).map(|(s, e)| (*s, &e.packet)).collect();
         live.sort_by_key(|(s, _)| *s);
         if let Err(e) = store.compact(live.into_iter()) {
             warn!(error = %e, "store: compaction failed");
@@ -508,9 +474,7 @@ impl Handler<Enqueue> for Publisher {
     type Result = Result<MessageId, PublishError>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
-        self.accept(&msg.0, None, ctx)
-            .map(MessageId)
-            .map_err(|(e, _)| e)
+        self.accept(&msg.0, None, ctx).map(MessageId).map_err(|(e, _)| e)
     }
 }
 
@@ -550,11 +514,7 @@ impl Handler<LinkDown> for Publisher {
     type Result = ();
 
     fn handle(&mut self, msg: LinkDown, ctx: &mut Self::Context) {
-        if self
-            .link
-            .as_ref()
-            .is_some_and(|(g, _, _)| *g == msg.generation)
-        {
+        if self.link.as_ref().is_some_and(|(g, _, _)| *g == msg.generation) {
             if let Some((_, _, h)) = self.link.take() {
                 ctx.cancel_future(h);
             }

@@ -35,11 +35,7 @@ impl Store {
     pub fn open(dir: &Path, fsync: bool) -> io::Result<(Store, Vec<(u64, OutboundPacket)>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
         let mut data = Vec::new();
         file.seek(SeekFrom::Start(0))?;
         file.read_to_end(&mut data)?;
@@ -49,14 +45,7 @@ impl Store {
             file.set_len(good_len as u64)?;
         }
         let live = pending.len();
-        let store = Store {
-            dir: dir.to_owned(),
-            file,
-            fsync,
-            live,
-            dead,
-            scratch: Vec::with_capacity(256),
-        };
+        let store = Store { dir: dir.to_owned(), file, fsync, live, dead, scratch: Vec::with_capacity(256) };
         Ok((store, pending.into_iter().collect()))
     }
 
@@ -86,10 +75,7 @@ impl Store {
     }
 
     /// Rewrites the log with only `live` messages, atomically (write, fsync, rename).
-    pub fn compact<'a>(
-        &mut self,
-        live: impl Iterator<Item = (u64, &'a OutboundPacket)>,
-    ) -> io::Result<()> {
+    pub fn compact<'a>(&mut self, live: impl Iterator<Item = (u64, &'a OutboundPacket)>) -> io::Result<()> {
         let tmp = self.dir.join("outbox.log.tmp");
         let mut out = Vec::new();
         let mut n = 0;
@@ -181,14 +167,10 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
+        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
     }
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -233,23 +215,9 @@ fn decode_add(body: &[u8]) -> Option<(u64, OutboundPacket)> {
     for _ in 0..n {
         user.push((r.string()?, r.string()?));
     }
-    let properties = WireProperties {
-        content_type,
-        correlation_data,
-        response_topic,
-        message_expiry_secs,
-        user,
-    };
-    Some((
-        seq,
-        OutboundPacket {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties,
-        },
-    ))
+    let properties =
+        WireProperties { content_type, correlation_data, response_topic, message_expiry_secs, user };
+    Some((seq, OutboundPacket { topic, payload, qos, retain, properties }))
 }
 
 /// Replays a log: the pending messages, the length of the well-formed prefix, and the
@@ -259,8 +227,7 @@ fn replay(data: &[u8]) -> (BTreeMap<u64, OutboundPacket>, usize, usize) {
     let mut pos = 0;
     let mut dead = 0;
     while data.len() - pos >= 8 {
-        let len =
-            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         let Some(body) = data.get(pos + 8..pos + 8 + len) else {
             break;
@@ -336,12 +303,7 @@ mod tests {
         }
         let path = dir.path().join(LOG);
         let len = std::fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
         let (mut s, pending) = Store::open(dir.path(), false).unwrap();
         assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1]);
         s.append(3, &packet(3)).unwrap();
@@ -387,20 +349,12 @@ mod tests {
         assert!(after < before / 100, "{after} vs {before}");
         drop(s);
         let (_, pending) = Store::open(dir.path(), false).unwrap();
-        assert_eq!(
-            pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            [5999, 6000]
-        );
+        assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [5999, 6000]);
     }
 
     #[test]
     fn garbage_files_open_as_empty_without_panicking() {
-        for junk in [
-            &b""[..],
-            b"\x01",
-            b"\xff\xff\xff\xff\x00\x00\x00\x00",
-            b"\x05\x00\x00\x00abcdefghijk",
-        ] {
+        for junk in [&b""[..], b"\x01", b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x05\x00\x00\x00abcdefghijk"] {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(LOG), junk).unwrap();
             let (_, pending) = Store::open(dir.path(), false).unwrap();

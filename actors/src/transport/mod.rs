@@ -12,9 +12,7 @@ mod paho;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_core::{
-    ConnectFailure, ConnectParams, DisconnectReason, InboundMessage, OutboundPacket, QoS,
-};
+use connector_core::{ConnectFailure, ConnectParams, DisconnectReason, InboundMessage, OutboundPacket, QoS};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -85,17 +83,12 @@ pub struct Connected {
 
 impl std::fmt::Debug for Connected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connected")
-            .field("session_present", &self.session_present)
-            .finish_non_exhaustive()
+        f.debug_struct("Connected").field("session_present", &self.session_present).finish_non_exhaustive()
     }
 }
 
 /// Makes links.
 pub trait Transport: Send + Sync + 'static {
     /// One connect attempt.
-    fn connect(
-        &self,
-        params: ConnectParams,
-    ) -> BoxFuture<'static, Result<Connected, ConnectFailure>>;
+    fn connect(&self, params: ConnectParams) -> BoxFuture<'static, Result<Connected, ConnectFailure>>;
 }

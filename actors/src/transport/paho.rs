@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connector_core::{
-    ConnectFailure, ConnectParams, DisconnectReason, InboundMessage, MqttVersion, OutboundPacket,
-    PemSource, QoS, TlsOptions,
+    ConnectFailure, ConnectParams, DisconnectReason, InboundMessage, MqttVersion, OutboundPacket, PemSource,
+    QoS, TlsOptions,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -32,9 +32,7 @@ pub struct PahoTransport {
 impl PahoTransport {
     /// A transport whose client allows `max_inflight` unacknowledged publishes.
     pub fn new(max_inflight: usize) -> Self {
-        Self {
-            max_inflight: i32::try_from(max_inflight.clamp(1, 65_535)).unwrap_or(65_535),
-        }
+        Self { max_inflight: i32::try_from(max_inflight.clamp(1, 65_535)).unwrap_or(65_535) }
     }
 }
 
@@ -72,20 +70,15 @@ fn materialise(tls: &TlsOptions) -> std::io::Result<TlsFiles> {
 }
 
 fn ssl_options(tls: &TlsOptions, files: &TlsFiles) -> Result<mqtt::SslOptions, ConnectFailure> {
-    let bad = |what: &str, e: mqtt::Error| ConnectFailure::Credentials {
-        message: format!("{what}: {e}"),
-    };
+    let bad = |what: &str, e: mqtt::Error| ConnectFailure::Credentials { message: format!("{what}: {e}") };
     let mut b = mqtt::SslOptionsBuilder::new();
     // Paho's defaults verify neither the chain nor the host name: turn both on, TLS 1.2+.
-    b.enable_server_cert_auth(true)
-        .verify(true)
-        .ssl_version(mqtt::SslVersion::Tls_1_2);
+    b.enable_server_cert_auth(true).verify(true).ssl_version(mqtt::SslVersion::Tls_1_2);
     if let Some(ca) = &files.ca {
         b.trust_store(ca).map_err(|e| bad("trust store", e))?;
     }
     if let Some(cert) = &files.cert {
-        b.key_store(cert)
-            .map_err(|e| bad("client certificate", e))?;
+        b.key_store(cert).map_err(|e| bad("client certificate", e))?;
     }
     if let Some(key) = &files.key {
         b.private_key(key).map_err(|e| bad("private key", e))?;
@@ -106,11 +99,7 @@ fn ssl_options(tls: &TlsOptions, files: &TlsFiles) -> Result<mqtt::SslOptions, C
 fn paho_uri(params: &ConnectParams) -> String {
     use connector_core::Scheme;
     let u = &params.uri;
-    let host = if u.host().contains(':') {
-        format!("[{}]", u.host())
-    } else {
-        u.host().to_owned()
-    };
+    let host = if u.host().contains(':') { format!("[{}]", u.host()) } else { u.host().to_owned() };
     let scheme = match u.scheme() {
         Scheme::Mqtt => "tcp",
         Scheme::Mqtts => "ssl",
@@ -124,19 +113,11 @@ fn failure_from(e: &mqtt::Error) -> ConnectFailure {
     match e {
         mqtt::Error::ConnectReturn(rc) => {
             let code = *rc as u8;
-            ConnectFailure::Refused {
-                code,
-                reason: ConnectFailure::v3_reason(code).to_owned(),
-            }
+            ConnectFailure::Refused { code, reason: ConnectFailure::v3_reason(code).to_owned() }
         }
-        mqtt::Error::ReasonCode(rc, _) => ConnectFailure::Refused {
-            code: *rc as u8,
-            reason: rc.to_string(),
-        },
+        mqtt::Error::ReasonCode(rc, _) => ConnectFailure::Refused { code: *rc as u8, reason: rc.to_string() },
         mqtt::Error::Timeout | mqtt::Error::TcpConnectTimeout => ConnectFailure::Timeout,
-        other => ConnectFailure::Transport {
-            message: other.to_string(),
-        },
+        other => ConnectFailure::Transport { message: other.to_string() },
     }
 }
 
@@ -145,22 +126,14 @@ fn inbound(msg: &mqtt::Message) -> InboundMessage {
     let mut m = InboundMessage::new(
         msg.topic(),
         bytes::Bytes::copy_from_slice(msg.payload()),
-        if msg.qos() == mqtt::QoS::from(mqtt::QOS_0) {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        },
+        if msg.qos() == mqtt::QoS::from(mqtt::QOS_0) { QoS::AtMostOnce } else { QoS::AtLeastOnce },
     );
     m.retain = msg.retained();
     if !props.is_empty() {
         m.content_type = props.get_string(mqtt::PropertyCode::ContentType);
-        m.correlation_data = props
-            .get_binary(mqtt::PropertyCode::CorrelationData)
-            .map(bytes::Bytes::from);
-        m.user_properties = props
-            .iter(mqtt::PropertyCode::UserProperty)
-            .filter_map(|p| p.get_string_pair())
-            .collect();
+        m.correlation_data = props.get_binary(mqtt::PropertyCode::CorrelationData).map(bytes::Bytes::from);
+        m.user_properties =
+            props.iter(mqtt::PropertyCode::UserProperty).filter_map(|p| p.get_string_pair()).collect();
     }
     m
 }
@@ -176,29 +149,19 @@ fn paho_message(packet: &OutboundPacket, v5: bool) -> Result<mqtt::Message, Tran
         let mut props = mqtt::Properties::new();
         let fail = |e: mqtt::Error| TransportError::Failed(format!("property: {e}"));
         if let Some(ct) = &p.content_type {
-            props
-                .push_string(mqtt::PropertyCode::ContentType, ct)
-                .map_err(fail)?;
+            props.push_string(mqtt::PropertyCode::ContentType, ct).map_err(fail)?;
         }
         if let Some(cd) = &p.correlation_data {
-            props
-                .push_binary(mqtt::PropertyCode::CorrelationData, cd.to_vec())
-                .map_err(fail)?;
+            props.push_binary(mqtt::PropertyCode::CorrelationData, cd.to_vec()).map_err(fail)?;
         }
         if let Some(rt) = &p.response_topic {
-            props
-                .push_string(mqtt::PropertyCode::ResponseTopic, rt)
-                .map_err(fail)?;
+            props.push_string(mqtt::PropertyCode::ResponseTopic, rt).map_err(fail)?;
         }
         if let Some(e) = p.message_expiry_secs {
-            props
-                .push_u32(mqtt::PropertyCode::MessageExpiryInterval, e)
-                .map_err(fail)?;
+            props.push_u32(mqtt::PropertyCode::MessageExpiryInterval, e).map_err(fail)?;
         }
         for (k, v) in &p.user {
-            props
-                .push_string_pair(mqtt::PropertyCode::UserProperty, k, v)
-                .map_err(fail)?;
+            props.push_string_pair(mqtt::PropertyCode::UserProperty, k, v).map_err(fail)?;
         }
         b = b.properties(props);
     }
@@ -231,9 +194,7 @@ impl Link for PahoLink {
             mqtt::Error::Disconnected => TransportError::NotConnected,
             other => TransportError::Failed(other.to_string()),
         })?;
-        self.tokens
-            .send(PumpCmd::Token(seq, token))
-            .map_err(|_| TransportError::NotConnected)
+        self.tokens.send(PumpCmd::Token(seq, token)).map_err(|_| TransportError::NotConnected)
     }
 
     fn rebind_completions(&self) -> tokio::sync::mpsc::UnboundedReceiver<Completion> {
@@ -250,14 +211,11 @@ impl Link for PahoLink {
         let qos: Vec<i32> = filters.iter().map(|(_, q)| i32::from(q.as_u8())).collect();
         let token = self.client.subscribe_many(&topics, &qos);
         Box::pin(async move {
-            let rsp = token
-                .await
-                .map_err(|e| TransportError::Failed(e.to_string()))?;
+            let rsp = token.await.map_err(|e| TransportError::Failed(e.to_string()))?;
             let granted: Vec<Option<QoS>> = match rsp.subscribe_many_response() {
-                Some(codes) => codes
-                    .into_iter()
-                    .map(|c| u8::try_from(c).ok().and_then(QoS::from_u8))
-                    .collect(),
+                Some(codes) => {
+                    codes.into_iter().map(|c| u8::try_from(c).ok().and_then(QoS::from_u8)).collect()
+                }
                 None => match rsp.subscribe_response() {
                     Some(c) => vec![u8::try_from(c).ok().and_then(QoS::from_u8)],
                     None => filters.iter().map(|(_, q)| Some(*q)).collect(),
@@ -269,18 +227,11 @@ impl Link for PahoLink {
 
     fn unsubscribe(&self, filters: Vec<String>) -> BoxFuture<'static, Result<(), TransportError>> {
         let token = self.client.unsubscribe_many(&filters);
-        Box::pin(async move {
-            token
-                .await
-                .map(|_| ())
-                .map_err(|e| TransportError::Failed(e.to_string()))
-        })
+        Box::pin(async move { token.await.map(|_| ()).map_err(|e| TransportError::Failed(e.to_string())) })
     }
 
     fn disconnect(&self, timeout: Duration) -> BoxFuture<'static, ()> {
-        let opts = mqtt::DisconnectOptionsBuilder::new()
-            .timeout(timeout)
-            .finalize();
+        let opts = mqtt::DisconnectOptionsBuilder::new().timeout(timeout).finalize();
         let token = self.client.disconnect(opts);
         Box::pin(async move {
             if let Err(e) = token.await {
@@ -291,10 +242,7 @@ impl Link for PahoLink {
 }
 
 impl Transport for PahoTransport {
-    fn connect(
-        &self,
-        params: ConnectParams,
-    ) -> BoxFuture<'static, Result<Connected, ConnectFailure>> {
+    fn connect(&self, params: ConnectParams) -> BoxFuture<'static, Result<Connected, ConnectFailure>> {
         let max_inflight = self.max_inflight;
         Box::pin(async move { connect(params, max_inflight).await })
     }
@@ -316,15 +264,10 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
         .server_uri(&uri)
         .client_id(&params.client_id)
         .persistence(None)
-        .mqtt_version(if v5 {
-            mqtt::MQTT_VERSION_5
-        } else {
-            mqtt::MQTT_VERSION_3_1_1
-        })
+        .mqtt_version(if v5 { mqtt::MQTT_VERSION_5 } else { mqtt::MQTT_VERSION_3_1_1 })
         .finalize();
-    let client = mqtt::AsyncClient::new(create).map_err(|e| ConnectFailure::Transport {
-        message: format!("client: {e}"),
-    })?;
+    let client = mqtt::AsyncClient::new(create)
+        .map_err(|e| ConnectFailure::Transport { message: format!("client: {e}") })?;
 
     let (ev_tx, events) = unbounded_channel();
     {
@@ -340,16 +283,14 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
         });
         let tx = ev_tx;
         client.set_disconnected_callback(move |_, _props, reason| {
-            let _ = tx.send(LinkEvent::Lost(DisconnectReason::ServerDisconnect {
-                code: reason as u8,
-            }));
+            let _ = tx.send(LinkEvent::Lost(DisconnectReason::ServerDisconnect { code: reason as u8 }));
         });
     }
 
     let tls_files = match &params.tls {
-        Some(t) => Some(materialise(t).map_err(|e| ConnectFailure::Credentials {
-            message: format!("TLS files: {e}"),
-        })?),
+        Some(t) => Some(
+            materialise(t).map_err(|e| ConnectFailure::Credentials { message: format!("TLS files: {e}") })?,
+        ),
         None => None,
     };
     let mut b = if v5 {
@@ -394,30 +335,17 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
         };
     }
     if !params.http_headers.is_empty() {
-        let headers: Vec<(&str, &str)> = params
-            .http_headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let headers: Vec<(&str, &str)> =
+            params.http_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         b.http_headers(&headers);
     }
     let token = client.connect(b.finalize());
-    Ok(Started {
-        client,
-        token,
-        events,
-        tls_files,
-    })
+    Ok(Started { client, token, events, tls_files })
 }
 
 async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, ConnectFailure> {
     let v5 = params.mqtt_version == MqttVersion::V5;
-    let Started {
-        client,
-        token,
-        events,
-        tls_files,
-    } = start_connect(&params, max_inflight)?;
+    let Started { client, token, events, tls_files } = start_connect(&params, max_inflight)?;
     let rsp = token.await.map_err(|e| failure_from(&e))?;
     let session_present = rsp.connect_response().is_some_and(|r| r.session_present);
 
@@ -448,17 +376,6 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
     if !session_present && !params.clean_session {
         warn!(client = %params.client_id, "broker did not keep the session");
     }
-    let link = PahoLink {
-        client,
-        v5,
-        tokens: tok_tx,
-        pump,
-        _tls: tls_files,
-    };
-    Ok(Connected {
-        link: Arc::new(link),
-        session_present,
-        events,
-        completions,
-    })
+    let link = PahoLink { client, v5, tokens: tok_tx, pump, _tls: tls_files };
+    Ok(Connected { link: Arc::new(link), session_present, events, completions })
 }

@@ -97,19 +97,8 @@ impl BrokerUri {
 
 impl fmt::Display for BrokerUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        write!(
-            f,
-            "{}://{}:{}{}",
-            self.scheme.as_str(),
-            host,
-            self.port,
-            self.path
-        )
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        write!(f, "{}://{}:{}{}", self.scheme.as_str(), host, self.port, self.path)
     }
 }
 
@@ -121,14 +110,7 @@ impl fmt::Debug for BrokerUri {
             Some((p, _)) => format!("{p}?<redacted>"),
             None => self.path.clone(),
         };
-        write!(
-            f,
-            "BrokerUri({}://{}:{}{})",
-            self.scheme.as_str(),
-            self.host,
-            self.port,
-            path
-        )
+        write!(f, "BrokerUri({}://{}:{}{})", self.scheme.as_str(), self.host, self.port, path)
     }
 }
 
@@ -136,23 +118,14 @@ impl FromStr for BrokerUri {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ConfigError::InvalidUri {
-            uri: redact_query(s),
-            reason,
-        };
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| err("missing `scheme://`"))?;
+        let err = |reason| ConfigError::InvalidUri { uri: redact_query(s), reason };
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| err("missing `scheme://`"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "tcp" | "mqtt" => Scheme::Mqtt,
             "ssl" | "mqtts" | "tls" => Scheme::Mqtts,
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
-            _ => {
-                return Err(err(
-                    "unknown scheme (expected tcp, mqtt, ssl, mqtts, ws or wss)",
-                ))
-            }
+            _ => return Err(err("unknown scheme (expected tcp, mqtt, ssl, mqtts, ws or wss)")),
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -162,23 +135,13 @@ impl FromStr for BrokerUri {
             return Err(err("a path is only allowed for ws:// and wss://"));
         }
         if authority.contains('@') {
-            return Err(err(
-                "credentials in the URI are not allowed; use the username and password options",
-            ));
+            return Err(err("credentials in the URI are not allowed; use the username and password options"));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| err("unclosed `[` in IPv6 host"))?;
+            let (h, after) = v6.split_once(']').ok_or_else(|| err("unclosed `[` in IPv6 host"))?;
             match after {
                 "" => (h, None),
-                p => (
-                    h,
-                    Some(
-                        p.strip_prefix(':')
-                            .ok_or_else(|| err("junk after IPv6 host"))?,
-                    ),
-                ),
+                p => (h, Some(p.strip_prefix(':').ok_or_else(|| err("junk after IPv6 host"))?)),
             }
         } else {
             match authority.rsplit_once(':') {
@@ -192,6 +155,15 @@ impl FromStr for BrokerUri {
         if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(err("host contains whitespace or control characters"));
         }
+        let bracketed = authority.starts_with('[');
+        let valid = if bracketed {
+            host.contains(':') && host.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        } else {
+            host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        };
+        if !valid {
+            return Err(err("host is not a DNS name, an IPv4 address or a bracketed IPv6 address"));
+        }
         let port = match port {
             None => scheme.default_port(),
             Some(p) => match p.parse::<u16>() {
@@ -199,12 +171,7 @@ impl FromStr for BrokerUri {
                 Ok(p) => p,
             },
         };
-        Ok(BrokerUri {
-            scheme,
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
-        })
+        Ok(BrokerUri { scheme, host: host.to_owned(), port, path: path.to_owned() })
     }
 }
 
@@ -323,11 +290,7 @@ impl ConnectParams {
                 reason: format!("TLS options given for the plain URI {}", self.uri),
             });
         }
-        if self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.client_cert.is_some() != t.client_key.is_some())
-        {
+        if self.tls.as_ref().is_some_and(|t| t.client_cert.is_some() != t.client_key.is_some()) {
             return Err(ConfigError::Invalid {
                 field: "tls",
                 reason: "a client certificate needs its private key and vice versa".into(),
@@ -348,29 +311,13 @@ mod tests {
             ("mqtt://broker", Scheme::Mqtt, "broker", 1883, ""),
             ("ssl://h", Scheme::Mqtts, "h", 8883, ""),
             ("MQTTS://h:443", Scheme::Mqtts, "h", 443, ""),
-            (
-                "wss://hub.net/$iothub/websocket",
-                Scheme::Wss,
-                "hub.net",
-                443,
-                "/$iothub/websocket",
-            ),
-            (
-                "ws://[::1]:8080/mqtt?x=1",
-                Scheme::Ws,
-                "::1",
-                8080,
-                "/mqtt?x=1",
-            ),
+            ("wss://hub.net/$iothub/websocket", Scheme::Wss, "hub.net", 443, "/$iothub/websocket"),
+            ("ws://[::1]:8080/mqtt?x=1", Scheme::Ws, "::1", 8080, "/mqtt?x=1"),
             ("tcp://[::1]", Scheme::Mqtt, "::1", 1883, ""),
         ];
         for (s, scheme, host, port, path) in table {
             let u: BrokerUri = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
-            assert_eq!(
-                (u.scheme(), u.host(), u.port(), u.path()),
-                (scheme, host, port, path),
-                "{s}"
-            );
+            assert_eq!((u.scheme(), u.host(), u.port(), u.path()), (scheme, host, port, path), "{s}");
         }
     }
 
@@ -378,29 +325,17 @@ mod tests {
     fn malformed_uris_are_typed_errors() {
         let table = [
             ("localhost:1883", "missing `scheme://`"),
-            (
-                "ftp://h",
-                "unknown scheme (expected tcp, mqtt, ssl, mqtts, ws or wss)",
-            ),
+            ("ftp://h", "unknown scheme (expected tcp, mqtt, ssl, mqtts, ws or wss)"),
             ("tcp://", "empty host"),
             ("tcp://:1883", "empty host"),
             ("tcp://h:0", "port must be a number from 1 to 65535"),
             ("tcp://h:70000", "port must be a number from 1 to 65535"),
             ("tcp://h:x", "port must be a number from 1 to 65535"),
-            (
-                "tcp://h/path",
-                "a path is only allowed for ws:// and wss://",
-            ),
-            (
-                "tcp://u:p@h",
-                "credentials in the URI are not allowed; use the username and password options",
-            ),
+            ("tcp://h/path", "a path is only allowed for ws:// and wss://"),
+            ("tcp://u:p@h", "credentials in the URI are not allowed; use the username and password options"),
             ("tcp://[::1", "unclosed `[` in IPv6 host"),
             ("tcp://[::1]x", "junk after IPv6 host"),
-            (
-                "tcp://a b",
-                "host contains whitespace or control characters",
-            ),
+            ("tcp://a b", "host contains whitespace or control characters"),
         ];
         for (s, want) in table {
             match s.parse::<BrokerUri>() {
@@ -414,9 +349,7 @@ mod tests {
     fn presigned_queries_never_reach_debug_or_errors() {
         let u: BrokerUri = "wss://h/mqtt?X-Amz-Signature=abc123".parse().unwrap();
         assert!(!format!("{u:?}").contains("abc123"));
-        let e = "wss://h:99999/mqtt?X-Amz-Signature=abc123"
-            .parse::<BrokerUri>()
-            .unwrap_err();
+        let e = "wss://h:99999/mqtt?X-Amz-Signature=abc123".parse::<BrokerUri>().unwrap_err();
         assert!(!e.to_string().contains("abc123"), "{e}");
     }
 
@@ -427,10 +360,7 @@ mod tests {
         assert!(ConnectParams::new(plain.clone(), "c").validate().is_ok());
         assert!(ConnectParams::new(tls.clone(), "c").validate().is_err());
         let mut p = ConnectParams::new(tls, "c");
-        p.tls = Some(TlsOptions {
-            client_cert: Some(PemSource::File("c.pem".into())),
-            ..Default::default()
-        });
+        p.tls = Some(TlsOptions { client_cert: Some(PemSource::File("c.pem".into())), ..Default::default() });
         assert!(p.validate().is_err(), "cert without key");
         let mut p = ConnectParams::new(plain, "");
         p.clean_session = false;
@@ -441,5 +371,45 @@ mod tests {
     fn pem_text_is_redacted() {
         let p = PemSource::Pem(Secret::new("-----BEGIN PRIVATE KEY-----abc"));
         assert_eq!(format!("{p:?}"), "Pem(<redacted>)");
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// A cheap stand-in for the fuzz target that runs in every `cargo test`: random and
+    /// mutated inputs never panic, and what parses round-trips.
+    #[test]
+    fn random_uris_never_panic_and_round_trip() {
+        let seeds = ["tcp://h:1", "wss://[::1]:443/p?q", "mqtts://a.b", "ws://x/y", "ssl://h:65535"];
+        let alphabet: Vec<char> = "tcpmqsw:/[]?@.0123456789h \u{0}é".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..20_000 {
+            let mut s: Vec<char> = seeds[i % seeds.len()].chars().collect();
+            for _ in 0..(next() % 4) {
+                let pos = (next() as usize) % (s.len() + 1);
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => s.insert(pos, c),
+                    1 if pos < s.len() => {
+                        s.remove(pos);
+                    }
+                    _ if pos < s.len() => s[pos] = c,
+                    _ => {}
+                }
+            }
+            let s: String = s.into_iter().collect();
+            if let Ok(u) = s.parse::<BrokerUri>() {
+                let again: BrokerUri = u.to_string().parse().unwrap_or_else(|e| panic!("{s:?} → {u} → {e}"));
+                assert_eq!(u, again, "{s:?}");
+            }
+        }
     }
 }

@@ -30,11 +30,7 @@ pub struct Limits {
 impl Default for Limits {
     /// The MQTT wire format's own limits.
     fn default() -> Self {
-        Self {
-            max_payload: 268_435_455,
-            max_topic_len: 65_535,
-            max_topic_levels: None,
-        }
+        Self { max_payload: 268_435_455, max_topic_len: 65_535, max_topic_levels: None }
     }
 }
 
@@ -65,11 +61,7 @@ pub trait Provider: Send + Sync + 'static {
             Target::Telemetry => self.telemetry_topic(publish)?,
             Target::Topic(t) => t.clone(),
             #[allow(unreachable_patterns)]
-            _ => {
-                return Err(ProviderError::Unsupported {
-                    what: "publish target".into(),
-                })
-            }
+            _ => return Err(ProviderError::Unsupported { what: "publish target".into() }),
         };
         encode_with_mqtt5_properties(topic, publish, self.mqtt_version(), &self.limits())
     }
@@ -100,10 +92,7 @@ pub trait Provider: Send + Sync + 'static {
 pub fn check_topic(topic: &str, limits: &Limits) -> Result<(), TopicError> {
     validate_topic_name(topic)?;
     if topic.len() > limits.max_topic_len {
-        return Err(TopicError::TooLong {
-            len: topic.len(),
-            limit: limits.max_topic_len,
-        });
+        return Err(TopicError::TooLong { len: topic.len(), limit: limits.max_topic_len });
     }
     if let Some(max) = limits.max_topic_levels {
         let levels = topic.split('/').count();
@@ -125,10 +114,7 @@ pub fn encode_with_mqtt5_properties(
     check_topic(&topic, limits)?;
     let size = publish.payload().len();
     if size > limits.max_payload {
-        return Err(ProviderError::PayloadTooLarge {
-            size,
-            limit: limits.max_payload,
-        });
+        return Err(ProviderError::PayloadTooLarge { size, limit: limits.max_payload });
     }
     let properties = if publish.has_properties() {
         if version == MqttVersion::V311 {
@@ -172,11 +158,7 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_before_sending() {
-        let limits = Limits {
-            max_payload: 4,
-            max_topic_len: 10,
-            max_topic_levels: Some(3),
-        };
+        let limits = Limits { max_payload: 4, max_topic_len: 10, max_topic_levels: Some(3) };
         let p = Publish::to_topic("a/b", &b"12345"[..]);
         assert_eq!(
             encode_with_mqtt5_properties("a/b".into(), &p, MqttVersion::V311, &limits),
@@ -185,17 +167,11 @@ mod tests {
         let p = Publish::to_topic("x", &b"1"[..]);
         assert_eq!(
             encode_with_mqtt5_properties("a/b/c/d".into(), &p, MqttVersion::V311, &limits),
-            Err(ProviderError::Topic(TopicError::TooDeep {
-                levels: 4,
-                limit: 3
-            }))
+            Err(ProviderError::Topic(TopicError::TooDeep { levels: 4, limit: 3 }))
         );
         assert_eq!(
             encode_with_mqtt5_properties("abcdefghijk".into(), &p, MqttVersion::V311, &limits),
-            Err(ProviderError::Topic(TopicError::TooLong {
-                len: 11,
-                limit: 10
-            }))
+            Err(ProviderError::Topic(TopicError::TooLong { len: 11, limit: 10 }))
         );
         assert!(matches!(
             encode_with_mqtt5_properties("a/+".into(), &p, MqttVersion::V311, &limits),
@@ -205,15 +181,12 @@ mod tests {
 
     #[test]
     fn properties_need_mqtt5() {
-        let p = Publish::to_topic("t", &b"x"[..])
-            .property("k", "v")
-            .content_type("text/plain");
+        let p = Publish::to_topic("t", &b"x"[..]).property("k", "v").content_type("text/plain");
         assert!(matches!(
             encode_with_mqtt5_properties("t".into(), &p, MqttVersion::V311, &Limits::default()),
             Err(ProviderError::Unsupported { .. })
         ));
-        let w = encode_with_mqtt5_properties("t".into(), &p, MqttVersion::V5, &Limits::default())
-            .unwrap();
+        let w = encode_with_mqtt5_properties("t".into(), &p, MqttVersion::V5, &Limits::default()).unwrap();
         assert_eq!(w.properties.user, [("k".to_string(), "v".to_string())]);
         assert_eq!(w.properties.content_type.as_deref(), Some("text/plain"));
     }

@@ -99,10 +99,8 @@ impl MqttProvider {
     /// Validates the options (URI, telemetry topic, TLS consistency) once.
     pub fn new(opts: MqttOptions) -> Result<Self, ConfigError> {
         let uri: BrokerUri = opts.uri.parse()?;
-        validate_topic_name(&opts.telemetry_topic).map_err(|e| ConfigError::Invalid {
-            field: "telemetry_topic",
-            reason: e.to_string(),
-        })?;
+        validate_topic_name(&opts.telemetry_topic)
+            .map_err(|e| ConfigError::Invalid { field: "telemetry_topic", reason: e.to_string() })?;
         let provider = Self { uri, opts };
         provider.params().validate()?;
         Ok(provider)
@@ -159,38 +157,23 @@ mod tests {
         let p = MqttProvider::new(MqttOptions::new("tcp://127.0.0.1:1883", "dev-1")).unwrap();
         let w = p.encode_publish(&Publish::telemetry(&b"{}"[..])).unwrap();
         assert_eq!(w.topic, "devices/dev-1/telemetry");
-        let w = p
-            .encode_publish(&Publish::to_topic("x/y", &b"{}"[..]))
-            .unwrap();
+        let w = p.encode_publish(&Publish::to_topic("x/y", &b"{}"[..])).unwrap();
         assert_eq!(w.topic, "x/y");
-        assert!(matches!(
-            Publish::to_topic("x", &b""[..]).target(),
-            Target::Topic(_)
-        ));
+        assert!(matches!(Publish::to_topic("x", &b""[..]).target(), Target::Topic(_)));
     }
 
     #[test]
     fn bad_options_are_refused_up_front() {
         assert!(MqttProvider::new(MqttOptions::new("localhost", "c")).is_err());
-        assert!(
-            MqttProvider::new(MqttOptions::new("mqtts://h", "c")).is_err(),
-            "TLS without options"
-        );
+        assert!(MqttProvider::new(MqttOptions::new("mqtts://h", "c")).is_err(), "TLS without options");
         let mut o = MqttOptions::new("tcp://h", "c");
         o.telemetry_topic = "a/#".into();
-        assert!(matches!(
-            MqttProvider::new(o),
-            Err(ConfigError::Invalid {
-                field: "telemetry_topic",
-                ..
-            })
-        ));
+        assert!(matches!(MqttProvider::new(o), Err(ConfigError::Invalid { field: "telemetry_topic", .. })));
     }
 
     #[test]
     fn connect_params_carry_credentials_without_leaking_them() {
-        let p =
-            MqttProvider::new(MqttOptions::new("tcp://h", "c").credentials("u", "s3cr3t")).unwrap();
+        let p = MqttProvider::new(MqttOptions::new("tcp://h", "c").credentials("u", "s3cr3t")).unwrap();
         let params = p.connect_params(SystemTime::now()).unwrap();
         assert_eq!(params.password.as_ref().map(Secret::expose), Some("s3cr3t"));
         assert!(!format!("{params:?} {p:?}").contains("s3cr3t"));

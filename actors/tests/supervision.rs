@@ -1,0 +1,104 @@
+//! Supervision: panics in user code are isolated and counted; children that die are
+//! restarted with their registrations; the connection stays up throughout.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use common::*;
+use connector_actors::messages::{InjectPanic, Received, Subscribe};
+use connector_actors::Connector;
+use connector_core::{Publish, QoS};
+use prometheus::Registry;
+use test_support::Mosquitto;
+
+/// A user actor that panics on the first message it gets.
+struct Fragile;
+impl Actor for Fragile {
+    type Context = Context<Self>;
+}
+impl Handler<Received> for Fragile {
+    type Result = ();
+    fn handle(&mut self, _: Received, _: &mut Self::Context) {
+        panic!("user code failed");
+    }
+}
+
+#[actix_rt::test]
+async fn panicking_recipients_and_handlers_do_not_drop_the_connection() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let registry = Registry::new();
+    let conn = Connector::builder(provider(&broker.url(), "panics"))
+        .backoff(fast_backoff())
+        .registry(&registry)
+        .start();
+    conn.wait_connected(WAIT).await.unwrap();
+    let sub = conn.subscriber();
+
+    let fragile = Fragile.start();
+    sub.subscribe(Subscribe::topic("p/#", QoS::AtLeastOnce, fragile.recipient())).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    sub.subscribe(Subscribe::handler("p/#", QoS::AtLeastOnce, move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+        panic!("handler failed");
+    }))
+    .await
+    .unwrap();
+    let (_, mut healthy) = sub.stream("p/#", QoS::AtLeastOnce, 16).await.unwrap();
+
+    for i in 0..3 {
+        conn.publisher().publish(Publish::to_topic("p/x", format!("{i}"))).await.unwrap();
+        next_within(&mut healthy, WAIT, "delivery to the healthy subscriber").await;
+    }
+    let text = render(&registry);
+    assert_eq!(sample(&text, "connector_handler_panics_total", &[("handler", "inbound")]), Some(3.0));
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "the panicking handler stays registered");
+    // The fragile actor died on its first message; the next delivery finds it closed,
+    // counts it, and removes the route.
+    assert_eq!(
+        sample(&text, "connector_inbound_dropped_total", &[("reason", "recipient_closed")]),
+        Some(1.0)
+    );
+    assert!(conn.is_connected());
+    assert_eq!(conn.metrics().reconnects.get(), 0);
+    conn.stop().await;
+}
+
+#[actix_rt::test]
+async fn children_that_panic_are_restarted_with_their_registrations() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let registry = Registry::new();
+    let conn = Connector::builder(provider(&broker.url(), "restarts"))
+        .backoff(fast_backoff())
+        .registry(&registry)
+        .start();
+    conn.wait_connected(WAIT).await.unwrap();
+    let (_, mut inbox) = conn.subscriber().stream("r/#", QoS::AtLeastOnce, 16).await.unwrap();
+
+    let old = conn.subscriber().addr();
+    old.do_send(InjectPanic);
+    test_support::wait_until_async(WAIT, "the subscriber to be restarted", || {
+        sample(&render(&registry), "connector_actor_restarts_total", &[("actor", "subscriber")]) == Some(1.0)
+    })
+    .await;
+    assert!(!old.connected());
+    conn.publisher().publish(Publish::to_topic("r/1", &b"after subscriber restart"[..])).await.unwrap();
+    next_within(&mut inbox, WAIT, "delivery through the restarted subscriber").await;
+
+    conn.publisher().addr().do_send(InjectPanic);
+    test_support::wait_until_async(WAIT, "the publisher to be restarted", || {
+        sample(&render(&registry), "connector_actor_restarts_total", &[("actor", "publisher")]) == Some(1.0)
+    })
+    .await;
+    let ack =
+        conn.publisher().publish(Publish::to_topic("r/2", &b"after publisher restart"[..])).await.unwrap();
+    assert_eq!(ack.attempts, 1);
+    next_within(&mut inbox, WAIT, "delivery from the restarted publisher").await;
+    assert!(conn.is_connected());
+    assert_eq!(conn.metrics().reconnects.get(), 0, "the connection stayed up");
+    conn.stop().await;
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, docs, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+cargo test --workspace
