@@ -304,22 +304,30 @@ impl PublisherHandle {
         self.slot.read().clone()
     }
 
-    /// Publishes and waits for PUBACK (QoS 1) or the write (QoS 0).
-    pub async fn publish(&self, p: Publish) -> Result<PublishAck, PublishError> {
+    /// Publishes and waits for PUBACK (QoS 1) or the write (QoS 0). The message is handed to
+    /// the Publisher when this is called (not when the future is first polled), so calls
+    /// are ordered as made.
+    pub fn publish(
+        &self,
+        p: Publish,
+    ) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
         let fut = self.slot.read().send(PublishRequest(p));
-        fut.await?
+        async move { fut.await? }
     }
 
-    /// Hands a message over; returns once it is accepted (and stored, with persistence).
-    pub async fn enqueue(&self, p: Publish) -> Result<MessageId, PublishError> {
+    /// Hands a message over; resolves once it is accepted (and stored, with persistence).
+    pub fn enqueue(
+        &self,
+        p: Publish,
+    ) -> impl std::future::Future<Output = Result<MessageId, PublishError>> + 'static {
         let fut = self.slot.read().send(Enqueue(p));
-        fut.await?
+        async move { fut.await? }
     }
 
     /// Operation statistics.
-    pub async fn stats(&self) -> Result<PublisherStats, PublishError> {
+    pub fn stats(&self) -> impl std::future::Future<Output = Result<PublisherStats, PublishError>> + 'static {
         let fut = self.slot.read().send(GetStats);
-        Ok(fut.await?)
+        async move { Ok(fut.await?) }
     }
 }
 

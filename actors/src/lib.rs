@@ -42,3 +42,8 @@ pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};
 pub use publisher::{Publisher, PublisherOptions};
 pub use subscriber::Subscriber;
 pub use supervision::RestartPolicy;
+
+/// Mailbox capacity of the tree's own actors. Large, so that `send` never defers (a
+/// deferred send could reorder publishes); the bounds that matter are the offline queue and
+/// the in-flight window. (actix overflows on `usize::MAX`.)
+pub(crate) const MAILBOX_CAPACITY: usize = 1 << 20;

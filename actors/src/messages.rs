@@ -69,6 +69,8 @@ pub struct PublisherStats {
     pub timed_out_total: u64,
     /// Messages sent again after a reconnect.
     pub resent_total: u64,
+    /// Messages the transport failed for good since start.
+    pub failed_total: u64,
 }
 
 /// A lifecycle event, as delivered to a `Recipient<Event>`.

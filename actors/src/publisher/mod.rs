@@ -96,6 +96,7 @@ pub struct Publisher {
     inflight_bytes: usize,
     incomplete_bytes: usize,
     draining: Option<SpawnHandle>,
+    busy_retry: Option<SpawnHandle>,
     store: Option<Store>,
     stats: PublisherStats,
     _guard: Option<ChildGuard>,
@@ -116,6 +117,7 @@ impl Publisher {
             inflight_bytes: 0,
             incomplete_bytes: 0,
             draining: None,
+            busy_retry: None,
             store: None,
             stats: PublisherStats::default(),
             _guard: guard,
@@ -308,14 +310,26 @@ impl Publisher {
                     self.queue.push_front_all(std::iter::once(seq));
                     break;
                 }
+                Err(TransportError::Busy) => {
+                    // Back-pressure from the client library: retry shortly (or on the next
+                    // completion, whichever comes first).
+                    self.queue.push_front_all(std::iter::once(seq));
+                    if self.busy_retry.is_none() {
+                        self.busy_retry = Some(ctx.run_later(Duration::from_millis(5), |act, ctx| {
+                            act.busy_retry = None;
+                            act.pump(ctx);
+                        }));
+                    }
+                    break;
+                }
                 Err(e) => {
                     warn!(seq, error = %e, "publish refused by the transport");
+                    self.stats.failed_total += 1;
                     self.metrics().published("message", "failed");
                     self.fail(seq, PublishError::Transport(e));
                 }
             }
         }
-        let _ = ctx;
         self.update_gauges();
     }
 
@@ -353,6 +367,7 @@ impl Publisher {
                         self.queue.push_front_all(std::iter::once(c.seq));
                     }
                 } else {
+                    self.stats.failed_total += 1;
                     self.metrics().published("message", "failed");
                     self.fail(c.seq, PublishError::Transport(e));
                 }
@@ -415,6 +430,9 @@ impl Actor for Publisher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // A full mailbox would defer `send`s and could reorder them; the offline queue is
+        // the bound that matters.
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         let Some(dir) = self.args.options.persistence.clone() else {
             return;
         };

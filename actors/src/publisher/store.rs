@@ -35,7 +35,12 @@ impl Store {
     pub fn open(dir: &Path, fsync: bool) -> io::Result<(Store, Vec<(u64, OutboundPacket)>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG);
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let mut opts = OpenOptions::new();
+        opts.read(true).append(true).create(true);
+        // Telemetry can be sensitive: the store is readable by its owner only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut file = opts.open(&path)?;
         let mut data = Vec::new();
         file.seek(SeekFrom::Start(0))?;
         file.read_to_end(&mut data)?;
@@ -85,7 +90,11 @@ impl Store {
             frame(&mut out, &body);
             n += 1;
         }
-        let mut f = File::create(&tmp)?;
+        let mut o = OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut f = o.open(&tmp)?;
         f.write_all(&out)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.dir.join(LOG))?;

@@ -25,6 +25,9 @@ pub enum TransportError {
     /// The link is down.
     #[error("not connected")]
     NotConnected,
+    /// The client library's buffers are full; try again after a completion.
+    #[error("transport busy")]
+    Busy,
     /// The broker refused the operation (e.g. a SUBACK failure code).
     #[error("refused by the broker: {0}")]
     Refused(String),

@@ -168,6 +168,12 @@ fn paho_message(packet: &OutboundPacket, v5: bool) -> Result<mqtt::Message, Tran
     Ok(b.finalize())
 }
 
+// Paho C return codes (MQTTAsync.h) that `try_publish` reports inside `Error::Publish`.
+const RC_DISCONNECTED: i32 = -3;
+const RC_MAX_INFLIGHT: i32 = -4;
+const RC_NO_MORE_MSGIDS: i32 = -10;
+const RC_MAX_BUFFERED: i32 = -12;
+
 enum PumpCmd {
     Token(u64, mqtt::DeliveryToken),
     Rebind(UnboundedSender<Completion>),
@@ -192,6 +198,13 @@ impl Link for PahoLink {
         let msg = paho_message(packet, self.v5)?;
         let token = self.client.try_publish(msg).map_err(|e| match e {
             mqtt::Error::Disconnected => TransportError::NotConnected,
+            mqtt::Error::Publish(RC_DISCONNECTED, _) => TransportError::NotConnected,
+            mqtt::Error::Publish(RC_MAX_INFLIGHT | RC_NO_MORE_MSGIDS | RC_MAX_BUFFERED, _) => {
+                TransportError::Busy
+            }
+            mqtt::Error::MaxBufferedMessages
+            | mqtt::Error::MaxMessagesInflight
+            | mqtt::Error::NoMoreMsgIds => TransportError::Busy,
             other => TransportError::Failed(other.to_string()),
         })?;
         self.tokens.send(PumpCmd::Token(seq, token)).map_err(|_| TransportError::NotConnected)
@@ -264,6 +277,8 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
         .server_uri(&uri)
         .client_id(&params.client_id)
         .persistence(None)
+        // Commands waiting for paho's send thread count as "buffered": allow a full window.
+        .max_buffered_messages(max_inflight)
         .mqtt_version(if v5 { mqtt::MQTT_VERSION_5 } else { mqtt::MQTT_VERSION_3_1_1 })
         .finalize();
     let client = mqtt::AsyncClient::new(create)
