@@ -173,7 +173,7 @@ impl ConnectionActor {
         let span =
             info_span!("connect", client = %params.client_id, uri = %params.uri, attempt = self.attempt);
         let fut = self.s.transport.connect(params);
-        ctx.spawn(async move { fut.await }.into_actor(self).map(move |res, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let _e = span.enter();
             match res {
                 Ok(c) if act.stopping => {
@@ -282,7 +282,7 @@ impl ConnectionActor {
         self.s.metrics.credential_renewals.inc();
         self.set_state(ConnectionState::Connecting);
         let fut = link.disconnect(self.s.disconnect_timeout);
-        ctx.spawn(async move { fut.await }.into_actor(self).map(|(), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
             act.notify_down();
             act.connect(ctx);
         }));

@@ -40,9 +40,15 @@ pub struct ConnectorBuilder {
     clock: Arc<dyn Clock>,
     random: Box<dyn Random>,
     disconnect_timeout: Duration,
+    operation_timeout: Duration,
 }
 
 impl ConnectorBuilder {
+    /// How long a SUBSCRIBE or UNSUBSCRIBE waits for the broker's acknowledgement.
+    pub fn operation_timeout(mut self, d: Duration) -> Self {
+        self.operation_timeout = d;
+        self
+    }
     /// Offline queue capacity and drop policy.
     pub fn offline_queue(mut self, capacity: usize, drop: DropPolicy) -> Self {
         self.publisher.offline.capacity = capacity;
@@ -166,7 +172,12 @@ impl ConnectorBuilder {
             metrics: metrics.clone(),
         };
         let table: SharedTable = SharedTable::default();
-        let sub_args = SubscriberArgs { provider: self.provider, table, metrics: metrics.clone() };
+        let sub_args = SubscriberArgs {
+            provider: self.provider,
+            timeout: self.operation_timeout,
+            table,
+            metrics: metrics.clone(),
+        };
         let (conn, publisher, subscriber) = ConnectionActor::start_tree(settings, pub_args, sub_args);
         Connector {
             conn,
@@ -211,6 +222,7 @@ impl Connector {
             clock: Arc::new(SystemClock),
             random: Box::new(ThreadRandom),
             disconnect_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(30),
         }
     }
 

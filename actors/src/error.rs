@@ -80,6 +80,12 @@ pub enum SubscribeError {
     /// The transport failed.
     #[error("transport failure")]
     Transport(#[source] TransportError),
+    /// No SUBACK/UNSUBACK in time.
+    #[error("no acknowledgement after {after:?}")]
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+    },
     /// The Subscriber actor is gone.
     #[error("subscriber unavailable")]
     Unavailable(#[from] actix::MailboxError),

@@ -52,6 +52,8 @@ pub(crate) type SharedTable = Arc<Mutex<Table>>;
 #[derive(Clone)]
 pub(crate) struct SubscriberArgs {
     pub provider: Arc<dyn Provider>,
+    /// How long a SUBSCRIBE or UNSUBSCRIBE may wait for its acknowledgement.
+    pub timeout: std::time::Duration,
     pub table: SharedTable,
     pub metrics: ConnectionMetrics,
 }
@@ -137,9 +139,10 @@ impl Subscriber {
             return;
         }
         let n = filters.len();
-        let fut = link.subscribe(filters.clone());
-        ctx.spawn(async move { fut.await }.into_actor(self).map(move |res, _act, _ctx| match res {
-            Ok(granted) => {
+        let fut = tokio::time::timeout(self.args.timeout, link.subscribe(filters.clone()));
+        ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| match res {
+            Err(_) => warn!("re-subscribe timed out; retried on the next connection"),
+            Ok(Ok(granted)) => {
                 for ((f, _), g) in filters.iter().zip(granted) {
                     if g.is_none() {
                         warn!(filter = %f, "broker refused a re-subscription");
@@ -147,7 +150,7 @@ impl Subscriber {
                 }
                 debug!(filters = n, "re-subscribed");
             }
-            Err(e) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
+            Ok(Err(e)) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
         }));
     }
 }
@@ -190,12 +193,16 @@ impl Handler<Subscribe> for Subscriber {
             // Offline (subscribed on the next connection) or nothing new to ask the broker.
             return Box::pin(actix::fut::ready(Ok(SubscriptionId(id))));
         };
-        let fut = link.subscribe(vec![(filter.clone(), qos)]);
-        Box::pin(async move { fut.await }.into_actor(self).map(move |res, act, _| {
+        let after = self.args.timeout;
+        let fut = tokio::time::timeout(after, link.subscribe(vec![(filter.clone(), qos)]));
+        Box::pin(fut.into_actor(self).map(move |res, act, _| {
             let outcome = match res {
-                Ok(granted) if granted.first().copied().flatten().is_some() => return Ok(SubscriptionId(id)),
-                Ok(_) => SubscribeError::Refused { filter },
-                Err(e) => SubscribeError::Transport(e),
+                Ok(Ok(granted)) if granted.first().copied().flatten().is_some() => {
+                    return Ok(SubscriptionId(id))
+                }
+                Ok(Ok(_)) => SubscribeError::Refused { filter },
+                Ok(Err(e)) => SubscribeError::Transport(e),
+                Err(_) => SubscribeError::Timeout { after },
             };
             act.args.table.lock().routes.remove(&id);
             Err(outcome)
@@ -217,8 +224,17 @@ impl Handler<Unsubscribe> for Subscriber {
         let (Some(filter), Some((_, link))) = (unused, self.link.clone()) else {
             return Box::pin(actix::fut::ready(Ok(())));
         };
-        let fut = link.unsubscribe(vec![filter]);
-        Box::pin(async move { fut.await.map_err(SubscribeError::Transport) }.into_actor(self))
+        let after = self.args.timeout;
+        let fut = tokio::time::timeout(after, link.unsubscribe(vec![filter]));
+        Box::pin(
+            async move {
+                match fut.await {
+                    Ok(r) => r.map_err(SubscribeError::Transport),
+                    Err(_) => Err(SubscribeError::Timeout { after }),
+                }
+            }
+            .into_actor(self),
+        )
     }
 }
 

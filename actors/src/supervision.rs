@@ -2,7 +2,7 @@
 //! and the guard each child carries so that its supervisor learns of its end.
 //!
 //! actix's `Supervisor` restarts an actor that stops but does not see panics: a panic in a
-//! handler unwinds out of the actor's task and the actor is dropped. The [`ChildGuard`]
+//! handler unwinds out of the actor's task and the actor is dropped. The `ChildGuard`
 //! lives inside the child, so its `Drop` runs on that path too and tells the supervisor,
 //! which rebuilds the child from its arguments (shared state such as the subscription
 //! table survives, so registrations come back).

@@ -142,3 +142,121 @@ async fn broker_sigkill_and_restart_mid_stream_loses_no_qos1_message() {
     publ.stop().await;
     sub.stop().await;
 }
+
+#[actix_rt::test]
+async fn resubscribes_after_a_restart_that_lost_the_session() {
+    // No broker persistence and a clean session: after the restart the broker knows
+    // nothing of the subscription, and the Subscriber must make it again.
+    let Some(mut broker) = Mosquitto::start() else { return };
+    let sub = Connector::builder(provider(&broker.url(), "resub")).backoff(fast_backoff()).start();
+    sub.wait_connected(WAIT).await.unwrap();
+    let (_, mut inbox) = sub.subscriber().stream("resub/#", QoS::AtLeastOnce, 16).await.unwrap();
+    let publ = Connector::builder(provider(&broker.url(), "resub-pub")).backoff(fast_backoff()).start();
+    publ.wait_connected(WAIT).await.unwrap();
+    publ.publisher().publish(Publish::to_topic("resub/a", &b"before"[..])).await.unwrap();
+    next_within(&mut inbox, WAIT, "the message before the restart").await;
+
+    let mut events = sub.events(16);
+    broker.kill();
+    broker.restart();
+    event_matching(&mut events, WAIT, "the subscriber reconnecting without a session", |e| {
+        *e == ConnectionEvent::Connected { session_present: false }
+    })
+    .await;
+    publ.wait_connected(WAIT).await.unwrap();
+    // The re-subscription races the first publish: publish until one arrives.
+    let mut got = None;
+    for i in 0..50 {
+        publ.publisher().publish(Publish::to_topic("resub/b", format!("after-{i}"))).await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), inbox.next()).await {
+            got = Some(m);
+            break;
+        }
+    }
+    let got = got.expect("messages arrive again after the re-subscription");
+    assert_eq!(got.topic(), "resub/b");
+    publ.stop().await;
+    sub.stop().await;
+}
+
+/// A provider whose credentials last two seconds: the connection renews them by
+/// reconnecting, as it will for SAS tokens.
+struct ShortLived(connector_core::MqttProvider);
+
+impl connector_core::Provider for ShortLived {
+    fn name(&self) -> &'static str {
+        "short-lived"
+    }
+    fn connect_params(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Result<connector_core::ConnectParams, connector_core::ProviderError> {
+        let mut p = self.0.connect_params(now)?;
+        p.credentials_expire = Some(now + Duration::from_secs(2));
+        Ok(p)
+    }
+    fn telemetry_topic(&self, p: &Publish) -> Result<String, connector_core::ProviderError> {
+        self.0.telemetry_topic(p)
+    }
+}
+
+#[actix_rt::test]
+async fn credential_renewal_reconnects_without_losing_accepted_messages() {
+    const N: usize = 3_000;
+    let Some(broker) = Mosquitto::start() else { return };
+    let sub = Connector::builder(provider(&broker.url(), "renew-sub")).backoff(fast_backoff()).start();
+    sub.wait_connected(WAIT).await.unwrap();
+    let (_, mut inbox) = sub.subscriber().stream("renew/#", QoS::AtLeastOnce, N * 2).await.unwrap();
+
+    let publ = Connector::builder(ShortLived(provider(&broker.url(), "renew-pub")))
+        .backoff(fast_backoff())
+        .offline_queue(N, DropPolicy::Newest)
+        .start();
+    publ.wait_connected(WAIT).await.unwrap();
+    let mut events = publ.events(256);
+    let publisher = publ.publisher();
+    // Spread the messages over more than two credential lifetimes.
+    let sender = actix_rt::spawn(async move {
+        let mut pending = FuturesUnordered::new();
+        for i in 0..N {
+            pending.push(publisher.publish(Publish::to_topic("renew/seq", i.to_string())));
+            if i % 100 == 99 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let mut failed = 0;
+        while let Some(r) = pending.next().await {
+            failed += usize::from(r.is_err());
+        }
+        failed
+    });
+    let mut renewals = 0;
+    while renewals < 2 {
+        event_matching(&mut events, WAIT, "a credential renewal", |e| {
+            *e == ConnectionEvent::Disconnected {
+                reason: connector_core::DisconnectReason::CredentialRenewal,
+            }
+        })
+        .await;
+        event_matching(&mut events, WAIT, "the reconnect after renewal", |e| {
+            matches!(e, ConnectionEvent::Connected { .. })
+        })
+        .await;
+        renewals += 1;
+    }
+    assert_eq!(sender.await.unwrap(), 0, "no publish failed across renewals");
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N {
+        let Ok(Some(Inbound::Message(m))) = tokio::time::timeout(WAIT, inbox.next()).await else { break };
+        seen.insert(String::from_utf8(m.payload.to_vec()).unwrap());
+    }
+    println!(
+        "credential renewal: renewals={} sent={N} received_unique={} lost={}",
+        publ.metrics().credential_renewals.get(),
+        seen.len(),
+        N - seen.len()
+    );
+    assert_eq!(seen.len(), N);
+    publ.stop().await;
+    sub.stop().await;
+}

@@ -102,3 +102,67 @@ async fn children_that_panic_are_restarted_with_their_registrations() {
     assert_eq!(conn.metrics().reconnects.get(), 0, "the connection stayed up");
     conn.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_slow_recipient_never_blocks_the_others_and_its_drops_are_counted() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let registry = Registry::new();
+    let conn = Connector::builder(provider(&broker.url(), "slow"))
+        .backoff(fast_backoff())
+        .registry(&registry)
+        .start();
+    conn.wait_connected(WAIT).await.unwrap();
+    // Room for one message, never read.
+    let (_, _stuck) = conn.subscriber().stream("s/#", QoS::AtLeastOnce, 1).await.unwrap();
+    let (_, mut healthy) = conn.subscriber().stream("s/#", QoS::AtLeastOnce, 64).await.unwrap();
+    for i in 0..10 {
+        conn.publisher().publish(Publish::to_topic("s/x", format!("{i}"))).await.unwrap();
+    }
+    for i in 0..10 {
+        let connector_core::Inbound::Message(m) =
+            next_within(&mut healthy, WAIT, "every message at the healthy stream").await
+        else {
+            panic!("a user message")
+        };
+        assert_eq!(m.payload, format!("{i}").as_bytes());
+    }
+    let text = render(&registry);
+    assert_eq!(sample(&text, "connector_inbound_dropped_total", &[("reason", "recipient_full")]), Some(9.0));
+    conn.stop().await;
+}
+
+#[actix_rt::test]
+async fn exceeding_the_restart_policy_stops_the_connection() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let conn = Connector::builder(provider(&broker.url(), "restart-limit"))
+        .backoff(fast_backoff())
+        .restart_policy(connector_actors::RestartPolicy {
+            max_restarts: 1,
+            window: std::time::Duration::from_secs(60),
+        })
+        .events_to(tx)
+        .start();
+    conn.wait_connected(WAIT).await.unwrap();
+    let mut events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let first = conn.subscriber().addr();
+    first.do_send(InjectPanic);
+    test_support::wait_until_async(WAIT, "the first restart", || conn.subscriber().addr() != first).await;
+    let second = conn.subscriber().addr();
+    assert!(second.connected());
+    second.do_send(InjectPanic);
+    let e = event_matching(&mut events, WAIT, "the connection stopping", |e| {
+        matches!(e, connector_core::ConnectionEvent::Stopped { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        connector_core::ConnectionEvent::Stopped {
+            reason: "restart limit exceeded for the subscriber".into()
+        }
+    );
+    test_support::wait_until_async(WAIT, "the state to be Stopped", || {
+        conn.state() == connector_core::ConnectionState::Stopped
+    })
+    .await;
+}
