@@ -162,7 +162,10 @@ impl ConnectionActor {
         self.set_state(ConnectionState::Connecting);
         self.s.metrics.connect_attempts.inc();
         self.emit(ConnectionEvent::AttemptingConnect { attempt: self.attempt });
-        let params = match self.s.provider.connect_params(self.s.clock.wall()) {
+        let params = match self.s.provider.connect_params(self.s.clock.wall()).and_then(|p| {
+            p.validate()?;
+            Ok(p)
+        }) {
             Ok(p) => p,
             Err(e) => {
                 self.failed(ConnectFailure::Credentials { message: e.to_string() }, ctx);

@@ -351,7 +351,7 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
     }
     if !params.http_headers.is_empty() {
         let headers: Vec<(&str, &str)> =
-            params.http_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            params.http_headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
         b.http_headers(&headers);
     }
     let token = client.connect(b.finalize());

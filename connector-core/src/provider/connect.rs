@@ -243,8 +243,8 @@ pub struct ConnectParams {
     pub connect_timeout: Duration,
     /// HTTP proxy for the connection (`http://host:port`).
     pub http_proxy: Option<String>,
-    /// Extra HTTP headers for the WebSocket upgrade.
-    pub http_headers: Vec<(String, String)>,
+    /// Extra HTTP headers for the WebSocket upgrade (values may carry tokens: secret).
+    pub http_headers: Vec<(String, Secret)>,
     /// When these credentials stop working: the connection renews them (reconnects with
     /// fresh parameters) before that instant.
     pub credentials_expire: Option<SystemTime>,
@@ -288,6 +288,19 @@ impl ConnectParams {
             return Err(ConfigError::Invalid {
                 field: "tls",
                 reason: format!("TLS options given for the plain URI {}", self.uri),
+            });
+        }
+        // paho (with OpenSSL >= 1.1) ignores its TLS version option; OpenSSL 3 allows TLS
+        // below 1.2 only at security level 0, so a cipher list may not lower the level.
+        if self
+            .tls
+            .as_ref()
+            .and_then(|t| t.ciphers.as_deref())
+            .is_some_and(|c| c.to_ascii_uppercase().contains("@SECLEVEL=0"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "tls.ciphers",
+                reason: "security level 0 would allow TLS below 1.2".into(),
             });
         }
         if self.tls.as_ref().is_some_and(|t| t.client_cert.is_some() != t.client_key.is_some()) {
@@ -365,6 +378,9 @@ mod tests {
         let mut p = ConnectParams::new(plain, "");
         p.clean_session = false;
         assert!(p.validate().is_err());
+        let mut p = ConnectParams::new("mqtts://h".parse().unwrap(), "c");
+        p.tls = Some(TlsOptions { ciphers: Some("DEFAULT:@SECLEVEL=0".into()), ..Default::default() });
+        assert!(matches!(p.validate(), Err(ConfigError::Invalid { field: "tls.ciphers", .. })));
     }
 
     #[test]
