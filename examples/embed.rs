@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
     let url = match std::env::args().nth(1) {
         Some(u) => u,
         None => {
-            _broker = test_support::Mosquitto::start().context("mosquitto is not installed; pass a broker URI")?;
+            _broker =
+                test_support::Mosquitto::start().context("mosquitto is not installed; pass a broker URI")?;
             _broker.url()
         }
     };
@@ -72,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         println!("acknowledged message {:?}", ack.id);
     }
-    tokio::time::timeout(Duration::from_secs(10), all_received).await.context("messages did not come back")??;
+    tokio::time::timeout(Duration::from_secs(10), all_received)
+        .await
+        .context("messages did not come back")??;
     conn.stop().await;
     Ok(())
 }

@@ -49,7 +49,9 @@ async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
 
 #[actix_rt::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
     let args = args()?;
     // The embedded default: a broker of our own, unless one is named.
     let _broker;
@@ -69,7 +71,8 @@ async fn main() -> anyhow::Result<()> {
     let metrics = conn.serve_metrics("127.0.0.1:0".parse()?).await?;
     println!("connected to {url}; metrics on http://{}/metrics", metrics.local_addr());
 
-    let (_, mut inbox) = conn.subscriber().stream("devices/quickstart-device/#", QoS::AtLeastOnce, 1024).await?;
+    let (_, mut inbox) =
+        conn.subscriber().stream("devices/quickstart-device/#", QoS::AtLeastOnce, 1024).await?;
     let publisher = conn.publisher();
     let mut received = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -102,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
     let text = scrape(metrics.local_addr()).await?;
     println!("metrics excerpt:");
     for line in text.lines().filter(|l| {
-        l.starts_with("connector_messages_published_total") || l.starts_with("connector_publish_ack_latency_seconds_count")
+        l.starts_with("connector_messages_published_total")
+            || l.starts_with("connector_publish_ack_latency_seconds_count")
             || l.starts_with("connector_connected")
     }) {
         println!("  {line}");

@@ -38,8 +38,8 @@ pub use correlation::{CorrelationTable, RequestIds};
 pub use error::{ConfigError, ProviderError, TopicError};
 pub use metrics::{ConnectionMetrics, ConnectorMetrics};
 pub use model::{
-    ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason, Inbound, InboundMessage,
-    OutboundPacket, Publish, QoS, Target, WireProperties,
+    C2dMessage, ConnectFailure, ConnectionEvent, ConnectionState, DesiredPatch, DisconnectReason, Inbound,
+    InboundMessage, MethodRequest, OutboundPacket, Publish, QoS, StateResponse, Target, WireProperties,
 };
 pub use offline::{DropPolicy, OfflinePolicy, OfflineQueue, PushOutcome, Qos0Offline};
 pub use provider::{

@@ -39,14 +39,89 @@ impl InboundMessage {
     }
 }
 
-/// What the provider's classifier made of an inbound message. Cloud providers add their
-/// kinds (C2D, method request, twin response, desired patch, shadow delta, job
-/// notification); routing in the Subscriber is by kind, then by topic filter.
+/// A cloud-to-device message (Azure C2D; a module input carries its input name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2dMessage {
+    /// The topic it arrived on.
+    pub topic: String,
+    /// The payload.
+    pub payload: Bytes,
+    /// Application properties, in wire order.
+    pub properties: Vec<(String, String)>,
+    /// System properties (`$.mid`, `$.cid`, `$.ct`, `$.ce`, `$.to`, `$.exp`, …) by their
+    /// wire names, in wire order.
+    pub system_properties: Vec<(String, String)>,
+    /// For module inputs: the input name.
+    pub input: Option<String>,
+}
+
+impl C2dMessage {
+    /// An application property by name.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    /// A system property by wire name (`$.mid`, …).
+    pub fn system_property(&self, name: &str) -> Option<&str> {
+        self.system_properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A direct-method invocation: user code must answer it before the deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodRequest {
+    /// The method name.
+    pub name: String,
+    /// The request id the answer must carry (`$rid`).
+    pub request_id: String,
+    /// The JSON payload.
+    pub payload: Bytes,
+}
+
+/// A response to a device-state request (twin get/patch; shadow get/update/delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateResponse {
+    /// The correlation id (`$rid`, `clientToken`).
+    pub request_id: String,
+    /// HTTP-like status (200, 204, 400, 404, 409, 429, …).
+    pub status: u16,
+    /// The document version the service reports, if any.
+    pub version: Option<u64>,
+    /// The body (JSON), possibly empty.
+    pub body: Bytes,
+}
+
+/// A change of desired state pushed by the service (Azure desired patch, AWS delta).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPatch {
+    /// The version of the document after the change.
+    pub version: Option<u64>,
+    /// The patch (JSON).
+    pub body: Bytes,
+}
+
+/// What the provider's classifier made of an inbound message. Routing in the Subscriber
+/// is by [`Inbound::kind`], then (for user messages) by topic filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Inbound {
     /// A message on a user topic.
     Message(InboundMessage),
+    /// A cloud-to-device message.
+    C2d(C2dMessage),
+    /// A direct-method request.
+    MethodRequest(MethodRequest),
+    /// A response to a device-state request.
+    StateResponse(StateResponse),
+    /// A desired-state change.
+    DesiredPatch(DesiredPatch),
+    /// A message on one of the provider's own topics that could not be parsed: the reason
+    /// is kept, nothing is dropped silently.
+    Malformed {
+        /// The topic.
+        topic: String,
+        /// Why it could not be understood.
+        reason: String,
+    },
 }
 
 impl Inbound {
@@ -54,13 +129,21 @@ impl Inbound {
     pub fn kind(&self) -> &'static str {
         match self {
             Inbound::Message(_) => "message",
+            Inbound::C2d(_) => "c2d",
+            Inbound::MethodRequest(_) => "method",
+            Inbound::StateResponse(_) => "state_response",
+            Inbound::DesiredPatch(_) => "desired_patch",
+            Inbound::Malformed { .. } => "malformed",
         }
     }
 
-    /// The topic the message arrived on.
+    /// The topic the message arrived on, where it is kept.
     pub fn topic(&self) -> &str {
         match self {
             Inbound::Message(m) => &m.topic,
+            Inbound::C2d(m) => &m.topic,
+            Inbound::Malformed { topic, .. } => topic,
+            Inbound::MethodRequest(_) | Inbound::StateResponse(_) | Inbound::DesiredPatch(_) => "",
         }
     }
 }

@@ -6,5 +6,5 @@ mod inbound;
 mod outbound;
 
 pub use events::{ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason};
-pub use inbound::{Inbound, InboundMessage};
+pub use inbound::{C2dMessage, DesiredPatch, Inbound, InboundMessage, MethodRequest, StateResponse};
 pub use outbound::{OutboundPacket, Publish, QoS, Target, WireProperties};

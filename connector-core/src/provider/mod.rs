@@ -86,6 +86,33 @@ pub trait Provider: Send + Sync + 'static {
     fn limits(&self) -> Limits {
         Limits::default()
     }
+
+    /// The answer to a direct method (`status` and a JSON `payload`), as a wire publish.
+    fn method_response(
+        &self,
+        request_id: &str,
+        status: u16,
+        payload: bytes::Bytes,
+    ) -> Result<OutboundPacket, ProviderError> {
+        let _ = (request_id, status, payload);
+        Err(ProviderError::Unsupported { what: format!("direct methods on {}", self.name()) })
+    }
+
+    /// The device-state (twin/shadow) request codec, if the provider has device state.
+    fn state(&self) -> Option<&dyn StateCodec> {
+        None
+    }
+}
+
+/// Requests on the device-state document (Azure twin, AWS shadow). Responses come back
+/// through [`Provider::classify`] as [`Inbound::StateResponse`] carrying the request id.
+pub trait StateCodec: Send + Sync {
+    /// Ask for the whole document.
+    fn get(&self, request_id: &str) -> Result<OutboundPacket, ProviderError>;
+    /// Patch the reported state with a JSON object.
+    fn report(&self, request_id: &str, patch: &[u8]) -> Result<OutboundPacket, ProviderError>;
+    /// The subscriptions responses and desired changes arrive on.
+    fn subscriptions(&self) -> Vec<SubscriptionSpec>;
 }
 
 /// Checks a topic against limits: a valid MQTT topic name within length and depth.

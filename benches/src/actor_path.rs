@@ -1,0 +1,68 @@
+//! The actor tree: `Connector::builder(provider).inflight_window(window).start()`, then
+//! `window` `conn.publisher().publish(..)` calls outstanding (each one a `PublishRequest`
+//! in the Publisher's mailbox); completion = the Publisher's reply (PUBACK for QoS 1,
+//! written for QoS 0). Must run inside an actix `System`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use connector_actors::Connector;
+use connector_core::{MqttOptions, MqttProvider, Publish, QoS};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::cpu::CpuMark;
+use crate::{micros_since, GapTracker, RunConfig, RunResult};
+
+/// Starts a connector (MQTT 3.1.1, clean session, keep-alive 60 s: the provider defaults)
+/// and waits until it is connected.
+pub async fn connect(cfg: &RunConfig) -> anyhow::Result<Connector> {
+    let provider = MqttProvider::new(MqttOptions::new(cfg.url.as_str(), cfg.client_id.as_str()))
+        .context("provider options")?;
+    let conn = Connector::builder(provider).inflight_window(cfg.window).start();
+    conn.wait_connected(Duration::from_secs(10)).await.context("connector did not connect")?;
+    Ok(conn)
+}
+
+/// One run: connect, warm up, time `cfg.msgs` publishes, stop.
+pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunResult> {
+    let conn = connect(cfg).await?;
+    let payload = Bytes::from(cfg.payload());
+    publish_n(&conn, cfg, &payload, cfg.warmup).await?;
+    let result = publish_n(&conn, cfg, &payload, cfg.msgs).await?;
+    conn.stop().await;
+    Ok(result)
+}
+
+async fn publish_n(
+    conn: &Connector,
+    cfg: &RunConfig,
+    payload: &Bytes,
+    n: usize,
+) -> anyhow::Result<RunResult> {
+    let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+    let publisher = conn.publisher();
+    let mut pending = FuturesUnordered::new();
+    let mut latencies = Vec::with_capacity(n);
+    let (mut sent, mut done) = (0usize, 0usize);
+    let cpu = CpuMark::now(cfg.broker_pid);
+    let start = Instant::now();
+    let mut gaps = GapTracker::new(start);
+    while done < n {
+        while sent < n && pending.len() < cfg.window {
+            let t0 = Instant::now();
+            let p = Publish::to_topic(cfg.topic.as_str(), payload.clone()).qos(qos);
+            let reply = publisher.publish(p);
+            pending.push(async move { (reply.await, t0) });
+            sent += 1;
+        }
+        let (reply, t0) = pending.next().await.context("no publish outstanding")?;
+        reply.context("publish failed")?;
+        latencies.push(micros_since(t0));
+        gaps.completed();
+        done += 1;
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu.elapsed();
+    Ok(RunResult { msgs: n, elapsed, latencies_us: latencies, cpu, max_gap: gaps.max() })
+}
