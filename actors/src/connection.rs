@@ -208,13 +208,11 @@ impl ConnectionActor {
             generation,
             link: c.link.clone(),
             session_present: c.session_present,
-            completions: Some(c.completions),
         });
         self.subscriber.slot.read().do_send(LinkUp {
             generation,
             link: c.link,
             session_present: c.session_present,
-            completions: None,
         });
         self.schedule_renewal(expires, ctx);
     }
@@ -313,8 +311,7 @@ impl ConnectionActor {
                 let guard = ChildGuard { kind, incarnation: self.publisher.incarnation, supervisor: me };
                 let addr = Publisher::new(self.pub_args.clone(), Some(guard)).start();
                 if let Some((generation, link)) = link {
-                    let completions = Some(link.rebind_completions());
-                    addr.do_send(LinkUp { generation, link, session_present: true, completions });
+                    addr.do_send(LinkUp { generation, link, session_present: true });
                 }
                 *self.publisher.slot.write() = addr;
             }
@@ -323,7 +320,7 @@ impl ConnectionActor {
                 let guard = ChildGuard { kind, incarnation: self.subscriber.incarnation, supervisor: me };
                 let addr = Subscriber::new(self.sub_args.clone(), Some(guard)).start();
                 if let Some((generation, link)) = link {
-                    addr.do_send(LinkUp { generation, link, session_present: true, completions: None });
+                    addr.do_send(LinkUp { generation, link, session_present: true });
                 }
                 *self.subscriber.slot.write() = addr;
             }

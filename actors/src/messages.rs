@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use connector_core::{ConnectionEvent, Inbound, Publish, QoS};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::{PublishError, SubscribeError};
-use crate::transport::{Completion, Link};
+use crate::transport::Link;
 
 /// Publish and wait for the outcome: PUBACK for QoS 1, written for QoS 0.
 #[derive(Debug, Clone, Message)]
@@ -167,8 +166,6 @@ pub(crate) struct LinkUp {
     pub generation: u64,
     pub link: Arc<dyn Link>,
     pub session_present: bool,
-    /// For the Publisher only.
-    pub completions: Option<UnboundedReceiver<Completion>>,
 }
 
 /// The link of this generation is gone.

@@ -7,20 +7,30 @@
 //! again on the next link, whether or not the client library noticed the loss in time
 //! (paho.mqtt.rust issue 218), so a QoS 1 message is delivered at least once or its caller
 //! gets an error.
+//!
+//! The publish path is kept short: completion futures are polled from a `FuturesUnordered`
+//! the Publisher owns (no relay task, no channel hop), replies go straight into the
+//! caller's reply channel (no task per request), and the table is keyed by sequence number
+//! with a trivial hasher.
 
+mod outbox;
 pub(crate) mod store;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use connector_core::{
     ConnectionMetrics, OfflinePolicy, OfflineQueue, OutboundPacket, Provider, PushOutcome, QoS, Qos0Offline,
 };
-use tokio::sync::oneshot;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
 use tracing::{debug, error, warn};
 
 use crate::error::PublishError;
@@ -28,7 +38,8 @@ use crate::messages::{
     Enqueue, GetStats, LinkDown, LinkUp, MessageId, PublishAck, PublishRequest, PublisherStats, Shutdown,
 };
 use crate::supervision::ChildGuard;
-use crate::transport::{Completion, Link, TransportError};
+use crate::transport::{Link, TransportError};
+use outbox::{Deadlines, Entry, Outbox, State};
 use store::Store;
 
 /// Options of the Publisher.
@@ -58,21 +69,67 @@ impl Default for PublisherOptions {
     }
 }
 
-type Reply = oneshot::Sender<Result<PublishAck, PublishError>>;
+type Outcome = Result<PublishAck, PublishError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Queued,
-    InFlight { generation: u64, since: Instant },
+/// Where a caller's reply goes: filled with actix's reply sender right after the handler
+/// returns, taken when the message completes.
+pub(crate) type ReplySlot = Rc<Cell<Option<OneshotSender<Outcome>>>>;
+
+/// The response of the `PublishRequest` handler: an immediate outcome, or a slot that the
+/// completion will answer through.
+pub struct PublishResponse {
+    immediate: Option<Outcome>,
+    slot: Option<ReplySlot>,
 }
 
-struct Entry {
-    packet: OutboundPacket,
-    reply: Option<Reply>,
-    state: State,
-    attempts: u32,
-    persisted: bool,
-    timeout: Duration,
+impl MessageResponse<Publisher, PublishRequest> for PublishResponse {
+    fn handle(self, _: &mut Context<Publisher>, tx: Option<OneshotSender<Outcome>>) {
+        match (self.immediate, self.slot, tx) {
+            (Some(outcome), _, Some(tx)) => {
+                let _ = tx.send(outcome);
+            }
+            (None, Some(slot), tx) => slot.set(tx),
+            _ => {}
+        }
+    }
+}
+
+type Done = (u64, u64, Result<(), TransportError>);
+
+/// The completion futures of in-flight messages, polled as one stream of the Publisher's
+/// context. It never ends: empty, it waits to be woken by the next push.
+#[derive(Clone, Default)]
+struct Completions {
+    set: Rc<RefCell<FuturesUnordered<futures::future::LocalBoxFuture<'static, Done>>>>,
+    waker: Rc<RefCell<Option<Waker>>>,
+}
+
+impl Completions {
+    fn push(&self, seq: u64, generation: u64, fut: crate::transport::PublishCompletion) {
+        self.set.borrow_mut().push(fut.map(move |r| (seq, generation, r)).boxed_local());
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Forgets every pending completion (their link is gone).
+    fn clear(&self) {
+        *self.set.borrow_mut() = FuturesUnordered::new();
+    }
+}
+
+impl Stream for Completions {
+    type Item = Done;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Done>> {
+        match self.set.borrow_mut().poll_next_unpin(cx) {
+            Poll::Ready(Some(done)) => Poll::Ready(Some(done)),
+            _ => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// Everything a Publisher is built from; kept by the supervisor to rebuild it.
@@ -86,11 +143,12 @@ pub(crate) struct PublisherArgs {
 /// The Publisher actor.
 pub struct Publisher {
     args: PublisherArgs,
-    entries: HashMap<u64, Entry>,
+    entries: Outbox,
     queue: OfflineQueue<u64>,
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    deadlines: Deadlines,
     timer: Option<(Instant, SpawnHandle)>,
-    link: Option<(u64, Arc<dyn Link>, SpawnHandle)>,
+    link: Option<(u64, Arc<dyn Link>)>,
+    completions: Completions,
     next_seq: u64,
     inflight: usize,
     inflight_bytes: usize,
@@ -106,12 +164,13 @@ impl Publisher {
     pub(crate) fn new(args: PublisherArgs, guard: Option<ChildGuard>) -> Self {
         let queue = OfflineQueue::new(args.options.offline.capacity, args.options.offline.drop);
         Self {
+            deadlines: Deadlines::new(args.options.ack_timeout),
             args,
-            entries: HashMap::new(),
+            entries: Outbox::default(),
             queue,
-            deadlines: BinaryHeap::new(),
             timer: None,
             link: None,
+            completions: Completions::default(),
             next_seq: 1,
             inflight: 0,
             inflight_bytes: 0,
@@ -134,25 +193,24 @@ impl Publisher {
         m.inflight.set(self.inflight as i64);
     }
 
-    /// Accepts a message: returns its sequence number, or why not. The reply (if any)
-    /// is completed later.
+    /// Accepts a message: returns its sequence number, or why not.
     fn accept(
         &mut self,
         publish: &connector_core::Publish,
-        reply: Option<Reply>,
+        reply: Option<ReplySlot>,
         ctx: &mut Context<Self>,
-    ) -> Result<u64, (PublishError, Option<Reply>)> {
+    ) -> Result<u64, PublishError> {
         let packet = match self.args.provider.encode_publish(publish) {
             Ok(p) => p,
             Err(e) => {
                 self.metrics().published("message", "invalid");
-                return Err((PublishError::Invalid(e), reply));
+                return Err(PublishError::Invalid(e));
             }
         };
         let qos0 = packet.qos == QoS::AtMostOnce;
         if qos0 && self.link.is_none() && self.args.options.offline.qos0 == Qos0Offline::Fail {
             self.metrics().published("message", "not_connected");
-            return Err((PublishError::NotConnected, reply));
+            return Err(PublishError::NotConnected);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -161,13 +219,13 @@ impl Publisher {
             PushOutcome::QueuedEvicting(old) => {
                 self.stats.dropped_oldest_total += 1;
                 self.metrics().queue_dropped("oldest", 1);
-                self.fail(old, PublishError::Dropped);
+                self.finish(old, Err(PublishError::Dropped));
             }
             PushOutcome::Rejected(_) => {
                 self.stats.rejected_newest_total += 1;
                 self.metrics().queue_dropped("newest", 1);
                 self.metrics().published("message", "rejected");
-                return Err((PublishError::QueueFull { capacity: self.queue.capacity() }, reply));
+                return Err(PublishError::QueueFull { capacity: self.queue.capacity() });
             }
         }
         let mut persisted = false;
@@ -176,7 +234,7 @@ impl Publisher {
                 if let Err(e) = store.append(seq, &packet) {
                     error!(error = %e, "store: append failed; message refused");
                     self.queue.remove_where(|s| *s == seq);
-                    return Err((PublishError::Persistence(e.to_string()), reply));
+                    return Err(PublishError::Persistence(e.to_string()));
                 }
                 persisted = true;
             }
@@ -185,21 +243,14 @@ impl Publisher {
         self.incomplete_bytes += packet.size();
         self.entries
             .insert(seq, Entry { packet, reply, state: State::Queued, attempts: 0, persisted, timeout });
-        self.arm_deadline(seq, timeout, ctx);
+        self.deadlines.push(Instant::now() + timeout, seq, timeout);
+        self.schedule_timer(ctx);
         self.pump(ctx);
         Ok(seq)
     }
 
-    fn arm_deadline(&mut self, seq: u64, timeout: Duration, ctx: &mut Context<Self>) {
-        let at = Instant::now() + timeout;
-        self.deadlines.push(Reverse((at, seq)));
-        self.schedule_timer(ctx);
-    }
-
     fn schedule_timer(&mut self, ctx: &mut Context<Self>) {
-        let Some(Reverse((at, _))) = self.deadlines.peek().copied() else {
-            return;
-        };
+        let Some(at) = self.deadlines.next() else { return };
         if let Some((armed, _)) = self.timer {
             if armed <= at {
                 return;
@@ -219,12 +270,8 @@ impl Publisher {
     fn expire(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let mut expired_queued = Vec::new();
-        while let Some(Reverse((at, seq))) = self.deadlines.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop();
-            if let Some(entry) = self.entries.get(&seq) {
+        while let Some(seq) = self.deadlines.pop_due(now) {
+            if let Some(entry) = self.entries.get(seq) {
                 let after = entry.timeout;
                 if entry.state == State::Queued {
                     expired_queued.push(seq);
@@ -237,12 +284,6 @@ impl Publisher {
         if !expired_queued.is_empty() {
             self.queue.remove_where(|s| expired_queued.contains(s));
         }
-        // Drop heap entries of messages that completed long ago, so the heap stays small.
-        if self.deadlines.len() > 4 * self.entries.len() + 1024 {
-            let live: BinaryHeap<_> =
-                self.deadlines.drain().filter(|Reverse((_, s))| self.entries.contains_key(s)).collect();
-            self.deadlines = live;
-        }
         self.update_gauges();
         self.schedule_timer(ctx);
         self.pump(ctx);
@@ -250,9 +291,7 @@ impl Publisher {
 
     /// Completes an entry with an outcome: replies, updates counters and the store.
     fn finish(&mut self, seq: u64, outcome: Result<(), PublishError>) {
-        let Some(entry) = self.entries.remove(&seq) else {
-            return;
-        };
+        let Some(entry) = self.entries.remove(seq) else { return };
         self.incomplete_bytes -= entry.packet.size();
         if let State::InFlight { .. } = entry.state {
             self.inflight -= 1;
@@ -265,13 +304,9 @@ impl Publisher {
                 }
             }
         }
-        if let Some(reply) = entry.reply {
-            let _ = reply.send(outcome.map(|()| PublishAck { id: MessageId(seq), attempts: entry.attempts }));
+        if let Some(tx) = entry.reply.and_then(|slot| slot.take()) {
+            let _ = tx.send(outcome.map(|()| PublishAck { id: MessageId(seq), attempts: entry.attempts }));
         }
-    }
-
-    fn fail(&mut self, seq: u64, e: PublishError) {
-        self.finish(seq, Err(e));
     }
 
     /// Sends queued messages while the window has room.
@@ -284,25 +319,26 @@ impl Publisher {
     }
 
     fn send_some(&mut self, mut budget: usize, ctx: &mut Context<Self>) {
-        let Some((generation, link, _)) = self.link.as_ref().map(|(g, l, h)| (*g, l.clone(), *h)) else {
+        let Some((generation, link)) = self.link.clone() else {
             self.update_gauges();
             return;
         };
         let window = self.args.options.inflight_window;
+        let mut now = None;
         while budget > 0 && self.inflight < window {
             let Some(seq) = self.queue.pop() else { break };
-            let Some(entry) = self.entries.get_mut(&seq) else {
-                continue;
-            };
-            match link.publish(seq, &entry.packet) {
-                Ok(()) => {
+            let Some(entry) = self.entries.get_mut(seq) else { continue };
+            match link.publish(&entry.packet) {
+                Ok(done) => {
                     entry.attempts += 1;
                     if entry.attempts > 1 {
                         self.stats.resent_total += 1;
                     }
-                    entry.state = State::InFlight { generation, since: Instant::now() };
+                    let since = *now.get_or_insert_with(Instant::now);
+                    entry.state = State::InFlight { generation, since };
                     self.inflight += 1;
                     self.inflight_bytes += entry.packet.size();
+                    self.completions.push(seq, generation, done);
                     budget -= 1;
                 }
                 Err(TransportError::NotConnected) => {
@@ -326,50 +362,49 @@ impl Publisher {
                     warn!(seq, error = %e, "publish refused by the transport");
                     self.stats.failed_total += 1;
                     self.metrics().published("message", "failed");
-                    self.fail(seq, PublishError::Transport(e));
+                    self.finish(seq, Err(PublishError::Transport(e)));
                 }
             }
         }
         self.update_gauges();
     }
 
-    fn on_completion(&mut self, c: Completion, ctx: &mut Context<Self>) {
-        let Some(entry) = self.entries.get(&c.seq) else {
+    fn on_completion(&mut self, (seq, generation, result): Done, ctx: &mut Context<Self>) {
+        let Some(entry) = self.entries.get(seq) else { return };
+        let State::InFlight { since, generation: g } = entry.state else { return };
+        if g != generation {
             return;
-        };
-        let State::InFlight { since, .. } = entry.state else {
-            return;
-        };
-        match c.result {
+        }
+        match result {
             Ok(()) => {
-                let qos0 = entry.packet.qos == QoS::AtMostOnce;
-                if qos0 {
+                if entry.packet.qos == QoS::AtMostOnce {
                     self.metrics().sent_qos0.inc();
                 } else {
                     self.metrics().acked.inc();
                     self.metrics().ack_latency.observe(since.elapsed().as_secs_f64());
                 }
                 self.stats.acked_total += 1;
-                self.finish(c.seq, Ok(()));
+                self.finish(seq, Ok(()));
             }
             Err(TransportError::NotConnected) => {
                 // Stays in flight until LinkDown puts it back in the queue.
-                debug!(seq = c.seq, "publish interrupted by disconnect");
+                debug!(seq, "publish interrupted by disconnect");
                 return;
             }
             Err(e) => {
                 if entry.attempts < 3 {
-                    debug!(seq = c.seq, error = %e, "publish failed; retrying");
-                    if let Some(entry) = self.entries.get_mut(&c.seq) {
+                    debug!(seq, error = %e, "publish failed; retrying");
+                    let size = entry.packet.size();
+                    if let Some(entry) = self.entries.get_mut(seq) {
                         entry.state = State::Queued;
-                        self.inflight -= 1;
-                        self.inflight_bytes -= entry.packet.size();
-                        self.queue.push_front_all(std::iter::once(c.seq));
                     }
+                    self.inflight -= 1;
+                    self.inflight_bytes -= size;
+                    self.queue.push_front_all(std::iter::once(seq));
                 } else {
                     self.stats.failed_total += 1;
                     self.metrics().published("message", "failed");
-                    self.fail(c.seq, PublishError::Transport(e));
+                    self.finish(seq, Err(PublishError::Transport(e)));
                 }
             }
         }
@@ -382,7 +417,7 @@ impl Publisher {
     fn compact(&mut self) {
         let Some(store) = &mut self.store else { return };
         let mut live: Vec<(u64, &OutboundPacket)> =
-            self.entries.iter().filter(|(_, e)| e.persisted).map(|(s, e)| (*s, &e.packet)).collect();
+            self.entries.iter().filter(|(_, e)| e.persisted).map(|(s, e)| (s, &e.packet)).collect();
         live.sort_by_key(|(s, _)| *s);
         if let Err(e) = store.compact(live.into_iter()) {
             warn!(error = %e, "store: compaction failed");
@@ -394,11 +429,11 @@ impl Publisher {
             .entries
             .iter()
             .filter(|(_, e)| matches!(e.state, State::InFlight { generation: g, .. } if g == generation))
-            .map(|(s, _)| *s)
+            .map(|(s, _)| s)
             .collect();
         back.sort_unstable();
         for seq in &back {
-            if let Some(e) = self.entries.get_mut(seq) {
+            if let Some(e) = self.entries.get_mut(*seq) {
                 e.state = State::Queued;
                 self.inflight -= 1;
                 self.inflight_bytes -= e.packet.size();
@@ -424,49 +459,40 @@ impl Publisher {
         });
         self.draining = Some(h);
     }
-}
 
-impl Actor for Publisher {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // A full mailbox would defer `send`s and could reorder them; the offline queue is
-        // the bound that matters.
-        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+    fn recover(&mut self, ctx: &mut Context<Self>) {
         let Some(dir) = self.args.options.persistence.clone() else {
             return;
         };
         match Store::open(&dir, self.args.options.fsync) {
             Ok((store, pending)) => {
                 let n = pending.len();
+                let timeout = self.args.options.ack_timeout;
+                let deadline = Instant::now() + timeout;
                 let mut seqs = Vec::with_capacity(n);
                 for (seq, packet) in pending {
                     self.incomplete_bytes += packet.size();
-                    let timeout = self.args.options.ack_timeout;
-                    self.entries.insert(
-                        seq,
-                        Entry {
-                            packet,
-                            reply: None,
-                            state: State::Queued,
-                            attempts: 0,
-                            persisted: true,
-                            timeout,
-                        },
-                    );
+                    let entry = Entry {
+                        packet,
+                        reply: None,
+                        state: State::Queued,
+                        attempts: 0,
+                        persisted: true,
+                        timeout,
+                    };
+                    self.entries.insert(seq, entry);
+                    self.deadlines.push(deadline, seq, timeout);
                     self.next_seq = self.next_seq.max(seq + 1);
                     seqs.push(seq);
                 }
                 // Recovered messages were accepted before the restart: they go first and are
                 // never refused by the capacity.
-                self.queue.push_front_all(seqs.iter().copied());
-                for seq in seqs {
-                    self.arm_deadline(seq, self.args.options.ack_timeout, ctx);
-                }
+                self.queue.push_front_all(seqs.into_iter());
                 if n > 0 {
                     tracing::info!(recovered = n, dir = %dir.display(), "store: recovered unsent messages");
                 }
                 self.store = Some(store);
+                self.schedule_timer(ctx);
                 self.update_gauges();
             }
             Err(e) => {
@@ -476,15 +502,27 @@ impl Actor for Publisher {
     }
 }
 
+impl Actor for Publisher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A full mailbox would defer `send`s and could reorder them; the offline queue is
+        // the bound that matters.
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        ctx.add_stream(self.completions.clone());
+        self.recover(ctx);
+    }
+}
+
 impl Handler<PublishRequest> for Publisher {
-    type Result = ResponseFuture<Result<PublishAck, PublishError>>;
+    type Result = PublishResponse;
 
     fn handle(&mut self, msg: PublishRequest, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        if let Err((e, _)) = self.accept(&msg.0, Some(tx), ctx) {
-            return Box::pin(async move { Err(e) });
+        let slot: ReplySlot = Rc::new(Cell::new(None));
+        match self.accept(&msg.0, Some(slot.clone()), ctx) {
+            Ok(_) => PublishResponse { immediate: None, slot: Some(slot) },
+            Err(e) => PublishResponse { immediate: Some(Err(e)), slot: None },
         }
-        Box::pin(async move { rx.await.unwrap_or(Err(PublishError::Stopped)) })
     }
 }
 
@@ -492,7 +530,7 @@ impl Handler<Enqueue> for Publisher {
     type Result = Result<MessageId, PublishError>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
-        self.accept(&msg.0, None, ctx).map(MessageId).map_err(|(e, _)| e)
+        self.accept(&msg.0, None, ctx).map(MessageId)
     }
 }
 
@@ -514,15 +552,7 @@ impl Handler<LinkUp> for Publisher {
     type Result = ();
 
     fn handle(&mut self, msg: LinkUp, ctx: &mut Self::Context) {
-        if let Some((_, _, h)) = self.link.take() {
-            ctx.cancel_future(h);
-        }
-        let Some(completions) = msg.completions else {
-            return;
-        };
-        let generation = msg.generation;
-        let h = ctx.add_stream(tokio_stream_from(completions));
-        self.link = Some((generation, msg.link, h));
+        self.link = Some((msg.generation, msg.link));
         self.start_draining(ctx);
         self.pump(ctx);
     }
@@ -532,10 +562,10 @@ impl Handler<LinkDown> for Publisher {
     type Result = ();
 
     fn handle(&mut self, msg: LinkDown, ctx: &mut Self::Context) {
-        if self.link.as_ref().is_some_and(|(g, _, _)| *g == msg.generation) {
-            if let Some((_, _, h)) = self.link.take() {
-                ctx.cancel_future(h);
-            }
+        if self.link.as_ref().is_some_and(|(g, _)| *g == msg.generation) {
+            self.link = None;
+            // The dead client's completions may never come: forget them.
+            self.completions.clear();
         }
         if let Some(h) = self.draining.take() {
             ctx.cancel_future(h);
@@ -551,20 +581,19 @@ impl Handler<Shutdown> for Publisher {
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         // Persisted messages stay in the store for the next run; their callers learn that
         // this run will not complete them.
-        let seqs: Vec<u64> = self.entries.keys().copied().collect();
-        for seq in seqs {
-            if let Some(e) = self.entries.get_mut(&seq) {
+        for seq in self.entries.seqs() {
+            if let Some(e) = self.entries.get_mut(seq) {
                 e.persisted = false;
             }
-            self.fail(seq, PublishError::Stopped);
+            self.finish(seq, Err(PublishError::Stopped));
         }
         ctx.stop();
     }
 }
 
-impl StreamHandler<Completion> for Publisher {
-    fn handle(&mut self, c: Completion, ctx: &mut Self::Context) {
-        self.on_completion(c, ctx);
+impl StreamHandler<Done> for Publisher {
+    fn handle(&mut self, done: Done, ctx: &mut Self::Context) {
+        self.on_completion(done, ctx);
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}

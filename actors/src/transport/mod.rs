@@ -1,8 +1,8 @@
 //! The narrow seam between the actors and an MQTT client library.
 //!
 //! A [`Transport`] turns [`ConnectParams`] into a live [`Link`]. A link publishes (each
-//! publish completes later, on a per-link completion stream), subscribes, unsubscribes and
-//! disconnects; its events (inbound messages, loss) arrive on a second stream. The actors
+//! publish returns a future of its completion), subscribes, unsubscribes and disconnects;
+//! its events (inbound messages, loss) arrive on a stream. The actors
 //! see nothing of the client library behind it, so a second transport can be added and
 //! measured without touching them. Each connection gets a fresh link: whatever the old one
 //! had in flight is the Publisher's to resend, never the library's.
@@ -45,19 +45,14 @@ pub enum LinkEvent {
     Lost(DisconnectReason),
 }
 
-/// The completion of one publish, identified by the sequence number it was sent with.
-#[derive(Debug)]
-pub struct Completion {
-    /// The Publisher's sequence number.
-    pub seq: u64,
-    /// PUBACK (QoS 1) or written (QoS 0), or why not.
-    pub result: Result<(), TransportError>,
-}
+/// The completion of one publish: PUBACK (QoS 1) or written (QoS 0), or why not.
+pub type PublishCompletion = BoxFuture<'static, Result<(), TransportError>>;
 
 /// A live connection.
 pub trait Link: Send + Sync + 'static {
-    /// Hands a publish to the client; its completion arrives on the completion stream.
-    fn publish(&self, seq: u64, packet: &OutboundPacket) -> Result<(), TransportError>;
+    /// Hands a publish to the client and returns the future of its completion. A link that
+    /// dies may leave such futures pending for ever: their owner drops them on link loss.
+    fn publish(&self, packet: &OutboundPacket) -> Result<PublishCompletion, TransportError>;
     /// Subscribes; resolves to the granted QoS per filter (`None` = refused).
     fn subscribe(
         &self,
@@ -65,9 +60,6 @@ pub trait Link: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Option<QoS>>, TransportError>>;
     /// Unsubscribes.
     fn unsubscribe(&self, filters: Vec<String>) -> BoxFuture<'static, Result<(), TransportError>>;
-    /// Opens a new completion stream for this link; completions go there from now on (a
-    /// restarted Publisher takes over a live link this way).
-    fn rebind_completions(&self) -> UnboundedReceiver<Completion>;
     /// Sends DISCONNECT and closes, waiting at most `timeout`.
     fn disconnect(&self, timeout: Duration) -> BoxFuture<'static, ()>;
 }
@@ -80,8 +72,6 @@ pub struct Connected {
     pub session_present: bool,
     /// Inbound messages and loss.
     pub events: UnboundedReceiver<LinkEvent>,
-    /// Publish completions.
-    pub completions: UnboundedReceiver<Completion>,
 }
 
 impl std::fmt::Debug for Connected {

@@ -1,10 +1,9 @@
 //! The paho-mqtt (Eclipse Paho C) transport.
 //!
 //! Paho's callbacks run on the C library's threads and deadlock if they call back into the
-//! client, so they only convert and forward into unbounded channels. Publish tokens are
-//! awaited by one pump task per link (a `FuturesUnordered`, polled only when woken) that
-//! forwards completions; dropping the link aborts the pump, so tokens of a dead client never
-//! leak a task.
+//! client, so they only convert and forward into an unbounded channel. A publish returns
+//! paho's delivery token as the completion future; the Publisher polls those futures
+//! itself and drops them when the link dies, so tokens of a dead client never leak a task.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -15,12 +14,11 @@ use connector_core::{
     QoS, TlsOptions,
 };
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use paho_mqtt as mqtt;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::unbounded_channel;
 use tracing::{debug, warn};
 
-use super::{Completion, Connected, Link, LinkEvent, Transport, TransportError};
+use super::{Connected, Link, LinkEvent, PublishCompletion, Transport, TransportError};
 
 /// The paho-mqtt transport.
 #[derive(Debug, Default, Clone)]
@@ -174,27 +172,21 @@ const RC_MAX_INFLIGHT: i32 = -4;
 const RC_NO_MORE_MSGIDS: i32 = -10;
 const RC_MAX_BUFFERED: i32 = -12;
 
-enum PumpCmd {
-    Token(u64, mqtt::DeliveryToken),
-    Rebind(UnboundedSender<Completion>),
-}
-
 struct PahoLink {
     client: mqtt::AsyncClient,
     v5: bool,
-    tokens: UnboundedSender<PumpCmd>,
-    pump: tokio::task::AbortHandle,
     _tls: Option<TlsFiles>,
 }
 
-impl Drop for PahoLink {
-    fn drop(&mut self) {
-        self.pump.abort();
+fn completion_error(e: mqtt::Error) -> TransportError {
+    match e {
+        mqtt::Error::Disconnected => TransportError::NotConnected,
+        other => TransportError::Failed(other.to_string()),
     }
 }
 
 impl Link for PahoLink {
-    fn publish(&self, seq: u64, packet: &OutboundPacket) -> Result<(), TransportError> {
+    fn publish(&self, packet: &OutboundPacket) -> Result<PublishCompletion, TransportError> {
         let msg = paho_message(packet, self.v5)?;
         let token = self.client.try_publish(msg).map_err(|e| match e {
             mqtt::Error::Disconnected => TransportError::NotConnected,
@@ -207,13 +199,7 @@ impl Link for PahoLink {
             | mqtt::Error::NoMoreMsgIds => TransportError::Busy,
             other => TransportError::Failed(other.to_string()),
         })?;
-        self.tokens.send(PumpCmd::Token(seq, token)).map_err(|_| TransportError::NotConnected)
-    }
-
-    fn rebind_completions(&self) -> tokio::sync::mpsc::UnboundedReceiver<Completion> {
-        let (tx, rx) = unbounded_channel();
-        let _ = self.tokens.send(PumpCmd::Rebind(tx));
-        rx
+        Ok(Box::pin(futures::TryFutureExt::map_err(token, completion_error)))
     }
 
     fn subscribe(
@@ -364,33 +350,9 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
     let rsp = token.await.map_err(|e| failure_from(&e))?;
     let session_present = rsp.connect_response().is_some_and(|r| r.session_present);
 
-    let (tok_tx, mut tok_rx) = unbounded_channel::<PumpCmd>();
-    let (mut done_tx, completions) = unbounded_channel();
-    let pump = actix_rt::spawn(async move {
-        let mut pending = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                biased;
-                next = tok_rx.recv() => match next {
-                    Some(PumpCmd::Token(seq, token)) => pending.push(async move { (seq, token.await) }),
-                    Some(PumpCmd::Rebind(tx)) => done_tx = tx,
-                    None => break,
-                },
-                Some((seq, res)) = pending.next(), if !pending.is_empty() => {
-                    let result = res.map_err(|e: mqtt::Error| match e {
-                        mqtt::Error::Disconnected => TransportError::NotConnected,
-                        other => TransportError::Failed(other.to_string()),
-                    });
-                    // A closed receiver means the Publisher is being rebuilt; a rebind follows.
-                    let _ = done_tx.send(Completion { seq, result });
-                }
-            }
-        }
-    })
-    .abort_handle();
     if !session_present && !params.clean_session {
         warn!(client = %params.client_id, "broker did not keep the session");
     }
-    let link = PahoLink { client, v5, tokens: tok_tx, pump, _tls: tls_files };
-    Ok(Connected { link: Arc::new(link), session_present, events, completions })
+    let link = PahoLink { client, v5, _tls: tls_files };
+    Ok(Connected { link: Arc::new(link), session_present, events })
 }
