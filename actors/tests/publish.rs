@@ -153,17 +153,18 @@ async fn qos0_fails_fast_while_offline_by_default() {
 #[actix_rt::test]
 async fn a_withheld_puback_times_out_with_a_typed_error() {
     let fake = FakeBroker::start(FakeBehaviour { withhold_puback: true, ..Default::default() });
-    let conn = Connector::builder(provider(&fake.url(), "no-puback")).backoff(fast_backoff()).start();
+    let conn = Connector::builder(provider(&fake.url(), "no-puback"))
+        .backoff(fast_backoff())
+        .disconnect_timeout(Duration::from_millis(200))
+        .start();
     conn.wait_connected(WAIT).await.unwrap();
-    let r = conn
-        .publisher()
-        .publish(Publish::to_topic("t/x", &b"x"[..]).timeout(Duration::from_millis(300)))
-        .await;
+    let publish = conn.publisher().publish(Publish::to_topic("t/x", &b"x"[..]).timeout(Duration::from_millis(300)));
+    let r = tokio::time::timeout(WAIT, publish).await.expect("the publish resolves (with its timeout error)");
     assert_eq!(r, Err(PublishError::Timeout { after: Duration::from_millis(300) }));
     assert!(fake.publishes_received() >= 1, "the broker saw the publish");
     let stats = conn.publisher().stats().await.unwrap();
     assert_eq!((stats.timed_out_total, stats.incomplete_count, stats.unacked_count), (1, 0, 0));
-    conn.stop().await;
+    tokio::time::timeout(WAIT, conn.stop()).await.expect("stop completes");
 }
 
 #[actix_rt::test]
