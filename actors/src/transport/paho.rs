@@ -233,8 +233,12 @@ impl Link for PahoLink {
         let opts = mqtt::DisconnectOptionsBuilder::new().timeout(timeout).finalize();
         let token = self.client.disconnect(opts);
         Box::pin(async move {
-            if let Err(e) = token.await {
-                debug!(error = %e, "disconnect");
+            // Paho's token has been seen never to complete when the broker keeps PUBACKs
+            // back; bound the wait so that stopping can never hang.
+            match tokio::time::timeout(timeout + Duration::from_secs(1), token).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => debug!(error = %e, "disconnect"),
+                Err(_) => warn!("disconnect did not complete in time; closing anyway"),
             }
         })
     }
