@@ -158,7 +158,8 @@ async fn a_withheld_puback_times_out_with_a_typed_error() {
         .disconnect_timeout(Duration::from_millis(200))
         .start();
     conn.wait_connected(WAIT).await.unwrap();
-    let publish = conn.publisher().publish(Publish::to_topic("t/x", &b"x"[..]).timeout(Duration::from_millis(300)));
+    let publish =
+        conn.publisher().publish(Publish::to_topic("t/x", &b"x"[..]).timeout(Duration::from_millis(300)));
     let r = tokio::time::timeout(WAIT, publish).await.expect("the publish resolves (with its timeout error)");
     assert_eq!(r, Err(PublishError::Timeout { after: Duration::from_millis(300) }));
     assert!(fake.publishes_received() >= 1, "the broker saw the publish");

@@ -191,6 +191,12 @@ impl Publish {
     pub fn get_timeout(&self) -> Option<Duration> {
         self.timeout
     }
+    /// Takes the publish apart: target, payload, QoS, retain (properties are dropped; check
+    /// [`Publish::has_properties`] first).
+    pub fn into_parts(self) -> (Target, Bytes, QoS, bool) {
+        (self.target, self.payload, self.qos, self.retain)
+    }
+
     /// Whether any property needs MQTT 5 (or a provider encoding such as Azure's bag).
     pub fn has_properties(&self) -> bool {
         self.content_type.is_some()

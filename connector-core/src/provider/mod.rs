@@ -66,6 +66,12 @@ pub trait Provider: Send + Sync + 'static {
         encode_with_mqtt5_properties(topic, publish, self.mqtt_version(), &self.limits())
     }
 
+    /// [`Provider::encode_publish`] for a publish the caller gives up: providers may move
+    /// the topic and payload instead of copying them (the publish hot path calls this).
+    fn encode_owned(&self, publish: Publish) -> Result<OutboundPacket, ProviderError> {
+        self.encode_publish(&publish)
+    }
+
     /// The protocol version this provider connects with.
     fn mqtt_version(&self) -> MqttVersion {
         MqttVersion::V311

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::error::{ConfigError, ProviderError};
-use crate::model::Publish;
+use crate::model::{OutboundPacket, Publish};
 use crate::secret::Secret;
 use crate::topic::validate_topic_name;
 
@@ -138,6 +138,23 @@ impl Provider for MqttProvider {
         Ok(self.opts.telemetry_topic.clone())
     }
 
+    fn encode_owned(&self, publish: Publish) -> Result<OutboundPacket, ProviderError> {
+        if publish.has_properties() {
+            return self.encode_publish(&publish);
+        }
+        let (target, payload, qos, retain) = publish.into_parts();
+        let topic = match target {
+            crate::model::Target::Topic(t) => t,
+            _ => self.opts.telemetry_topic.clone(),
+        };
+        let limits = &self.opts.limits;
+        super::check_topic(&topic, limits)?;
+        if payload.len() > limits.max_payload {
+            return Err(ProviderError::PayloadTooLarge { size: payload.len(), limit: limits.max_payload });
+        }
+        Ok(OutboundPacket { topic, payload, qos, retain, properties: Default::default() })
+    }
+
     fn mqtt_version(&self) -> MqttVersion {
         self.opts.mqtt_version
     }
@@ -160,6 +177,18 @@ mod tests {
         let w = p.encode_publish(&Publish::to_topic("x/y", &b"{}"[..])).unwrap();
         assert_eq!(w.topic, "x/y");
         assert!(matches!(Publish::to_topic("x", &b""[..]).target(), Target::Topic(_)));
+    }
+
+    #[test]
+    fn owned_and_borrowed_encodings_agree() {
+        let p = MqttProvider::new(MqttOptions::new("tcp://h", "d")).unwrap();
+        for publish in [
+            Publish::to_topic("a/b", &b"x"[..]).retain(true),
+            Publish::telemetry(&b"y"[..]).qos(crate::QoS::AtMostOnce),
+            Publish::to_topic("a/+", &b"x"[..]),
+        ] {
+            assert_eq!(p.encode_owned(publish.clone()), p.encode_publish(&publish));
+        }
     }
 
     #[test]
