@@ -1,0 +1,166 @@
+//! Runs the `connector-cli` binary against the protocol files' vectors.
+
+use std::process::{Command, Output};
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const V1: &str = "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdevice-01&sig=vH1TWHoMBnbcGUwhWDFi3MT2AZMNHMDw8JeMARqTd5k%3D&se=1735689600";
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_connector-cli")).args(args).output().expect("run connector-cli")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 stdout")
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    String::from_utf8(out.stderr).expect("UTF-8 stderr")
+}
+
+#[test]
+fn sas_from_key_and_resource_matches_the_vectors() {
+    let table = [
+        ("myhub.azure-devices.net/devices/device-01", KEY, None, V1),
+        (
+            "myhub.azure-devices.net/devices/device-01/modules/module-a",
+            KEY,
+            None,
+            "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdevice-01%2Fmodules%2Fmodule-a&sig=GJ4x%2Fa%2FSQIskF6gX0VEExfHQfUuuN2zokt3CB2KZSUs%3D&se=1735689600",
+        ),
+        (
+            "myhub.azure-devices.net/devices/device-01",
+            "c2hhcmVkLWFjY2Vzcy1wb2xpY3kta2V5LTEyMzQ1Ng==",
+            Some("device"),
+            "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdevice-01&sig=Tcpg1liqRwHfQYZraOJ%2BNrSRa7V%2Fbk9%2B%2FRLtvUWrjWo%3D&se=1735689600&skn=device",
+        ),
+        (
+            "0ne00000A0A/registrations/device-01",
+            KEY,
+            Some("registration"),
+            "SharedAccessSignature sr=0ne00000A0A%2Fregistrations%2Fdevice-01&sig=Pa8h4L2s50u%2B9b528N%2FdRI4xgnNs8K8Z7OK99SBM5F8%3D&se=1735689600&skn=registration",
+        ),
+    ];
+    for (resource, key, policy, want) in table {
+        let mut args = vec!["azure", "sas", "--key", key, "--resource", resource, "--expiry", "1735689600"];
+        if let Some(p) = policy {
+            args.extend(["--policy", p]);
+        }
+        assert_eq!(ok(&args), format!("{want}\n"));
+    }
+}
+
+#[test]
+fn sas_from_connection_strings() {
+    let cs = format!("HostName=myhub.azure-devices.net;DeviceId=device-01;SharedAccessKey={KEY}");
+    assert_eq!(
+        ok(&["azure", "sas", "--connection-string", &cs, "--expiry", "1735689600"]),
+        format!("{V1}\n")
+    );
+    let policy = "HostName=myhub.azure-devices.net;DeviceId=device-01;SharedAccessKeyName=device;SharedAccessKey=c2hhcmVkLWFjY2Vzcy1wb2xpY3kta2V5LTEyMzQ1Ng==";
+    assert!(ok(&["azure", "sas", "--connection-string", policy, "--expiry", "1735689600"])
+        .ends_with("&se=1735689600&skn=device\n"));
+    let fresh = ok(&["azure", "sas", "--connection-string", &cs, "--ttl", "60"]);
+    let se: u64 = fresh.trim().rsplit("se=").next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(se > now && se <= now + 61, "{se} vs {now}");
+    let given = format!("HostName=myhub.azure-devices.net;DeviceId=device-01;SharedAccessSignature={V1}");
+    assert_eq!(ok(&["azure", "sas", "--connection-string", &given]), format!("{V1}\n"));
+}
+
+#[test]
+fn derive_key_matches_the_dps_vectors() {
+    let table = [
+        (
+            "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==",
+            "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6",
+            "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=",
+        ),
+        (
+            "Mkq90sxtvhE4+illsJ1STOM54LSDXv9NmixoAhsW4C3cMhSayPmlfCNmnrph8Gh/kjQLhPdEdCXaXN6mwREiZw==",
+            "device-01",
+            "FOtnBnNffdiNWaqSDkC6QVxQOBHFzd7/+Ck6VQo6ri4=",
+        ),
+    ];
+    for (group, reg, want) in table {
+        assert_eq!(
+            ok(&["azure", "derive-key", "--group-key", group, "--registration-id", reg]),
+            format!("{want}\n")
+        );
+    }
+}
+
+#[test]
+fn info_lists_the_connection_and_topics() {
+    let cs = format!("HostName=myhub.azure-devices.net;DeviceId=device-01;SharedAccessKey={KEY}");
+    let out = ok(&["azure", "info", "--connection-string", &cs]);
+    for want in [
+        "uri: mqtts://myhub.azure-devices.net:8883\n",
+        "host: myhub.azure-devices.net\n",
+        "port: 8883\n",
+        "client id: device-01\n",
+        "username: myhub.azure-devices.net/device-01/?api-version=2021-04-12\n",
+        "telemetry: devices/device-01/messages/events/\n",
+        "subscribe c2d: devices/device-01/messages/devicebound/#\n",
+        "subscribe methods: $iothub/methods/POST/#\n",
+        "subscribe twin responses: $iothub/twin/res/#\n",
+        "subscribe twin desired: $iothub/twin/PATCH/properties/desired/#\n",
+        "method response: $iothub/methods/res/{status}/?$rid={rid}\n",
+        "twin get: $iothub/twin/GET/?$rid={rid}\n",
+        "twin reported: $iothub/twin/PATCH/properties/reported/?$rid={rid}\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(!out.contains("AAECAw"), "{out}");
+
+    let module = format!(
+        "HostName=myhub.azure-devices.net;DeviceId=device-01;ModuleId=module-a;GatewayHostName=edge.local;SharedAccessKey={KEY}"
+    );
+    let out = ok(&[
+        "azure",
+        "info",
+        "--connection-string",
+        &module,
+        "--websocket",
+        "--api-version",
+        "2020-09-30",
+        "--model-id",
+        "dtmi:com:example:Thermostat;1",
+    ]);
+    for want in [
+        "uri: wss://edge.local:443/$iothub/websocket\n",
+        "client id: device-01/module-a\n",
+        "username: myhub.azure-devices.net/device-01/module-a/?api-version=2020-09-30&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1\n",
+        "telemetry: devices/device-01/modules/module-a/messages/events/\n",
+        "subscribe module inputs: devices/device-01/modules/module-a/inputs/#\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    let x509 = ok(&["azure", "info", "--connection-string", "HostName=h;DeviceId=d;x509=true"]);
+    assert!(x509.contains("auth: X.509 client certificate (no password)\n"), "{x509}");
+}
+
+#[test]
+fn errors_exit_non_zero_with_the_typed_message_and_no_secret() {
+    let err = fails(&["azure", "info", "--connection-string", &format!("DeviceId=d;SharedAccessKey={KEY}")]);
+    assert_eq!(err, "error: invalid connection string: missing `HostName`\n");
+    let err = fails(&[
+        "azure",
+        "sas",
+        "--connection-string",
+        &format!("HostName=h;DeviceId=d;SharedAccessKey={KEY};x509=true"),
+    ]);
+    assert_eq!(err, "error: invalid connection string: `SharedAccessKey` cannot be combined with `x509`\n");
+    let err = fails(&["azure", "sas", "--key", "not base64!", "--resource", "h/devices/d", "--expiry", "1"]);
+    assert_eq!(err, "error: invalid shared access key: not valid base64\n");
+    let err = fails(&["azure", "sas", "--connection-string", "HostName=h;DeviceId=d;x509=true"]);
+    assert!(err.contains("x509=true"), "{err}");
+    let err = fails(&["azure", "sas", "--connection-string", &format!("HostName=h;DeviceId=d;{KEY}")]);
+    assert!(!err.contains("AAECAw"), "{err}");
+    let usage = fails(&["azure", "sas", "--key", KEY]);
+    assert!(usage.contains("--resource"), "{usage}");
+}
