@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::messages::{ChildExited, Event, LinkDown, LinkUp, Route, Shutdown};
-use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs};
+use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs, PublisherPort};
 use crate::subscriber::{Subscriber, SubscriberArgs};
 use crate::supervision::{ChildGuard, ChildKind, RestartPolicy, RestartTracker};
 use crate::transport::{Connected, Link, LinkEvent, Transport};
@@ -53,6 +53,9 @@ pub struct DropLink;
 /// The shared slot through which handles find a child's current address.
 pub(crate) type Slot<A> = Arc<RwLock<Addr<A>>>;
 
+/// The Publisher's slot: its address and its command channel.
+pub(crate) type PublisherSlot = Arc<RwLock<PublisherPort>>;
+
 pub(crate) struct Settings {
     pub provider: Arc<dyn Provider>,
     pub transport: Arc<dyn Transport>,
@@ -67,8 +70,8 @@ pub(crate) struct Settings {
     pub disconnect_timeout: Duration,
 }
 
-struct Child<A: Actor> {
-    slot: Slot<A>,
+struct Child<T> {
+    slot: Arc<RwLock<T>>,
     incarnation: u64,
     tracker: RestartTracker,
 }
@@ -86,9 +89,9 @@ pub struct ConnectionActor {
     attempt: u32,
     ever_connected: bool,
     stopping: bool,
-    publisher: Child<Publisher>,
+    publisher: Child<PublisherPort>,
     pub_args: PublisherArgs,
-    subscriber: Child<Subscriber>,
+    subscriber: Child<Addr<Subscriber>>,
     sub_args: SubscriberArgs,
 }
 
@@ -97,15 +100,14 @@ impl ConnectionActor {
         s: Settings,
         pub_args: PublisherArgs,
         sub_args: SubscriberArgs,
-    ) -> (Addr<Self>, Slot<Publisher>, Slot<Subscriber>) {
+    ) -> (Addr<Self>, PublisherSlot, Slot<Subscriber>) {
         let mut slots = None;
         let addr = ConnectionActor::create(|ctx| {
             let me = ctx.address().recipient::<ChildExited>();
-            let publisher = Publisher::new(
+            let publisher = Publisher::spawn(
                 pub_args.clone(),
                 Some(ChildGuard { kind: ChildKind::Publisher, incarnation: 0, supervisor: me.clone() }),
-            )
-            .start();
+            );
             let subscriber = Subscriber::new(
                 sub_args.clone(),
                 Some(ChildGuard { kind: ChildKind::Subscriber, incarnation: 0, supervisor: me }),
@@ -204,7 +206,7 @@ impl ConnectionActor {
         );
         self.set_state(ConnectionState::Connected);
         self.emit(ConnectionEvent::Connected { session_present: c.session_present });
-        self.publisher.slot.read().do_send(LinkUp {
+        self.publisher.slot.read().addr.do_send(LinkUp {
             generation,
             link: c.link.clone(),
             session_present: c.session_present,
@@ -249,7 +251,7 @@ impl ConnectionActor {
 
     fn notify_down(&self) {
         let generation = self.generation;
-        self.publisher.slot.read().do_send(LinkDown { generation });
+        self.publisher.slot.read().addr.do_send(LinkDown { generation });
         self.subscriber.slot.read().do_send(LinkDown { generation });
     }
 
@@ -309,11 +311,12 @@ impl ConnectionActor {
             ChildKind::Publisher => {
                 self.publisher.incarnation += 1;
                 let guard = ChildGuard { kind, incarnation: self.publisher.incarnation, supervisor: me };
-                let addr = Publisher::new(self.pub_args.clone(), Some(guard)).start();
+                let port = Publisher::spawn(self.pub_args.clone(), Some(guard));
+                let addr = port.addr.clone();
                 if let Some((generation, link)) = link {
                     addr.do_send(LinkUp { generation, link, session_present: true });
                 }
-                *self.publisher.slot.write() = addr;
+                *self.publisher.slot.write() = port;
             }
             ChildKind::Subscriber => {
                 self.subscriber.incarnation += 1;
@@ -347,7 +350,7 @@ impl ConnectionActor {
         };
         ctx.spawn(fut.into_actor(self).map(move |(), act, ctx| {
             act.link_down(DisconnectReason::Requested, ctx);
-            act.publisher.slot.read().do_send(Shutdown);
+            act.publisher.slot.read().addr.do_send(Shutdown);
             act.subscriber.slot.read().do_send(Shutdown);
             act.set_state(ConnectionState::Stopped);
             act.emit(ConnectionEvent::Stopped { reason });

@@ -15,14 +15,15 @@ use futures::Stream;
 use prometheus::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::connection::{AddListener, ConnectionActor, DropLink, EventSink, Settings, Slot, Stop};
+use crate::connection::{
+    AddListener, ConnectionActor, DropLink, EventSink, PublisherSlot, Settings, Slot, Stop,
+};
 use crate::error::{ConnectorError, PublishError, SubscribeError};
 use crate::messages::{
-    Enqueue, Event, GetStats, MessageId, PublishAck, PublishRequest, PublisherStats, Sink, Subscribe,
-    SubscriptionId, Unsubscribe,
+    Event, GetStats, MessageId, PublishAck, PublisherStats, Sink, Subscribe, SubscriptionId, Unsubscribe,
 };
 use crate::metrics_exporter::MetricsServer;
-use crate::publisher::{Publisher, PublisherArgs, PublisherOptions};
+use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions};
 use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
 use crate::supervision::RestartPolicy;
 use crate::transport::{PahoTransport, Transport};
@@ -307,38 +308,53 @@ impl Connector {
 /// A handle to the current Publisher (it survives Publisher restarts).
 #[derive(Clone)]
 pub struct PublisherHandle {
-    slot: Slot<Publisher>,
+    slot: PublisherSlot,
 }
 
 impl PublisherHandle {
     /// The Publisher's current address, for actor code.
     pub fn addr(&self) -> Addr<Publisher> {
-        self.slot.read().clone()
+        self.slot.read().addr.clone()
     }
 
     /// Publishes and waits for PUBACK (QoS 1) or the write (QoS 0). The message is handed to
     /// the Publisher when this is called (not when the future is first polled), so calls
-    /// are ordered as made.
+    /// through handles are ordered as made. This is the fast path: a command channel the
+    /// Publisher drains, with no actix envelope per message; actor code can send
+    /// [`crate::messages::PublishRequest`] to [`PublisherHandle::addr`] instead.
     pub fn publish(
         &self,
         p: Publish,
     ) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
-        let fut = self.slot.read().send(PublishRequest(p));
-        async move { fut.await? }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.slot.read().commands.send(Command::Publish(p, tx)).is_ok();
+        async move {
+            if !sent {
+                return Err(PublishError::Unavailable(actix::MailboxError::Closed));
+            }
+            rx.await.unwrap_or(Err(PublishError::Unavailable(actix::MailboxError::Closed)))
+        }
     }
 
     /// Hands a message over; resolves once it is accepted (and stored, with persistence).
+    /// Ordered with [`PublisherHandle::publish`] calls.
     pub fn enqueue(
         &self,
         p: Publish,
     ) -> impl std::future::Future<Output = Result<MessageId, PublishError>> + 'static {
-        let fut = self.slot.read().send(Enqueue(p));
-        async move { fut.await? }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.slot.read().commands.send(Command::Enqueue(p, tx)).is_ok();
+        async move {
+            if !sent {
+                return Err(PublishError::Unavailable(actix::MailboxError::Closed));
+            }
+            rx.await.unwrap_or(Err(PublishError::Unavailable(actix::MailboxError::Closed)))
+        }
     }
 
     /// Operation statistics.
     pub fn stats(&self) -> impl std::future::Future<Output = Result<PublisherStats, PublishError>> + 'static {
-        let fut = self.slot.read().send(GetStats);
+        let fut = self.slot.read().addr.send(GetStats);
         async move { Ok(fut.await?) }
     }
 }

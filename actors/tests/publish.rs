@@ -40,8 +40,20 @@ async fn qos0_and_qos1_round_trip() {
     };
     assert_eq!((m.topic.as_str(), &m.payload[..], m.qos), ("rt/zero", &b"z"[..], QoS::AtMostOnce));
 
+    // The actor path: a PublishRequest sent to the Publisher's address.
+    let ack = publ
+        .publisher()
+        .addr()
+        .send(connector_actors::messages::PublishRequest(Publish::to_topic("rt/actor", &b"a"[..])))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.attempts, 1);
+    let got = next_within(&mut inbox, WAIT, "the message sent through the actor address").await;
+    assert_eq!(got.topic(), "rt/actor");
+
     let stats = publ.publisher().stats().await.unwrap();
-    assert_eq!((stats.acked_total, stats.incomplete_count, stats.unacked_count), (2, 0, 0));
+    assert_eq!((stats.acked_total, stats.incomplete_count, stats.unacked_count), (3, 0, 0));
     publ.stop().await;
     sub.stop().await;
 }

@@ -75,6 +75,42 @@ type Outcome = Result<PublishAck, PublishError>;
 /// returns, taken when the message completes.
 pub(crate) type ReplySlot = Rc<Cell<Option<OneshotSender<Outcome>>>>;
 
+/// How a completed message answers its caller.
+pub(crate) enum Reply {
+    /// A caller through `Addr::send` (actix's reply channel, handed over after the handler).
+    Slot(ReplySlot),
+    /// A caller through the handle's command channel.
+    Direct(OneshotSender<Outcome>),
+}
+
+impl Reply {
+    fn send(self, outcome: Outcome) {
+        let tx = match self {
+            Reply::Slot(slot) => slot.take(),
+            Reply::Direct(tx) => Some(tx),
+        };
+        if let Some(tx) = tx {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// A command on the handle's fast path: no actix envelope, no response machinery, one
+/// stream of the Publisher's context drained in order.
+pub(crate) enum Command {
+    /// Publish and answer with the outcome.
+    Publish(connector_core::Publish, OneshotSender<Outcome>),
+    /// Accept and answer at once.
+    Enqueue(connector_core::Publish, OneshotSender<Result<MessageId, PublishError>>),
+}
+
+/// The sending half of a Publisher's command channel, with its address.
+#[derive(Clone)]
+pub(crate) struct PublisherPort {
+    pub addr: Addr<Publisher>,
+    pub commands: tokio::sync::mpsc::UnboundedSender<Command>,
+}
+
 /// The response of the `PublishRequest` handler: an immediate outcome, or a slot that the
 /// completion will answer through.
 pub struct PublishResponse {
@@ -165,6 +201,7 @@ pub struct Publisher {
     timer: Option<(Instant, SpawnHandle)>,
     link: Option<(u64, Arc<dyn Link>)>,
     completions: Completions,
+    commands: Option<tokio::sync::mpsc::UnboundedReceiver<Command>>,
     next_seq: u64,
     inflight: usize,
     inflight_bytes: usize,
@@ -177,6 +214,14 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Starts a Publisher with its command channel.
+    pub(crate) fn spawn(args: PublisherArgs, guard: Option<ChildGuard>) -> PublisherPort {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut p = Publisher::new(args, guard);
+        p.commands = Some(rx);
+        PublisherPort { addr: p.start(), commands: tx }
+    }
+
     pub(crate) fn new(args: PublisherArgs, guard: Option<ChildGuard>) -> Self {
         let queue = OfflineQueue::new(args.options.offline.capacity, args.options.offline.drop);
         Self {
@@ -187,6 +232,7 @@ impl Publisher {
             timer: None,
             link: None,
             completions: Completions::default(),
+            commands: None,
             next_seq: 1,
             inflight: 0,
             inflight_bytes: 0,
@@ -213,21 +259,21 @@ impl Publisher {
     fn accept(
         &mut self,
         publish: connector_core::Publish,
-        reply: Option<ReplySlot>,
+        reply: Option<Reply>,
         ctx: &mut Context<Self>,
-    ) -> Result<u64, PublishError> {
+    ) -> Result<u64, (PublishError, Option<Reply>)> {
         let timeout = publish.get_timeout().unwrap_or(self.args.options.ack_timeout);
         let packet = match self.args.provider.encode_owned(publish) {
             Ok(p) => p,
             Err(e) => {
                 self.metrics().published("message", "invalid");
-                return Err(PublishError::Invalid(e));
+                return Err((PublishError::Invalid(e), reply));
             }
         };
         let qos0 = packet.qos == QoS::AtMostOnce;
         if qos0 && self.link.is_none() && self.args.options.offline.qos0 == Qos0Offline::Fail {
             self.metrics().published("message", "not_connected");
-            return Err(PublishError::NotConnected);
+            return Err((PublishError::NotConnected, reply));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -242,7 +288,7 @@ impl Publisher {
                 self.stats.rejected_newest_total += 1;
                 self.metrics().queue_dropped("newest", 1);
                 self.metrics().published("message", "rejected");
-                return Err(PublishError::QueueFull { capacity: self.queue.capacity() });
+                return Err((PublishError::QueueFull { capacity: self.queue.capacity() }, reply));
             }
         }
         let mut persisted = false;
@@ -251,7 +297,7 @@ impl Publisher {
                 if let Err(e) = store.append(seq, &packet) {
                     error!(error = %e, "store: append failed; message refused");
                     self.queue.remove_where(|s| *s == seq);
-                    return Err(PublishError::Persistence(e.to_string()));
+                    return Err((PublishError::Persistence(e.to_string()), reply));
                 }
                 persisted = true;
             }
@@ -320,8 +366,8 @@ impl Publisher {
                 }
             }
         }
-        if let Some(tx) = entry.reply.and_then(|slot| slot.take()) {
-            let _ = tx.send(outcome.map(|()| PublishAck { id: MessageId(seq), attempts: entry.attempts }));
+        if let Some(reply) = entry.reply {
+            reply.send(outcome.map(|()| PublishAck { id: MessageId(seq), attempts: entry.attempts }));
         }
     }
 
@@ -526,6 +572,9 @@ impl Actor for Publisher {
         // the bound that matters.
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         ctx.add_stream(self.completions.clone());
+        if let Some(rx) = self.commands.take() {
+            ctx.add_stream(tokio_stream_from(rx));
+        }
         self.recover(ctx);
     }
 }
@@ -535,9 +584,9 @@ impl Handler<PublishRequest> for Publisher {
 
     fn handle(&mut self, msg: PublishRequest, ctx: &mut Self::Context) -> Self::Result {
         let slot: ReplySlot = Rc::new(Cell::new(None));
-        match self.accept(msg.0, Some(slot.clone()), ctx) {
+        match self.accept(msg.0, Some(Reply::Slot(slot.clone())), ctx) {
             Ok(_) => PublishResponse { immediate: None, slot: Some(slot) },
-            Err(e) => PublishResponse { immediate: Some(Err(e)), slot: None },
+            Err((e, _)) => PublishResponse { immediate: Some(Err(e)), slot: None },
         }
     }
 }
@@ -546,7 +595,7 @@ impl Handler<Enqueue> for Publisher {
     type Result = Result<MessageId, PublishError>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
-        self.accept(msg.0, None, ctx).map(MessageId)
+        self.accept(msg.0, None, ctx).map(MessageId).map_err(|(e, _)| e)
     }
 }
 
@@ -605,6 +654,23 @@ impl Handler<Shutdown> for Publisher {
         }
         ctx.stop();
     }
+}
+
+impl StreamHandler<Command> for Publisher {
+    fn handle(&mut self, cmd: Command, ctx: &mut Self::Context) {
+        match cmd {
+            Command::Publish(p, tx) => {
+                if let Err((e, Some(reply))) = self.accept(p, Some(Reply::Direct(tx)), ctx) {
+                    reply.send(Err(e));
+                }
+            }
+            Command::Enqueue(p, tx) => {
+                let _ = tx.send(self.accept(p, None, ctx).map(MessageId).map_err(|(e, _)| e));
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Done> for Publisher {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use connector_core::OutboundPacket;
 
-use super::ReplySlot;
+use super::Reply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -17,7 +17,7 @@ pub(crate) enum State {
 
 pub(crate) struct Entry {
     pub packet: OutboundPacket,
-    pub reply: Option<ReplySlot>,
+    pub reply: Option<Reply>,
     pub state: State,
     pub attempts: u32,
     pub persisted: bool,
