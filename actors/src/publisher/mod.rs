@@ -306,6 +306,10 @@ impl Publisher {
         self.entries
             .insert(seq, Entry { packet, reply, state: State::Queued, attempts: 0, persisted, timeout });
         self.deadlines.push(Instant::now() + timeout, seq, timeout);
+        if self.deadlines.len() > 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
+            self.deadlines.prune(|s| entries.get(s).is_some());
+        }
         self.schedule_timer(ctx);
         self.pump(ctx);
         Ok(seq)

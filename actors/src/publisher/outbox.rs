@@ -102,6 +102,27 @@ impl Deadlines {
         }
     }
 
+    /// How many deadlines are held (completed messages' included, until pruned).
+    pub fn len(&self) -> usize {
+        self.fifo.len() + self.heap.len()
+    }
+
+    /// Drops deadlines of messages that completed: the FIFO's completed head (completions
+    /// come mostly in order, so this is amortised O(1)) and, when the heap holds mostly dead
+    /// entries, the heap's.
+    pub fn prune(&mut self, live: impl Fn(u64) -> bool) {
+        while self.fifo.front().is_some_and(|(_, s)| !live(*s)) {
+            self.fifo.pop_front();
+        }
+        if self.fifo.len() > 2 * 1024 {
+            self.fifo.retain(|(_, s)| live(*s));
+        }
+        if self.heap.len() > 1024 {
+            let kept: BinaryHeap<_> = self.heap.drain().filter(|Reverse((_, s))| live(*s)).collect();
+            self.heap = kept;
+        }
+    }
+
     pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
         if self.fifo.front().is_some_and(|(t, _)| *t <= now) {
             return self.fifo.pop_front().map(|(_, s)| s);
@@ -132,5 +153,19 @@ mod tests {
         assert_eq!(dl.pop_due(t0 + Duration::from_secs(20)), Some(1));
         assert_eq!(dl.pop_due(t0 + Duration::from_secs(20)), Some(3));
         assert_eq!(dl.next(), None);
+    }
+
+    #[test]
+    fn completed_deadlines_are_pruned() {
+        let t0 = Instant::now();
+        let d = Duration::from_secs(60);
+        let mut dl = Deadlines::new(d);
+        for seq in 0..10_000u64 {
+            dl.push(t0 + d, seq, d);
+        }
+        // Everything but 9,999 completed.
+        dl.prune(|s| s == 9_999);
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl.pop_due(t0 + d), Some(9_999));
     }
 }
