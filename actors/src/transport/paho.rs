@@ -16,7 +16,7 @@ use connector_core::{
 use futures::future::BoxFuture;
 use paho_mqtt as mqtt;
 use tokio::sync::mpsc::unbounded_channel;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{Connected, Link, LinkEvent, PublishCompletion, Transport, TransportError};
 
@@ -348,10 +348,42 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
     Ok(Started { client, token, events, tls_files })
 }
 
+/// A connect in progress. Paho's connect token holds a reference to its client; if the
+/// attempt is abandoned (the connection stopped while connecting) and that token is the
+/// last reference when paho fails or completes it, the client is destroyed inside paho's
+/// own callback thread, which deadlocks every paho client in the process. So an abandoned
+/// attempt hands client and token to a reaper thread that waits for the token (bounded by
+/// the connect timeout) and then drops the client outside paho's threads.
+struct PendingConnect {
+    client: Option<mqtt::AsyncClient>,
+    token: Option<mqtt::ConnectToken>,
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        if let (Some(client), Some(token)) = (self.client.take(), self.token.take()) {
+            let reaper = std::thread::Builder::new().name("paho-reaper".into()).spawn(move || {
+                let _ = token.wait();
+                drop(client);
+            });
+            if let Err(e) = reaper {
+                // Without a thread, keep the client for ever rather than risk the deadlock.
+                error!(error = %e, "cannot start the paho reaper; leaking an abandoned client");
+            }
+        }
+    }
+}
+
 async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, ConnectFailure> {
     let v5 = params.mqtt_version == MqttVersion::V5;
     let Started { client, token, events, tls_files } = start_connect(&params, max_inflight)?;
-    let rsp = token.await.map_err(|e| failure_from(&e))?;
+    let mut pending = PendingConnect { client: Some(client), token: Some(token) };
+    let token = pending.token.as_mut().expect("set just above");
+    let outcome = token.await;
+    // The token has completed: nothing is left for paho to drop on its own threads.
+    pending.token = None;
+    let client = pending.client.take().expect("set just above");
+    let rsp = outcome.map_err(|e| failure_from(&e))?;
     let session_present = rsp.connect_response().is_some_and(|r| r.session_present);
 
     if !session_present && !params.clean_session {
