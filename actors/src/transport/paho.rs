@@ -348,12 +348,13 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
     Ok(Started { client, token, events, tls_files })
 }
 
-/// A connect in progress. Paho's connect token holds a reference to its client; if the
-/// attempt is abandoned (the connection stopped while connecting) and that token is the
-/// last reference when paho fails or completes it, the client is destroyed inside paho's
-/// own callback thread, which deadlocks every paho client in the process. So an abandoned
-/// attempt hands client and token to a reaper thread that waits for the token (bounded by
-/// the connect timeout) and then drops the client outside paho's threads.
+/// A connect in progress. Paho's connect token holds a reference to its client, and paho
+/// releases its own reference to the token on its callback thread *after* waking us. If our
+/// references go first, that late release drops the last client reference inside paho's
+/// callback, where `MQTTAsync_destroy` deadlocks every paho client in the process. So a
+/// client that does not become a live link (the attempt failed or was abandoned) goes to the
+/// reaper, which waits for the token, lets paho's callback finish, and drops both on its
+/// own thread.
 struct PendingConnect {
     client: Option<mqtt::AsyncClient>,
     token: Option<mqtt::ConnectToken>,
@@ -362,15 +363,45 @@ struct PendingConnect {
 impl Drop for PendingConnect {
     fn drop(&mut self) {
         if let (Some(client), Some(token)) = (self.client.take(), self.token.take()) {
-            let reaper = std::thread::Builder::new().name("paho-reaper".into()).spawn(move || {
+            reap(client, token);
+        }
+    }
+}
+
+/// How long after a connect token completes its client is kept: paho's callback releases
+/// the token microseconds after completing it; this is a generous margin.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+fn reap(client: mqtt::AsyncClient, token: mqtt::ConnectToken) {
+    type Item = (mqtt::AsyncClient, mqtt::ConnectToken, std::time::Instant);
+    static REAPER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Item>>>> =
+        std::sync::OnceLock::new();
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Item>();
+        let spawned = std::thread::Builder::new().name("paho-reaper".into()).spawn(move || {
+            // Items arrive in order, so each waits only for what is left of its own grace.
+            for (client, token, queued) in rx {
                 let _ = token.wait();
+                let due = queued.max(std::time::Instant::now() - Duration::from_millis(1)) + REAP_GRACE;
+                std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
                 drop(client);
-            });
-            if let Err(e) = reaper {
-                // Without a thread, keep the client for ever rather than risk the deadlock.
-                error!(error = %e, "cannot start the paho reaper; leaking an abandoned client");
+            }
+        });
+        match spawned {
+            Ok(_) => Some(std::sync::Mutex::new(tx)),
+            Err(e) => {
+                error!(error = %e, "cannot start the paho reaper; abandoned clients are leaked");
+                None
             }
         }
+    });
+    let sent = reaper.as_ref().is_some_and(|tx| match tx.lock() {
+        Ok(tx) => tx.send((client.clone(), token.clone(), std::time::Instant::now())).is_ok(),
+        Err(_) => false,
+    });
+    if !sent {
+        // Keep the client for ever rather than risk the deadlock.
+        std::mem::forget(client);
     }
 }
 
@@ -379,11 +410,9 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
     let Started { client, token, events, tls_files } = start_connect(&params, max_inflight)?;
     let mut pending = PendingConnect { client: Some(client), token: Some(token) };
     let token = pending.token.as_mut().expect("set just above");
-    let outcome = token.await;
-    // The token has completed: nothing is left for paho to drop on its own threads.
-    pending.token = None;
+    // A failed attempt's client and token go to the reaper when `pending` drops.
+    let rsp = token.await.map_err(|e| failure_from(&e))?;
     let client = pending.client.take().expect("set just above");
-    let rsp = outcome.map_err(|e| failure_from(&e))?;
     let session_present = rsp.connect_response().is_some_and(|r| r.session_present);
 
     if !session_present && !params.clean_session {
