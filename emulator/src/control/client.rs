@@ -1,0 +1,325 @@
+//! [`ControlClient`]: an async client of the control API (what the CLI and tests use).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::api::{
+    C2dAccepted, C2dRequest, ConnectionInfo, Enrollment, EnrollmentGroup, IdentityInfo, IdentitySpec, Info,
+    MethodInvocation, MethodResult, PendingC2d, RefuseConnect, TelemetryMessage, Throttle, TwinUpdate,
+};
+use crate::error::ControlError;
+use crate::util::pct_encode;
+
+/// Client of the control API. Needs a tokio runtime (actix has one).
+///
+/// Identities are given as `(device_id, Option<module_id>)`.
+#[derive(Clone, Debug)]
+pub struct ControlClient {
+    addr: SocketAddr,
+}
+
+fn identity_path(device: &str, module: Option<&str>) -> String {
+    match module {
+        Some(m) => format!("/devices/{}/modules/{}", pct_encode(device), pct_encode(m)),
+        None => format!("/devices/{}", pct_encode(device)),
+    }
+}
+
+impl ControlClient {
+    /// A client for `http://127.0.0.1:{port}`-style URLs.
+    pub fn new(url: &str) -> Result<ControlClient, ControlError> {
+        let bad = || ControlError::Url { url: url.to_string() };
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let hostport = rest.trim_end_matches('/');
+        let addr = hostport
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| {
+                hostport
+                    .strip_prefix("localhost:")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            })
+            .ok_or_else(bad)?;
+        Ok(ControlClient { addr })
+    }
+
+    /// A client for a socket address.
+    pub fn from_addr(addr: SocketAddr) -> ControlClient {
+        ControlClient { addr }
+    }
+
+    /// Sends a request with an optional JSON body and decodes the JSON answer.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ControlError> {
+        let value = self
+            .request_value(
+                method,
+                path,
+                body.map(serde_json::to_value).transpose().map_err(ControlError::Decode)?,
+            )
+            .await?;
+        serde_json::from_value(value).map_err(ControlError::Decode)
+    }
+
+    async fn request_value(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ControlError> {
+        let connect = |e: Box<dyn std::error::Error + Send + Sync>| ControlError::Connect(e);
+        let stream = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| connect(e.into()))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| connect(e.into()))?;
+        let conn = tokio::spawn(conn);
+        let body = match body {
+            Some(v) => Bytes::from(v.to_string()),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.addr.to_string())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| connect(e.into()))?;
+        let resp = sender.send_request(req).await.map_err(|e| connect(e.into()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| connect(e.into()))?.to_bytes();
+        conn.abort();
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(ControlError::Decode)?
+        };
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(ControlError::Status {
+                status,
+                error_code: value.get("errorCode").and_then(Value::as_u64),
+                message: value.get("message").and_then(Value::as_str).unwrap_or_default().to_string(),
+            })
+        }
+    }
+
+    /// `GET /info`.
+    pub async fn info(&self) -> Result<Info, ControlError> {
+        self.request(Method::GET, "/info", None::<&()>).await
+    }
+
+    /// `PUT /devices/{d}[/modules/{m}]`: creates or updates a device or module.
+    pub async fn put_identity(
+        &self,
+        device: &str,
+        module: Option<&str>,
+        spec: &IdentitySpec,
+    ) -> Result<IdentityInfo, ControlError> {
+        self.request(Method::PUT, &identity_path(device, module), Some(spec)).await
+    }
+
+    /// Creates a SAS device with generated keys.
+    pub async fn create_device(&self, device: &str) -> Result<IdentityInfo, ControlError> {
+        self.put_identity(device, None, &IdentitySpec::default()).await
+    }
+
+    /// `GET /devices/{d}[/modules/{m}]`.
+    pub async fn identity(&self, device: &str, module: Option<&str>) -> Result<IdentityInfo, ControlError> {
+        self.request(Method::GET, &identity_path(device, module), None::<&()>).await
+    }
+
+    /// `GET /devices`.
+    pub async fn devices(&self) -> Result<Vec<IdentityInfo>, ControlError> {
+        self.request(Method::GET, "/devices", None::<&()>).await
+    }
+
+    /// `DELETE /devices/{d}[/modules/{m}]`.
+    pub async fn delete_identity(&self, device: &str, module: Option<&str>) -> Result<(), ControlError> {
+        self.request::<Value>(Method::DELETE, &identity_path(device, module), None::<&()>).await.map(|_| ())
+    }
+
+    /// `GET .../twin`: the service-side twin (with `$metadata`).
+    pub async fn twin(&self, device: &str, module: Option<&str>) -> Result<Value, ControlError> {
+        self.request(Method::GET, &format!("{}/twin", identity_path(device, module)), None::<&()>).await
+    }
+
+    /// `PATCH .../twin` with `{"properties":{"desired": patch}}`; the device is notified.
+    pub async fn patch_desired(
+        &self,
+        device: &str,
+        module: Option<&str>,
+        patch: Value,
+    ) -> Result<Value, ControlError> {
+        let update =
+            TwinUpdate { properties: Some(super::api::TwinProperties { desired: Some(patch) }), tags: None };
+        self.request(Method::PATCH, &format!("{}/twin", identity_path(device, module)), Some(&update)).await
+    }
+
+    /// `POST .../methods`.
+    pub async fn invoke(
+        &self,
+        device: &str,
+        module: Option<&str>,
+        inv: &MethodInvocation,
+    ) -> Result<MethodResult, ControlError> {
+        self.request(Method::POST, &format!("{}/methods", identity_path(device, module)), Some(inv)).await
+    }
+
+    /// `POST /devices/{d}/messages/devicebound`.
+    pub async fn send_c2d(&self, device: &str, msg: &C2dRequest) -> Result<C2dAccepted, ControlError> {
+        self.request(
+            Method::POST,
+            &format!("{}/messages/devicebound", identity_path(device, None)),
+            Some(msg),
+        )
+        .await
+    }
+
+    /// `GET /devices/{d}/messages/devicebound`: messages not yet acknowledged.
+    pub async fn pending_c2d(&self, device: &str) -> Result<Vec<PendingC2d>, ControlError> {
+        self.request(
+            Method::GET,
+            &format!("{}/messages/devicebound", identity_path(device, None)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET .../messages/events`: telemetry of one device (not its modules) or module.
+    pub async fn telemetry(
+        &self,
+        device: &str,
+        module: Option<&str>,
+    ) -> Result<Vec<TelemetryMessage>, ControlError> {
+        self.request(Method::GET, &format!("{}/messages/events", identity_path(device, module)), None::<&()>)
+            .await
+    }
+
+    /// `DELETE .../messages/events`.
+    pub async fn clear_telemetry(&self, device: &str, module: Option<&str>) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::DELETE,
+            &format!("{}/messages/events", identity_path(device, module)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /connections`.
+    pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, ControlError> {
+        self.request(Method::GET, "/connections", None::<&()>).await
+    }
+
+    /// `POST .../faults/drop`: closes the connection now.
+    pub async fn drop_connection(&self, device: &str, module: Option<&str>) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::POST,
+            &format!("{}/faults/drop", identity_path(device, module)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST .../faults/expire-token`: closes the connection as if its token expired.
+    pub async fn expire_token(&self, device: &str, module: Option<&str>) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::POST,
+            &format!("{}/faults/expire-token", identity_path(device, module)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `PUT .../faults/refuse-connect`.
+    pub async fn refuse_connect(
+        &self,
+        device: &str,
+        module: Option<&str>,
+        f: &RefuseConnect,
+    ) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::PUT,
+            &format!("{}/faults/refuse-connect", identity_path(device, module)),
+            Some(f),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `PUT .../faults/throttle`.
+    pub async fn throttle(
+        &self,
+        device: &str,
+        module: Option<&str>,
+        f: &Throttle,
+    ) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::PUT,
+            &format!("{}/faults/throttle", identity_path(device, module)),
+            Some(f),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `DELETE .../faults`.
+    pub async fn clear_faults(&self, device: &str, module: Option<&str>) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::DELETE,
+            &format!("{}/faults", identity_path(device, module)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `PUT /dps/enrollments/{registrationId}`.
+    pub async fn put_enrollment(
+        &self,
+        registration_id: &str,
+        e: &Enrollment,
+    ) -> Result<Enrollment, ControlError> {
+        self.request(Method::PUT, &format!("/dps/enrollments/{}", pct_encode(registration_id)), Some(e)).await
+    }
+
+    /// `PUT /dps/enrollmentGroups/{groupId}`.
+    pub async fn put_enrollment_group(
+        &self,
+        group_id: &str,
+        g: &EnrollmentGroup,
+    ) -> Result<EnrollmentGroup, ControlError> {
+        self.request(Method::PUT, &format!("/dps/enrollmentGroups/{}", pct_encode(group_id)), Some(g)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(ControlClient::new("http://127.0.0.1:8990").is_ok());
+        assert!(ControlClient::new("http://127.0.0.1:8990/").is_ok());
+        assert!(ControlClient::new("http://localhost:8990").is_ok());
+        assert!(ControlClient::new("https://127.0.0.1:8990").is_err());
+        assert!(ControlClient::new("http://example.com:8990").is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The control API (HTTP JSON on loopback), its client and the command line over it.
+
+pub mod api;
+pub(crate) mod cli;
+pub mod client;
+pub(crate) mod routes;
+pub(crate) mod server;

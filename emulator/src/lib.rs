@@ -1,0 +1,209 @@
+//! Local emulator of the **Azure IoT Hub** and **DPS** device endpoints: MQTT 3.1.1 over
+//! TLS with the emulator's own CA, authentication like the hub, and an HTTP control API
+//! through which a test or a person plays the back end. It is the peer the connector's
+//! tests run against and the default a newcomer runs with no cloud at hand.
+//!
+//! It is an independent implementation from `shared/protocols/azure-iot-hub.md` and
+//! `azure-dps.md`: it shares no code with the client crates.
+//!
+//! # Module map
+//! | module | what |
+//! |---|---|
+//! | [`Emulator`], [`EmulatorHandle`] (`server.rs`) | start on own threads, bound ports, CA, shutdown |
+//! | [`EmulatorConfig`] (`config.rs`) | ports, state directory, host names, limits |
+//! | `broker/` | ntex-mqtt server wiring: CONNECT, SUBSCRIBE, PUBLISH routing, per-connection task |
+//! | `auth/` | CONNECT user names, SAS verification, X.509 (thumbprint, CA) |
+//! | `azure/` | the hub back end: registry, connections and sessions, twin, C2D, methods, telemetry, DPS, faults |
+//! | `ca.rs` | the emulator CA, server certificate, thumbprints, chain verification |
+//! | [`control`] | control API routes ([`control::api`] bodies), [`ControlClient`], the `ctl` CLI |
+//!
+//! The AWS IoT Core half will sit beside `azure/` (`aws/`), on the same `broker/`.
+//!
+//! # Example
+//! ```no_run
+//! use connector_emulator::{Emulator, EmulatorConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let emu = Emulator::start(EmulatorConfig::ephemeral())?;
+//! let ctl = emu.control();
+//! let dev = ctl.create_device("device-01").await?; // SAS keys generated
+//! println!("mqtts://localhost:{} trusting {}", emu.mqtt_port(), emu.ca_path().display());
+//! # let _ = dev;
+//! emu.shutdown();
+//! # Ok(()) }
+//! ```
+//! Standalone: `cargo run -p connector-emulator -- serve [--mqtt-port 8883]
+//! [--control-port 8990] [--state-dir DIR]`, then `connector-emulator ctl device create
+//! dev1` and `connector-emulator ctl device connection-string dev1`.
+//!
+//! # What the device side gets
+//! * **CONNECT** (IoT Hub): client id `{device}` or `{device}/{module}`; user name
+//!   `{host}/{device}[/{module}]/?api-version=…` (api-version required; `model-id`
+//!   recorded); `{host}` is `hub_host_name` or another configured host name
+//!   (case-insensitive). Password = SAS token, verified over `sr` exactly as sent, `sr`
+//!   then decoded and matched segment-wise; device/module keys or a policy key (`skn`,
+//!   policy with `DeviceConnect`). No password + client certificate = X.509 by thumbprint
+//!   (SHA-1 or SHA-256) or by CA (CN = device id, chain to a registered CA).
+//!   Refusals: return code 2 (client id/user name mismatch, invalid id), 3 (throttled by
+//!   a fault), 4 (malformed user name, no api-version, unparsable token, no credentials),
+//!   5 (unknown identity, wrong key, expired token, wrong host, disabled, thumbprint or CA
+//!   mismatch). The connection is closed when the token expires. One connection per
+//!   identity: a new CONNECT closes the previous one. Keep-alive: 1.5 × the client's,
+//!   at most 1767 s. CleanSession 0 keeps subscriptions and pending C2D.
+//! * **SUBSCRIBE**: only `devices/{id}/messages/devicebound/#` (or `devices/+/…`, devices
+//!   only), `$iothub/methods/POST/#`, `$iothub/twin/res/#`,
+//!   `$iothub/twin/PATCH/properties/desired/#` (DPS: `$dps/registrations/res/#`); granted
+//!   QoS min(requested, 1); anything else gets the SUBACK failure code.
+//! * **PUBLISH**: telemetry on the identity's own `…/messages/events/{bag}` (property bag
+//!   parsed; RETAIN adds `mqtt-retain`), `$iothub/twin/GET/?$rid=`,
+//!   `$iothub/twin/PATCH/properties/reported/?$rid=`, `$iothub/methods/res/{status}/?$rid=`.
+//!   Any other topic, another identity's topic, a malformed bag, QoS 2 or a message above
+//!   256 KB closes the connection.
+//! * **Twin**: GET → `$iothub/twin/res/200/?$rid=` with `{"desired":{…,"$version"},
+//!   "reported":{…,"$version"}}`; reported PATCH → `204` with `&$version=`; malformed JSON,
+//!   invalid keys/values/depth → 400, above 32 KB → 413, throttled → 429. Desired changes
+//!   are pushed on `$iothub/twin/PATCH/properties/desired/?$version=` to a subscribed,
+//!   connected device (never queued).
+//! * **Methods**: `$iothub/methods/POST/{name}/?$rid={rid}` at QoS 0; only the answer of
+//!   the identity the request went to completes the call.
+//! * **C2D**: `devices/{id}/messages/devicebound/{bag}` (`$.mid`, `$.cid`, `$.uid`, `$.ct`,
+//!   `$.ce`, `$.to`, `iothub-ack`, application properties), QoS of the subscription;
+//!   completed by PUBACK, sent again on the next connection until then; 64 KB, 50 pending.
+//! * **DPS** (same listener, told apart by the user name
+//!   `{idScope}/registrations/{regId}/api-version=…`): SAS with `skn=registration` and the
+//!   individual key or the group-derived key, or X.509 (CN = registration id; thumbprint
+//!   for individual enrollments, CA for groups). Register → `202` `assigning` with
+//!   `operationId` and `retry-after`; poll → `200` `assigned` with `assignedHub` (the hub
+//!   host name) and `deviceId`, creating the device with the same credential.
+//!
+//! # Refused rather than approximated
+//! MQTT 5 and WebSockets (no listener); QoS 2; arbitrary topics and wildcard
+//! subscriptions; module inputs and C2D to modules (IoT Edge only); C2D feedback,
+//! expiry and abandon/reject; X.509 CA authentication of modules; method
+//! `connectTimeoutInSeconds` (an offline device gets 404 at once); DPS TPM attestation,
+//! custom allocation and re-provisioning policies; hub-side throttling other than the
+//! injected faults; the 5-subscription limit is not enforced.
+//!
+//! # Control API routes
+//! JSON in and out; errors are `{"errorCode": 404001, "message": "…"}` with the HTTP
+//! status. Ids in paths are percent-encoded. Bodies are in [`control::api`].
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /info` | host names, ports, ID scope, CA path ([`control::api::Info`]) |
+//! | `GET /devices` | devices ([`control::api::IdentityInfo`], keys included) |
+//! | `PUT /devices/{d}` | create/update ([`control::api::IdentitySpec`]; keys generated) |
+//! | `GET`, `DELETE /devices/{d}` | show, delete (with modules; connections closed) |
+//! | `GET /devices/{d}/modules` | modules of a device |
+//! | `PUT`, `GET`, `DELETE /devices/{d}/modules/{m}` | modules |
+//! | `GET …/twin` | service-side twin (`$metadata`, `$version`, tags) |
+//! | `PATCH …/twin` | merge desired properties / tags ([`control::api::TwinUpdate`]); device notified |
+//! | `PUT …/twin` | replace desired properties (and tags) |
+//! | `POST …/methods` | invoke ([`control::api::MethodInvocation`]) → `{"status","payload"}`; 404 offline, 504 timeout |
+//! | `POST /devices/{d}/messages/devicebound` | queue C2D ([`control::api::C2dRequest`]) |
+//! | `GET /devices/{d}/messages/devicebound` | C2D not yet acknowledged |
+//! | `GET`, `DELETE …/messages/events` | telemetry of the device (not its modules) or module |
+//! | `GET`, `DELETE /messages/events[?deviceId=&moduleId=]` | all telemetry |
+//! | `GET /connections` | live connections with subscriptions |
+//! | `POST …/faults/drop` | close the connection now |
+//! | `POST …/faults/expire-token` | close it as if its token expired |
+//! | `PUT …/faults/refuse-connect` | refuse CONNECTs with a code ([`control::api::RefuseConnect`]) |
+//! | `PUT …/faults/throttle` | 429 for twin requests / refuse CONNECT with 3 ([`control::api::Throttle`]) |
+//! | `DELETE …/faults`, `GET /faults`, `DELETE /faults` | clear / list faults |
+//! | `GET /policies`, `PUT`, `DELETE /policies/{name}` | shared access policies (`iothubowner`, `device` exist) |
+//! | `GET /certificates`, `PUT`, `DELETE /certificates/{name}` | CA certificates for X.509 CA auth |
+//! | `POST /certificates/issue` | a client certificate from the emulator CA |
+//! | `GET /dps/enrollments`, `PUT`, `GET`, `DELETE /dps/enrollments/{regId}` | individual enrollments |
+//! | `GET /dps/enrollmentGroups`, `PUT`, `GET`, `DELETE /dps/enrollmentGroups/{id}` | enrollment groups |
+//! | `GET /dps/registrations[/{regId}]` | finished registrations |
+//!
+//! `…` is `/devices/{d}` or `/devices/{d}/modules/{m}`. The CLI mirrors them:
+//! `connector-emulator ctl [--url URL] <info | device | module | twin | invoke | c2d |
+//! telemetry | connections | fault | enrollment | group | cert | policies> …`
+//! (`--help` on each).
+
+mod auth;
+mod azure;
+mod broker;
+mod ca;
+mod config;
+pub mod control;
+mod error;
+mod server;
+mod util;
+
+pub use config::{EmulatorConfig, DEFAULT_CONTROL_PORT, DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT};
+pub use control::client::ControlClient;
+pub use error::{ControlError, EmulatorError};
+pub use server::{Emulator, EmulatorHandle};
+
+use std::process::ExitCode;
+
+/// Entry point of the `connector-emulator` binary (`serve` or `ctl`).
+pub fn cli_main() -> ExitCode {
+    use clap::Parser as _;
+    let cli = control::cli::Cli::parse();
+    match cli.command {
+        control::cli::Command::Serve(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            match Emulator::start(args.config()) {
+                Ok(handle) => {
+                    println!("connector-emulator (Azure IoT Hub + DPS)");
+                    println!("  MQTT over TLS : {}:{}", args.bind, handle.mqtt_port());
+                    if let Some(p) = handle.plain_mqtt_port() {
+                        println!("  MQTT plain    : {}:{p}", args.bind);
+                    }
+                    println!("  control API   : {}", handle.control_url());
+                    println!("  trust CA      : {}", handle.ca_path().display());
+                    println!(
+                        "  HostName      : {}   DPS ID scope: {}",
+                        handle.hub_host_name(),
+                        handle.dps_id_scope()
+                    );
+                    println!(
+                        "  try           : connector-emulator ctl --url {} device create dev1",
+                        handle.control_url()
+                    );
+                    handle.wait();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        control::cli::Command::Ctl(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(control::cli::run_ctl(args)) {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -1,0 +1,254 @@
+//! Helpers for the emulator's integration tests: an emulator per test (port 0), paho
+//! devices over real TLS, SAS tokens computed here with openssl (independently of both
+//! the emulator and any client crate).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use connector_emulator::control::api::{Authentication, IdentityInfo};
+use connector_emulator::{ControlClient, Emulator, EmulatorConfig, EmulatorHandle};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use paho_mqtt as mqtt;
+
+/// Everything a test waits for gets this long at most.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct Env {
+    pub emu: EmulatorHandle,
+    pub ctl: ControlClient,
+}
+
+impl Env {
+    pub fn start() -> Env {
+        Env::with(EmulatorConfig::ephemeral())
+    }
+
+    pub fn with(config: EmulatorConfig) -> Env {
+        let emu = Emulator::start(config).expect("start the emulator");
+        let ctl = emu.control();
+        Env { emu, ctl }
+    }
+
+    pub fn host(&self) -> &str {
+        self.emu.hub_host_name()
+    }
+
+    /// Creates a SAS device and returns its primary key.
+    pub async fn device(&self, id: &str) -> String {
+        key_of(&self.ctl.create_device(id).await.expect("create device"))
+    }
+
+    /// Connects `id` as a SAS device with a one-hour token.
+    pub async fn connect(&self, id: &str, key: &str) -> Device {
+        let token = sas(&format!("{}/devices/{id}", self.host()), key, now() + 3600, None);
+        self.connect_with(id, &hub_user(self.host(), id), Some(&token), None, true)
+            .await
+            .expect("device connects")
+    }
+
+    /// Connects with explicit credentials; `cert` is (certificate PEM, key PEM) paths.
+    pub async fn connect_with(
+        &self,
+        client_id: &str,
+        user: &str,
+        password: Option<&str>,
+        cert: Option<(&Path, &Path)>,
+        clean: bool,
+    ) -> Result<Device, mqtt::Error> {
+        Device::connect(self.emu.mqtt_port(), self.emu.ca_path(), client_id, user, password, cert, clean)
+            .await
+    }
+}
+
+/// `{host}/{device}/?api-version=2021-04-12`.
+pub fn hub_user(host: &str, client_id: &str) -> String {
+    format!("{host}/{client_id}/?api-version=2021-04-12")
+}
+
+pub fn key_of(info: &IdentityInfo) -> String {
+    match &info.authentication {
+        Authentication::Sas { symmetric_key } => symmetric_key.primary_key.clone(),
+        other => panic!("not a SAS identity: {other:?}"),
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
+}
+
+/// Percent-encodes everything but `A-Z a-z 0-9 - _ . ~`, upper-case hex.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub fn hmac_b64(key_b64: &str, msg: &str) -> String {
+    let key = openssl::base64::decode_block(key_b64).expect("key is base64");
+    let pkey = PKey::hmac(&key).expect("hmac key");
+    let mut signer = Signer::new(MessageDigest::sha256(), &pkey).expect("signer");
+    signer.update(msg.as_bytes()).expect("hmac update");
+    openssl::base64::encode_block(&signer.sign_to_vec().expect("hmac"))
+}
+
+/// A SAS token over `resource` (percent-encoded, upper-case hex, as the Python SDK does).
+pub fn sas(resource: &str, key_b64: &str, expiry: u64, skn: Option<&str>) -> String {
+    sas_with_sr(&encode(resource), key_b64, expiry, skn)
+}
+
+/// A SAS token with `sr` spelled exactly as given (signed as sent).
+pub fn sas_with_sr(sr: &str, key_b64: &str, expiry: u64, skn: Option<&str>) -> String {
+    let sig = hmac_b64(key_b64, &format!("{sr}\n{expiry}"));
+    let mut t = format!("SharedAccessSignature sr={sr}&sig={}&se={expiry}", encode(&sig));
+    if let Some(n) = skn {
+        t.push_str(&format!("&skn={n}"));
+    }
+    t
+}
+
+/// A paho async client connected to the emulator, with its message stream.
+pub struct Device {
+    pub client: mqtt::AsyncClient,
+    pub rx: mqtt::AsyncReceiver<Option<mqtt::Message>>,
+}
+
+/// paho-mqtt deadlocks when the last reference to a client is dropped on one of its own
+/// callback threads (`MQTTAsync_destroy` waits for the mutex the thread holds), which
+/// happens when a token callback outlives the test's handle. Test clients are therefore
+/// never destroyed: they are parked here until the process exits.
+fn keep(client: mqtt::AsyncClient) {
+    static KEPT: std::sync::Mutex<Vec<mqtt::AsyncClient>> = std::sync::Mutex::new(Vec::new());
+    KEPT.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        keep(self.client.clone());
+    }
+}
+
+impl Device {
+    pub async fn connect(
+        port: u16,
+        ca: &Path,
+        client_id: &str,
+        user: &str,
+        password: Option<&str>,
+        cert: Option<(&Path, &Path)>,
+        clean: bool,
+    ) -> Result<Device, mqtt::Error> {
+        let mut client = mqtt::AsyncClient::new(
+            mqtt::CreateOptionsBuilder::new()
+                .server_uri(format!("ssl://localhost:{port}"))
+                .client_id(client_id)
+                .persistence(None)
+                .mqtt_version(mqtt::MQTT_VERSION_3_1_1)
+                .finalize(),
+        )?;
+        let rx = client.get_stream(100);
+        let mut ssl = mqtt::SslOptionsBuilder::new();
+        ssl.trust_store(ca)?.enable_server_cert_auth(true).verify(true);
+        if let Some((c, k)) = cert {
+            ssl.key_store(c)?.private_key(k)?;
+        }
+        let mut opts = mqtt::ConnectOptionsBuilder::new_v3();
+        opts.ssl_options(ssl.finalize())
+            .user_name(user)
+            .clean_session(clean)
+            .keep_alive_interval(Duration::from_secs(30))
+            .connect_timeout(WAIT);
+        if let Some(p) = password {
+            opts.password(p);
+        }
+        match client.connect(opts.finalize()).await {
+            Ok(_) => Ok(Device { client, rx }),
+            Err(e) => {
+                keep(client);
+                Err(e)
+            }
+        }
+    }
+
+    /// SUBSCRIBE; returns the granted QoS, or 0x80 when the hub refused the filter.
+    pub async fn subscribe(&self, filter: &str, qos: i32) -> i32 {
+        match self.client.subscribe(filter, qos).await {
+            Ok(rsp) => rsp.subscribe_response().expect("SUBACK"),
+            Err(mqtt::Error::Failure) => 0x80,
+            Err(e) => panic!("subscribe {filter}: {e}"),
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        qos: i32,
+    ) -> Result<(), mqtt::Error> {
+        self.client.publish(mqtt::Message::new(topic, payload.into(), qos)).await
+    }
+
+    /// Next message, within [`WAIT`].
+    pub async fn recv(&self, what: &str) -> mqtt::Message {
+        match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => panic!("connection lost while waiting for {what}"),
+            Ok(Err(_)) => panic!("stream closed while waiting for {what}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+
+    /// Waits until paho reports the connection lost.
+    pub async fn lost(&self, what: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Ok(None)) | Ok(Err(_)) => return,
+                Ok(Ok(Some(_))) => continue,
+                Err(_) => panic!("timed out waiting until {what}"),
+            }
+        }
+    }
+
+    /// True when nothing arrives for `quiet` (used only to show something did *not*
+    /// happen after a positive check already passed).
+    pub async fn nothing_within(&self, quiet: Duration) -> Option<mqtt::Message> {
+        match tokio::time::timeout(quiet, self.rx.recv()).await {
+            Ok(Ok(Some(m))) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect(None).await;
+    }
+}
+
+/// The CONNACK return code of a refused connect.
+pub fn connack_code(err: &mqtt::Error) -> Option<i32> {
+    match err {
+        mqtt::Error::ConnectReturn(rc) => Some(*rc as i32),
+        _ => None,
+    }
+}
+
+/// A `$rid`/`$version` query parameter of a response topic.
+pub fn param(topic: &str, name: &str) -> Option<String> {
+    let q = topic.split_once('?')?.1;
+    q.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')).map(str::to_string)
+}
+
+/// Writes PEM strings to files in `dir` and returns their paths.
+pub fn write_pem(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, pem).expect("write PEM");
+    p
+}
