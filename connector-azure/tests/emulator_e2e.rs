@@ -177,3 +177,84 @@ async fn five_second_sas_tokens_are_renewed_without_losing_telemetry() {
     conn.stop().await;
     emu.shutdown();
 }
+
+/// A module identity connects with its own key, and its telemetry carries the module id
+/// and the output name (`$.on`) as IoT Edge routes expect.
+#[actix_rt::test]
+async fn module_identity_sends_to_a_named_output() {
+    let emu = start();
+    emu.control().create_device("edge-dev").await.unwrap();
+    let info = emu
+        .control()
+        .put_identity("edge-dev", Some("filter"), &connector_emulator::control::api::IdentitySpec::default())
+        .await
+        .unwrap();
+    let Authentication::Sas { symmetric_key } = info.authentication else { panic!("a SAS module") };
+    let cs: ConnectionString = format!(
+        "HostName={};DeviceId=edge-dev;ModuleId=filter;SharedAccessKey={}",
+        emu.hub_host_name(),
+        symmetric_key.primary_key
+    )
+    .parse()
+    .unwrap();
+    let mut opts = AzureOptions::default().port(emu.mqtt_port());
+    opts.trust_roots = Some(PemSource::File(emu.ca_path().to_owned()));
+    let provider = AzureProvider::new(cs, opts).unwrap();
+    assert_eq!(provider.client_id(), "edge-dev/filter");
+    let conn = Connector::builder(provider).backoff(fast_backoff()).start();
+    conn.wait_connected(WAIT).await.unwrap();
+    conn.publisher()
+        .publish(
+            Publish::telemetry(r#"{"filtered":true}"#).property("$.on", "alerts").property("level", "high"),
+        )
+        .await
+        .unwrap();
+    let got = emu.control().telemetry("edge-dev", Some("filter")).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].module_id.as_deref(), Some("filter"));
+    assert_eq!(got[0].system_properties.get("$.on"), Some(&Some("alerts".to_string())));
+    assert_eq!(got[0].properties.get("level"), Some(&Some("high".to_string())));
+    // Nothing was recorded as the parent device's own telemetry.
+    assert!(emu.control().telemetry("edge-dev", None).await.unwrap().iter().all(|m| m.module_id.is_some()));
+    conn.stop().await;
+    emu.shutdown();
+}
+
+/// Two devices on one emulator: a C2D message for one never reaches the other.
+#[actix_rt::test]
+async fn two_devices_do_not_see_each_others_c2d() {
+    let emu = start();
+    let mut streams = Vec::new();
+    let mut conns = Vec::new();
+    for id in ["iso-a", "iso-b"] {
+        let conn = Connector::builder(device(&emu, id, Duration::from_secs(3600)).await)
+            .backoff(fast_backoff())
+            .start();
+        conn.wait_connected(WAIT).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        conn.subscriber()
+            .subscribe(Subscribe { key: RouteKey::Kind("c2d"), sink: Sink::Channel(tx) })
+            .await
+            .unwrap();
+        streams.push(rx);
+        conns.push(conn);
+    }
+    let req =
+        C2dRequest { payload: Some("for a".into()), message_id: Some("only-a".into()), ..Default::default() };
+    emu.control().send_c2d("iso-a", &req).await.unwrap();
+    let got = tokio::time::timeout(WAIT, streams[0].recv()).await.expect("a gets its message").unwrap();
+    let Inbound::C2d(m) = got else { panic!("C2D, got {got:?}") };
+    assert_eq!(m.system_property("$.mid"), Some("only-a"));
+    // Then b gets one of its own, and it is the first thing b ever received.
+    let req =
+        C2dRequest { payload: Some("for b".into()), message_id: Some("only-b".into()), ..Default::default() };
+    emu.control().send_c2d("iso-b", &req).await.unwrap();
+    let got = tokio::time::timeout(WAIT, streams[1].recv()).await.expect("b gets its message").unwrap();
+    let Inbound::C2d(m) = got else { panic!("C2D, got {got:?}") };
+    assert_eq!(m.system_property("$.mid"), Some("only-b"), "b saw another device's message first");
+    assert!(streams[0].try_recv().is_err() && streams[1].try_recv().is_err());
+    for c in conns {
+        c.stop().await;
+    }
+    emu.shutdown();
+}
