@@ -12,12 +12,15 @@ use connector_azure::{ConnectionString, DeviceTopic, PropertyBag, SasKey, SasTok
 use connector_core::provider::StateCodec;
 use connector_core::ProviderError;
 
+/// A row's check: does the error have the expected shape?
+type Check<E> = fn(&E) -> bool;
+
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 #[test]
 fn connection_strings() {
     let h = "HostName=h.azure-devices.net";
-    let rows: Vec<(String, fn(&Cs) -> bool)> = vec![
+    let rows: Vec<(String, Check<Cs>)> = vec![
         (String::new(), |e| *e == Cs::Empty),
         ("   ".into(), |e| *e == Cs::Empty),
         (format!("{h};DeviceId"), |e| *e == Cs::MalformedPair { index: 1 }),
@@ -51,7 +54,7 @@ fn connection_strings() {
 
 #[test]
 fn property_bags() {
-    let rows: Vec<(&str, fn(&Pb) -> bool)> = vec![
+    let rows: Vec<(&str, Check<Pb>)> = vec![
         ("=v", |e| matches!(e, Pb::EmptyName { .. })),
         ("a=1&=2", |e| matches!(e, Pb::EmptyName { .. })),
         ("a=%zz", |e| matches!(e, Pb::BadEscape { .. })),
@@ -75,7 +78,7 @@ fn property_bags() {
 
 #[test]
 fn device_topics() {
-    let rows: Vec<(&str, fn(&Tp) -> bool)> = vec![
+    let rows: Vec<(&str, Check<Tp>)> = vec![
         ("", |e| *e == Tp::Unknown),
         ("devices", |e| *e == Tp::Unknown),
         ("$iothub/unknown/thing", |e| *e == Tp::Unknown),
@@ -95,7 +98,7 @@ fn device_topics() {
 
 #[test]
 fn sas_tokens_and_keys() {
-    let rows: Vec<(&str, fn(&SasError) -> bool)> = vec![
+    let rows: Vec<(&str, Check<SasError>)> = vec![
         ("", |e| *e == SasError::MissingPrefix),
         ("sr=a&sig=b&se=1", |e| *e == SasError::MissingPrefix),
         ("SharedAccessSignature sr=a&sig", |e| matches!(e, SasError::MalformedField { index: 1 })),
@@ -142,7 +145,7 @@ fn twin_documents_and_method_payloads() {
 #[test]
 fn dps_responses() {
     let ok_topic = "$dps/registrations/res/202/?$rid=1&retry-after=3";
-    let rows: Vec<(&str, &[u8], fn(&DpsError) -> bool)> = vec![
+    let rows: Vec<(&str, &[u8], Check<DpsError>)> = vec![
         ("$dps/other", b"{}", |e| matches!(e, DpsError::UnknownTopic)),
         ("$dps/registrations/res/abc/?$rid=1", b"{}", |e| matches!(e, DpsError::InvalidStatus { .. })),
         ("$dps/registrations/res/202/", b"{}", |e| matches!(e, DpsError::MissingParameter(_))),
