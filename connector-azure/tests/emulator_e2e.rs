@@ -258,3 +258,42 @@ async fn two_devices_do_not_see_each_others_c2d() {
     }
     emu.shutdown();
 }
+
+/// Plug and Play: the model id travels in the username, the hub records it for the device,
+/// and component telemetry is stamped with the model and its component.
+#[actix_rt::test]
+async fn plug_and_play_model_id_and_component_telemetry() {
+    const MODEL: &str = "dtmi:com:example:TemperatureController;2";
+    let emu = start();
+    let mut provider = device(&emu, "pnp-dev", Duration::from_secs(3600)).await;
+    provider =
+        AzureProvider::new(provider.connection_string().clone(), provider.options().clone().model_id(MODEL))
+            .unwrap();
+    assert!(provider
+        .username()
+        .ends_with(&format!("&model-id={}", "dtmi%3Acom%3Aexample%3ATemperatureController%3B2")));
+    let conn = Connector::builder(provider).backoff(fast_backoff()).start();
+    conn.wait_connected(WAIT).await.unwrap();
+    assert_eq!(emu.control().identity("pnp-dev", None).await.unwrap().model_id.as_deref(), Some(MODEL));
+    let publish = connector_azure::pnp::component_telemetry(
+        Publish::telemetry(r#"{"temperature":21.5}"#),
+        "thermostat1",
+    )
+    .content_type("application/json")
+    .content_encoding("utf-8");
+    conn.publisher().publish(publish).await.unwrap();
+    let got = emu.control().telemetry("pnp-dev", None).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].system_properties.get("$.sub"), Some(&Some("thermostat1".to_string())));
+    assert_eq!(got[0].annotations.get("dt-dataschema").map(String::as_str), Some(MODEL));
+    // An invalid model id is refused when the provider is built, before any connection.
+    let bad = AzureProvider::new(
+        "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+            .parse()
+            .unwrap(),
+        AzureOptions::default().model_id("not a dtmi"),
+    );
+    assert!(bad.is_err());
+    conn.stop().await;
+    emu.shutdown();
+}
