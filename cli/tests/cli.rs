@@ -226,6 +226,10 @@ fn printed_credentials_are_accepted_by_the_emulator() {
         "300",
     ]);
     let err = connect(forged.trim()).expect_err("a token signed with another key is refused");
-    println!("cli credentials: accepted with the printed token; forged token refused with {err}");
+    assert!(
+        matches!(err, paho_mqtt::Error::ConnectReturn(paho_mqtt::ReasonCode::NotAuthorized)),
+        "refused at CONNACK as not authorized, got {err:?}"
+    );
+    println!("cli credentials: accepted with the printed token; forged token refused with {err:?}");
     emu.shutdown();
 }
