@@ -227,7 +227,7 @@ fn printed_credentials_are_accepted_by_the_emulator() {
     ]);
     let err = connect(forged.trim()).expect_err("a token signed with another key is refused");
     assert!(
-        matches!(err, paho_mqtt::Error::ConnectReturn(paho_mqtt::ReasonCode::NotAuthorized)),
+        matches!(err, paho_mqtt::Error::ConnectReturn(paho_mqtt::ConnectReturnCode::NotAuthorized)),
         "refused at CONNACK as not authorized, got {err:?}"
     );
     println!("cli credentials: accepted with the printed token; forged token refused with {err:?}");
