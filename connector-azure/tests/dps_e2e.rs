@@ -152,7 +152,9 @@ async fn x509_enrollment_provisions_and_the_same_certificate_opens_the_hub() {
     let got = emu.control().telemetry("x509-reg", None).await.unwrap();
     assert_eq!(got.iter().filter_map(|m| m.payload.as_deref()).collect::<Vec<_>>(), ["over x509"]);
     let conns = emu.control().connections().await.unwrap();
-    assert_eq!(conns.iter().map(|c| c.auth.as_str()).collect::<Vec<_>>(), ["x509"]);
+    let hub: Vec<_> =
+        conns.iter().filter(|c| c.endpoint == "hub").map(|c| (c.client_id.as_str(), c.auth.as_str())).collect();
+    assert_eq!(hub, [("x509-reg", "x509")]);
     done.connector.stop().await;
     emu.shutdown();
 }
