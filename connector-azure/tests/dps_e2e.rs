@@ -96,8 +96,7 @@ async fn group_enrollment_uses_the_derived_key_for_dps_and_the_hub() {
         provisioning_status: DeviceStatus::Enabled,
     };
     emu.control().put_enrollment_group("fleet", &group).await.unwrap();
-    let reg =
-        registration(&emu, "device-01", DpsAuth::GroupKey(SasKey::from_base64(GROUP_KEY).unwrap()));
+    let reg = registration(&emu, "device-01", DpsAuth::GroupKey(SasKey::from_base64(GROUP_KEY).unwrap()));
     assert_eq!(reg.device_key().unwrap().to_base64().expose(), DERIVED_KEY);
     let done = provision_then_connect_with(&reg, hub_options(&emu), &fast(), |b| b.backoff(fast_backoff()))
         .await
@@ -152,8 +151,11 @@ async fn x509_enrollment_provisions_and_the_same_certificate_opens_the_hub() {
     let got = emu.control().telemetry("x509-reg", None).await.unwrap();
     assert_eq!(got.iter().filter_map(|m| m.payload.as_deref()).collect::<Vec<_>>(), ["over x509"]);
     let conns = emu.control().connections().await.unwrap();
-    let hub: Vec<_> =
-        conns.iter().filter(|c| c.endpoint == "hub").map(|c| (c.client_id.as_str(), c.auth.as_str())).collect();
+    let hub: Vec<_> = conns
+        .iter()
+        .filter(|c| c.endpoint == "hub")
+        .map(|c| (c.client_id.as_str(), c.auth.as_str()))
+        .collect();
     assert_eq!(hub, [("x509-reg", "x509")]);
     done.connector.stop().await;
     emu.shutdown();
@@ -197,14 +199,13 @@ async fn disabled_enrollments_and_wrong_keys_are_typed_errors() {
         other => panic!("expected Disabled, got {other:?}"),
     }
     // A key that is not the enrollment's: DPS refuses the CONNECT, no retrying until the timeout.
-    emu.control()
-        .put_enrollment("on-reg", &key_enrollment(KEY, None, DeviceStatus::Enabled))
-        .await
-        .unwrap();
+    emu.control().put_enrollment("on-reg", &key_enrollment(KEY, None, DeviceStatus::Enabled)).await.unwrap();
     let wrong = SasKey::from_base64(DERIVED_KEY).unwrap();
     let reg = registration(&emu, "on-reg", DpsAuth::SymmetricKey(wrong));
     match provision(&reg, &fast()).await {
-        Err(ProvisioningError::Unauthorized { reason }) => assert!(reason.contains("not authorized"), "{reason}"),
+        Err(ProvisioningError::Unauthorized { reason }) => {
+            assert!(reason.contains("not authorized"), "{reason}")
+        }
         other => panic!("expected Unauthorized, got {other:?}"),
     }
     // An unknown registration with no group to fall back on: unauthorized too.
@@ -222,11 +223,11 @@ async fn provision_then_connect_sends_telemetry_under_the_assigned_device_id() {
         .put_enrollment("thermostat-reg", &key_enrollment(KEY, Some("thermostat-7"), DeviceStatus::Enabled))
         .await
         .unwrap();
-    let reg =
-        registration(&emu, "thermostat-reg", DpsAuth::SymmetricKey(SasKey::from_base64(KEY).unwrap()));
+    let reg = registration(&emu, "thermostat-reg", DpsAuth::SymmetricKey(SasKey::from_base64(KEY).unwrap()));
     let opts = fast().payload(json!({"modelId": "dtmi:com:example:Thermostat;1"}));
-    let done =
-        provision_then_connect_with(&reg, hub_options(&emu), &opts, |b| b.backoff(fast_backoff())).await.unwrap();
+    let done = provision_then_connect_with(&reg, hub_options(&emu), &opts, |b| b.backoff(fast_backoff()))
+        .await
+        .unwrap();
     assert_eq!(done.assignment.device_id, "thermostat-7");
     done.connector.wait_connected(WAIT).await.unwrap();
     for i in 0..3 {

@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use connector_actors::Connector;
 use connector_azure::{AzureOptions, AzureProvider, ConnectionString, X509Error, X509Identity};
-use connector_core::{
-    BackoffPolicy, ConnectFailure, ConnectionEvent, Jitter, PemSource, Publish, Secret,
-};
+use connector_core::{BackoffPolicy, ConnectFailure, ConnectionEvent, Jitter, PemSource, Publish, Secret};
 use connector_emulator::control::api::{Authentication, IdentitySpec, X509Thumbprint};
 use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use hyper::Method;
@@ -65,8 +63,13 @@ fn sha256_thumbprint(cert: &X509) -> String {
 }
 
 fn identity(cert: &X509, key: &PKey<Private>) -> X509Identity {
-    X509Identity::from_pem(&cert.to_pem().unwrap(), &key.private_key_to_pem_pkcs8().unwrap(), None, SystemTime::now())
-        .unwrap()
+    X509Identity::from_pem(
+        &cert.to_pem().unwrap(),
+        &key.private_key_to_pem_pkcs8().unwrap(),
+        None,
+        SystemTime::now(),
+    )
+    .unwrap()
 }
 
 /// Registers `device` as self-signed with `cert`'s thumbprint.
@@ -91,7 +94,8 @@ fn options(emu: &EmulatorHandle, id: X509Identity) -> AzureOptions {
 }
 
 fn provider(emu: &EmulatorHandle, device: &str, opts: AzureOptions) -> AzureProvider {
-    let cs: ConnectionString = format!("HostName={};DeviceId={device};x509=true", emu.hub_host_name()).parse().unwrap();
+    let cs: ConnectionString =
+        format!("HostName={};DeviceId={device};x509=true", emu.hub_host_name()).parse().unwrap();
     AzureProvider::new(cs, opts).unwrap()
 }
 
@@ -105,7 +109,11 @@ async fn connects_and_sends(emu: &EmulatorHandle, device: &str, auth: &str, opts
     let expected = format!("hello from {device}");
     assert_eq!(got.iter().filter_map(|m| m.payload.as_deref()).collect::<Vec<_>>(), [expected.as_str()]);
     let conns = emu.control().connections().await.unwrap();
-    let hub: Vec<_> = conns.iter().filter(|c| c.endpoint == "hub").map(|c| (c.client_id.as_str(), c.auth.as_str())).collect();
+    let hub: Vec<_> = conns
+        .iter()
+        .filter(|c| c.endpoint == "hub")
+        .map(|c| (c.client_id.as_str(), c.auth.as_str()))
+        .collect();
     assert_eq!(hub, [(device, auth)]);
     conn.stop().await;
 }
@@ -134,7 +142,9 @@ fn only_failures(events: &[ConnectionEvent], check: impl Fn(&ConnectFailure) -> 
     for e in events {
         match e {
             ConnectionEvent::AttemptingConnect { .. } => {}
-            ConnectionEvent::ConnectionFailed { reason, .. } => assert!(check(reason), "{reason:?} in {events:?}"),
+            ConnectionEvent::ConnectionFailed { reason, .. } => {
+                assert!(check(reason), "{reason:?} in {events:?}")
+            }
             other => panic!("unexpected {other:?} in {events:?}"),
         }
     }
@@ -182,7 +192,14 @@ async fn pkcs12_archive_with_a_passphrase() {
     let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
     let (cert, key) = self_signed("p12-dev");
     enroll_thumbprint(&emu, "p12-dev", &cert).await;
-    let der = Pkcs12::builder().name("p12-dev").pkey(&key).cert(&cert).build2("p12-pass").unwrap().to_der().unwrap();
+    let der = Pkcs12::builder()
+        .name("p12-dev")
+        .pkey(&key)
+        .cert(&cert)
+        .build2("p12-pass")
+        .unwrap()
+        .to_der()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.pfx");
     std::fs::write(&path, der).unwrap();
@@ -211,8 +228,13 @@ async fn encrypted_pem_key_with_a_passphrase() {
         X509Identity::from_pem_files(&cert_path, &key_path, None, SystemTime::now()),
         Err(X509Error::PassphraseRequired)
     ));
-    let id = X509Identity::from_pem_files(&cert_path, &key_path, Some(&Secret::new("pem-pass")), SystemTime::now())
-        .unwrap();
+    let id = X509Identity::from_pem_files(
+        &cert_path,
+        &key_path,
+        Some(&Secret::new("pem-pass")),
+        SystemTime::now(),
+    )
+    .unwrap();
     connects_and_sends(&emu, "enc-dev", "x509", options(&emu, id)).await;
     emu.shutdown();
 }

@@ -244,7 +244,9 @@ pub async fn provision(
             device_id = %a.device_id,
             "dps device assigned"
         ),
-        Err(e) => warn!(registration_id = %registration.registration_id(), error = %e, "dps provisioning failed"),
+        Err(e) => {
+            warn!(registration_id = %registration.registration_id(), error = %e, "dps provisioning failed")
+        }
     }
     result
 }
@@ -332,7 +334,11 @@ struct Exchange<'a> {
 
 impl Exchange<'_> {
     fn timeout(&self, stage: &'static str) -> ProvisioningError {
-        ProvisioningError::Timeout { after: self.opts.timeout, stage, last_failure: self.last_failure.clone() }
+        ProvisioningError::Timeout {
+            after: self.opts.timeout,
+            stage,
+            last_failure: self.last_failure.clone(),
+        }
     }
 
     /// Handles one lifecycle event: `Ok(true)` once connected, `Ok(false)` to keep waiting.
@@ -349,7 +355,9 @@ impl Exchange<'_> {
                     ConnectFailure::Refused { code: code @ (1 | 2), reason } => {
                         Err(ProvisioningError::Refused { code, reason })
                     }
-                    ConnectFailure::Credentials { message } => Err(ProvisioningError::Credentials { message }),
+                    ConnectFailure::Credentials { message } => {
+                        Err(ProvisioningError::Credentials { message })
+                    }
                     other => {
                         self.last_failure = Some(other);
                         Ok(false)
@@ -487,5 +495,75 @@ impl Exchange<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dps::DpsOptions;
+    use crate::sas::SasKey;
+
+    fn provider() -> DpsProvider {
+        let key = SasKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        DpsProvider::new(
+            DpsRegistration::new(
+                "0ne00000A0A",
+                "device-01",
+                DpsAuth::SymmetricKey(key),
+                DpsOptions::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_provider_subscribes_to_responses_and_classifies_them() {
+        let p = provider();
+        assert_eq!(p.name(), "azure-dps");
+        assert_eq!(p.subscriptions()[0].filter, "$dps/registrations/res/#");
+        let params = p.connect_params(SystemTime::now()).unwrap();
+        assert_eq!(params.client_id, "device-01");
+        assert!(params.password.is_some());
+        let res = InboundMessage::new(
+            "$dps/registrations/res/202/?$rid=1&retry-after=3",
+            &b"{}"[..],
+            QoS::AtLeastOnce,
+        );
+        assert!(matches!(p.classify(res), Inbound::Message(_)));
+        let req = InboundMessage::new(
+            "$dps/registrations/PUT/iotdps-register/?$rid=1",
+            &b"{}"[..],
+            QoS::AtLeastOnce,
+        );
+        assert!(matches!(p.classify(req), Inbound::Malformed { .. }));
+        let other = InboundMessage::new("devices/d/messages/devicebound/", &b""[..], QoS::AtLeastOnce);
+        assert!(matches!(p.classify(other), Inbound::Malformed { .. }));
+        assert!(matches!(
+            p.encode_publish(&Publish::telemetry(&b"x"[..])),
+            Err(ProviderError::Unsupported { .. })
+        ));
+        let register = p.registration().register("1", None);
+        let packet =
+            p.encode_publish(&Publish::to_topic(register.topic.clone(), register.payload.clone())).unwrap();
+        assert_eq!(packet.topic, "$dps/registrations/PUT/iotdps-register/?$rid=1");
+    }
+
+    #[test]
+    fn errors_name_no_secret_and_options_build() {
+        let opts = ProvisioningOptions::default()
+            .timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(1))
+            .payload(serde_json::json!({"modelId": "dtmi:com:example:Thermostat;1"}));
+        assert_eq!(opts.timeout, Duration::from_secs(5));
+        let e = ProvisioningError::Timeout {
+            after: opts.timeout,
+            stage: "connecting",
+            last_failure: Some(ConnectFailure::Timeout),
+        };
+        assert_eq!(
+            e.to_string(),
+            "provisioning timed out after 5s while connecting (last connect failure: timed out waiting for CONNACK)"
+        );
     }
 }

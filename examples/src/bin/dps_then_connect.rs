@@ -30,7 +30,8 @@ const MESSAGES: usize = 3;
 /// `DPS_ID_SCOPE` is not set.
 fn from_env() -> anyhow::Result<Option<(DpsRegistration, AzureOptions)>> {
     let Ok(scope) = std::env::var("DPS_ID_SCOPE") else { return Ok(None) };
-    let reg_id = std::env::var("DPS_REGISTRATION_ID").context("DPS_ID_SCOPE is set: set DPS_REGISTRATION_ID too")?;
+    let reg_id =
+        std::env::var("DPS_REGISTRATION_ID").context("DPS_ID_SCOPE is set: set DPS_REGISTRATION_ID too")?;
     let auth = match (std::env::var("DPS_SYMMETRIC_KEY"), std::env::var("DPS_GROUP_KEY")) {
         (Ok(k), _) => DpsAuth::SymmetricKey(SasKey::from_base64(&k).context("DPS_SYMMETRIC_KEY")?),
         (_, Ok(k)) => DpsAuth::GroupKey(SasKey::from_base64(&k).context("DPS_GROUP_KEY")?),
@@ -91,7 +92,12 @@ async fn main() -> anyhow::Result<()> {
     println!("provisioning registration `{}` in scope {} ...", reg.registration_id(), reg.id_scope());
     let done = provision_then_connect(&reg, hub_options, &ProvisioningOptions::default()).await?;
     let a = &done.assignment;
-    println!("assigned: hub {} device {} ({})", a.assigned_hub, a.device_id, a.substatus.as_deref().unwrap_or("-"));
+    println!(
+        "assigned: hub {} device {} ({})",
+        a.assigned_hub,
+        a.device_id,
+        a.substatus.as_deref().unwrap_or("-")
+    );
     done.connector.wait_connected(Duration::from_secs(30)).await.context("connecting to the assigned hub")?;
     println!("connected to {}", a.assigned_hub);
 
