@@ -32,7 +32,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use connector_actors::{Connector, ConnectorBuilder};
+use connector_actors::{Connector, ConnectorBuilder, PublishError};
 use connector_core::{
     BackoffPolicy, ConnectFailure, ConnectParams, ConnectionEvent, Inbound, InboundMessage, Provider,
     ProviderError, Publish, QoS, SubscriptionSpec,
@@ -407,13 +407,16 @@ impl Exchange<'_> {
                 .publish(Publish::to_topic(packet.topic, packet.payload).qos(QoS::AtLeastOnce));
             match tokio::time::timeout_at(self.deadline, published).await {
                 Err(_) => return Err(self.timeout("sending a request")),
+                Ok(Err(
+                    e @ (PublishError::Invalid(_) | PublishError::Stopped | PublishError::Persistence(_)),
+                )) => {
+                    return Err(ProvisioningError::Connector { message: format!("publish: {e}") });
+                }
                 Ok(Err(e)) => {
-                    // Not accepted (link lost before PUBACK): send again once reconnected.
-                    debug!(error = %e, "dps request not acknowledged; retrying");
-                    if !self.conn.is_connected() {
-                        self.until_connected().await?;
-                    }
-                    continue;
+                    // No PUBACK (link lost, ack timeout): the request may still have
+                    // arrived. Wait for its answer; it is sent again after a reconnect or
+                    // the response timeout.
+                    debug!(error = %e, "dps request not acknowledged");
                 }
                 Ok(Ok(_)) => {}
             }

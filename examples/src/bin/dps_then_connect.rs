@@ -75,8 +75,10 @@ async fn local() -> anyhow::Result<(EmulatorHandle, DpsRegistration, AzureOption
 
 #[actix_rt::main]
 async fn main() -> anyhow::Result<()> {
+    // ntex's worker logs "Server is gone" at error level when the in-process emulator
+    // shuts down at the end: expected here, so not shown by default.
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,ntex_server::wrk=off".into()))
         .init();
     let (emu, reg, hub_options) = match from_env()? {
         Some((reg, hub)) => {
