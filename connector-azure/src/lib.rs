@@ -15,7 +15,7 @@
 //! | [`twin`] | [`TwinCodec`], the twin as a [`StateCodec`](connector_core::provider::StateCodec) |
 //! | [`pnp`] | Plug and Play: DTMI, components, writable-property acknowledgements |
 //! | [`x509`] | [`X509Identity`] from PEM files or PKCS#12 |
-//! | [`dps`] | DPS: [`DpsRegistration`](dps::DpsRegistration), topics, response codec |
+//! | [`dps`] | DPS: [`DpsRegistration`](dps::DpsRegistration), topics, response codec; with the default `runtime` feature the provisioning client (`dps::client`: `provision`, `provision_then_connect`) |
 //! | [`error`] | the typed errors |
 //!
 //! No value of a key, token, signature or private key appears in a `Debug`, `Display` or

@@ -1,10 +1,12 @@
 //! Device Provisioning Service over MQTT (`azure-dps.md`): connect parameters, requests and
-//! response parsing. A pure codec; the register-then-poll flow is run by the caller.
+//! response parsing as a pure codec, and (feature `runtime`, on by default) the client that
+//! runs the register-then-poll flow through the actor tree.
 //!
 //! | module | what |
 //! |---|---|
 //! | [`topics`] | [`DpsTopic`]: responses filter, register, poll, response |
 //! | [`codec`] | register body, [`DpsResponse`], [`NextStep`] |
+//! | `client` | `provision`, `provision_then_connect`, `DpsProvider` (feature `runtime`) |
 //!
 //! ```
 //! use connector_azure::dps::{DpsAuth, DpsOptions, DpsRegistration};
@@ -16,6 +18,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "runtime")]
+pub mod client;
 pub mod codec;
 pub mod topics;
 
@@ -159,6 +163,16 @@ impl DpsRegistration {
     /// The registration id (also the MQTT client id).
     pub fn registration_id(&self) -> &str {
         &self.registration_id
+    }
+
+    /// How the device attests.
+    pub fn auth(&self) -> &DpsAuth {
+        &self.auth
+    }
+
+    /// The options.
+    pub fn options(&self) -> &DpsOptions {
+        &self.opts
     }
 
     /// The symmetric key this device uses, for DPS and for the assigned hub (derived for
