@@ -782,7 +782,10 @@ impl TwinHandle {
     }
 
     /// Sends a message to the current TwinActor (`conn.twin()?.send(GetTwin).await??`).
-    pub fn send<M>(&self, msg: M) -> impl std::future::Future<Output = Result<M::Result, MailboxError>> + 'static
+    pub fn send<M>(
+        &self,
+        msg: M,
+    ) -> impl std::future::Future<Output = Result<M::Result, MailboxError>> + 'static
     where
         M: Message + Send + 'static,
         M::Result: Send,
@@ -851,7 +854,8 @@ mod tests {
             (br#"{"desired":"#, false),
         ];
         for (body, ok) in table {
-            let r = StateResponse { request_id: "1".into(), status: 200, version: None, body: Bytes::from(body) };
+            let r =
+                StateResponse { request_id: "1".into(), status: 200, version: None, body: Bytes::from(body) };
             match decode_document(&r) {
                 Ok(doc) => {
                     assert!(ok, "{body:?} decoded");
@@ -866,11 +870,13 @@ mod tests {
 
     #[test]
     fn documents_of_both_shapes_give_their_sections() {
-        let azure = decode_document(&resp(200, br#"{"desired":{"a":1,"$version":7},"reported":{"$version":2}}"#))
-            .unwrap();
+        let azure =
+            decode_document(&resp(200, br#"{"desired":{"a":1,"$version":7},"reported":{"$version":2}}"#))
+                .unwrap();
         assert_eq!(azure.desired_version(), Some(7));
         assert_eq!(azure.desired().and_then(|d| d.get("a")), Some(&Value::from(1)));
-        let aws = decode_document(&resp(200, br#"{"state":{"desired":{"a":2},"reported":{}},"version":9}"#)).unwrap();
+        let aws = decode_document(&resp(200, br#"{"state":{"desired":{"a":2},"reported":{}},"version":9}"#))
+            .unwrap();
         assert_eq!(aws.desired_version(), Some(9));
         assert_eq!(aws.desired().and_then(|d| d.get("a")), Some(&Value::from(2)));
         assert_eq!(aws.reported_version(), None);

@@ -212,7 +212,10 @@ async fn throttled_requests_are_retried_with_backoff_then_fail_typed() {
     ctl.throttle("twin-429", None, &Throttle { twin: true, connect: false, count: Some(2) }).await.unwrap();
     let doc = twin.get().await.expect("the GET succeeds after two 429s");
     assert!(doc.desired_version().is_some());
-    assert_eq!(sample(&conn, "connector_twin_requests_total", &[("op", "get"), ("outcome", "throttled_retry")]), 2.0);
+    assert_eq!(
+        sample(&conn, "connector_twin_requests_total", &[("op", "get"), ("outcome", "throttled_retry")]),
+        2.0
+    );
 
     ctl.throttle("twin-429", None, &Throttle { twin: true, connect: false, count: None }).await.unwrap();
     match twin.get().await {
@@ -255,14 +258,19 @@ async fn a_request_without_an_answer_times_out() {
     emu.shutdown();
 }
 
+/// What a malformed patch must fail with.
+type Expect = fn(&TwinError) -> bool;
+
 #[actix_rt::test]
 async fn malformed_patches_are_typed_errors() {
     let emu = start();
     let (conn, twin, _desired) = connect(&emu, "twin-bad").await;
     let deep = (0..12).fold(json!(1), |v, _| json!({ "n": v }));
-    let table: Vec<(&str, Vec<u8>, fn(&TwinError) -> bool)> = vec![
+    let table: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("array", b"[1,2]".to_vec(), |e| matches!(e, TwinError::Codec(ProviderError::Unsupported { .. }))),
-        ("string", b"\"text\"".to_vec(), |e| matches!(e, TwinError::Codec(ProviderError::Unsupported { .. }))),
+        ("string", b"\"text\"".to_vec(), |e| {
+            matches!(e, TwinError::Codec(ProviderError::Unsupported { .. }))
+        }),
         ("empty", Vec::new(), |e| matches!(e, TwinError::InvalidJson(_))),
         ("truncated", b"{\"a\":".to_vec(), |e| matches!(e, TwinError::InvalidJson(_))),
         ("invalid UTF-8", b"{\"a\":\"\xff\xfe\"}".to_vec(), |e| matches!(e, TwinError::InvalidJson(_))),
