@@ -1,5 +1,5 @@
 //! The TwinActor: device state (Azure twin, AWS shadow) through the provider's
-//! [`StateCodec`], provider-neutral.
+//! [`StateCodec`](connector_core::provider::StateCodec), provider-neutral.
 //!
 //! - [`GetTwin`] asks for the whole document, [`ReportState`] patches the reported state;
 //!   every request carries a request id (`$rid`, `clientToken`) from [`RequestIds`], waits in
