@@ -19,6 +19,7 @@ use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs, PublisherPor
 use crate::subscriber::{Subscriber, SubscriberArgs};
 use crate::supervision::{ChildGuard, ChildKind, RestartPolicy, RestartTracker};
 use crate::transport::{Connected, Link, LinkEvent, Transport};
+use crate::twin::{TwinActor, TwinArgs, TwinSettings};
 
 /// Where lifecycle events go.
 #[derive(Clone, Debug)]
@@ -93,15 +94,19 @@ pub struct ConnectionActor {
     pub_args: PublisherArgs,
     subscriber: Child<Addr<Subscriber>>,
     sub_args: SubscriberArgs,
+    /// The TwinActor, when the provider has device state.
+    twin: Option<(Child<Addr<TwinActor>>, TwinArgs)>,
 }
 
 impl ConnectionActor {
     pub(crate) fn start_tree(
-        s: Settings,
+        mut s: Settings,
         pub_args: PublisherArgs,
         sub_args: SubscriberArgs,
-    ) -> (Addr<Self>, PublisherSlot, Slot<Subscriber>) {
+        twin: Option<TwinSettings>,
+    ) -> (Addr<Self>, PublisherSlot, Slot<Subscriber>, Option<Slot<TwinActor>>) {
         let mut slots = None;
+        let mut twin_slot = None;
         let addr = ConnectionActor::create(|ctx| {
             let me = ctx.address().recipient::<ChildExited>();
             let publisher = Publisher::spawn(
@@ -110,12 +115,21 @@ impl ConnectionActor {
             );
             let subscriber = Subscriber::new(
                 sub_args.clone(),
-                Some(ChildGuard { kind: ChildKind::Subscriber, incarnation: 0, supervisor: me }),
+                Some(ChildGuard { kind: ChildKind::Subscriber, incarnation: 0, supervisor: me.clone() }),
             )
             .start();
             let p = Arc::new(RwLock::new(publisher));
             let sub = Arc::new(RwLock::new(subscriber));
             slots = Some((p.clone(), sub.clone()));
+            let twin = twin.map(|settings| {
+                let args = TwinArgs { settings, publisher: p.clone(), subscriber: sub.clone() };
+                let guard = ChildGuard { kind: ChildKind::Twin, incarnation: 0, supervisor: me };
+                let addr = TwinActor::new(args.clone(), Some(guard)).start();
+                s.listeners.push(EventSink::Recipient(addr.clone().recipient()));
+                let slot = Arc::new(RwLock::new(addr));
+                twin_slot = Some(slot.clone());
+                (Child { slot, incarnation: 0, tracker: RestartTracker::default() }, args)
+            });
             ConnectionActor {
                 backoff: Backoff::new(s.backoff.clone()),
                 s,
@@ -132,10 +146,11 @@ impl ConnectionActor {
                 pub_args,
                 subscriber: Child { slot: sub, incarnation: 0, tracker: RestartTracker::default() },
                 sub_args,
+                twin,
             }
         });
         let (p, sub) = slots.expect("create runs its closure before returning");
-        (addr, p, sub)
+        (addr, p, sub, twin_slot)
     }
 
     fn set_state(&mut self, state: ConnectionState) {
@@ -297,6 +312,7 @@ impl ConnectionActor {
         let allowed = match kind {
             ChildKind::Publisher => self.publisher.tracker.allow(&policy, now),
             ChildKind::Subscriber => self.subscriber.tracker.allow(&policy, now),
+            ChildKind::Twin => self.twin.as_mut().is_none_or(|(c, _)| c.tracker.allow(&policy, now)),
         };
         if !allowed {
             error!(child = kind.label(), "restart limit exceeded; stopping the connection");
@@ -327,6 +343,18 @@ impl ConnectionActor {
                 }
                 *self.subscriber.slot.write() = addr;
             }
+            ChildKind::Twin => {
+                let Some((child, args)) = self.twin.as_mut() else { return };
+                child.incarnation += 1;
+                let guard = ChildGuard { kind, incarnation: child.incarnation, supervisor: me };
+                let addr = TwinActor::new(args.clone(), Some(guard)).start();
+                self.s.listeners.push(EventSink::Recipient(addr.clone().recipient()));
+                if link.is_some() {
+                    // Up already: the new actor catches up on what its predecessor missed.
+                    addr.do_send(Event(ConnectionEvent::Connected { session_present: true }));
+                }
+                *child.slot.write() = addr;
+            }
         }
     }
 
@@ -352,6 +380,9 @@ impl ConnectionActor {
             act.link_down(DisconnectReason::Requested, ctx);
             act.publisher.slot.read().addr.do_send(Shutdown);
             act.subscriber.slot.read().do_send(Shutdown);
+            if let Some((twin, _)) = &act.twin {
+                twin.slot.read().do_send(Shutdown);
+            }
             act.set_state(ConnectionState::Stopped);
             act.emit(ConnectionEvent::Stopped { reason });
             ctx.stop();
@@ -393,6 +424,7 @@ impl Handler<ChildExited> for ConnectionActor {
         let current = match msg.kind {
             ChildKind::Publisher => self.publisher.incarnation,
             ChildKind::Subscriber => self.subscriber.incarnation,
+            ChildKind::Twin => self.twin.as_ref().map_or(u64::MAX, |(c, _)| c.incarnation),
         };
         if self.stopping || msg.incarnation != current {
             return;

@@ -27,6 +27,7 @@ use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions};
 use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
 use crate::supervision::RestartPolicy;
 use crate::transport::{PahoTransport, Transport};
+use crate::twin::{TwinHandle, TwinRetry, TwinSettings, TwinShared};
 
 /// Builds a [`Connector`].
 pub struct ConnectorBuilder {
@@ -42,10 +43,18 @@ pub struct ConnectorBuilder {
     random: Box<dyn Random>,
     disconnect_timeout: Duration,
     operation_timeout: Duration,
+    twin_retry: TwinRetry,
 }
 
 impl ConnectorBuilder {
-    /// How long a SUBSCRIBE or UNSUBSCRIBE waits for the broker's acknowledgement.
+    /// How throttled (429) device-state requests are retried before
+    /// [`crate::TwinError::Throttled`].
+    pub fn twin_retry(mut self, retry: TwinRetry) -> Self {
+        self.twin_retry = retry;
+        self
+    }
+    /// How long a SUBSCRIBE or UNSUBSCRIBE waits for the broker's acknowledgement, and a
+    /// device-state (twin) request for its answer.
     pub fn operation_timeout(mut self, d: Duration) -> Self {
         self.operation_timeout = d;
         self
@@ -172,6 +181,14 @@ impl ConnectorBuilder {
             options: self.publisher,
             metrics: metrics.clone(),
         };
+        let twin_settings = self.provider.state().is_some().then(|| TwinSettings {
+            provider: self.provider.clone(),
+            timeout: self.operation_timeout,
+            retry: self.twin_retry,
+            shared: Arc::new(TwinShared::default()),
+            metrics: metrics.clone(),
+        });
+        let twin_shared = twin_settings.as_ref().map(|t| t.shared.clone());
         let table: SharedTable = SharedTable::default();
         let sub_args = SubscriberArgs {
             provider: self.provider,
@@ -179,9 +196,12 @@ impl ConnectorBuilder {
             table,
             metrics: metrics.clone(),
         };
-        let (conn, publisher, subscriber) = ConnectionActor::start_tree(settings, pub_args, sub_args);
+        let (conn, publisher, subscriber, twin) =
+            ConnectionActor::start_tree(settings, pub_args, sub_args, twin_settings);
+        let twin = twin.zip(twin_shared).map(|(slot, shared)| TwinHandle { slot, shared });
         Connector {
             conn,
+            twin,
             publisher: PublisherHandle { slot: publisher },
             subscriber: SubscriberHandle { slot: subscriber },
             state: state_rx,
@@ -197,6 +217,7 @@ pub struct Connector {
     conn: Addr<ConnectionActor>,
     publisher: PublisherHandle,
     subscriber: SubscriberHandle,
+    twin: Option<TwinHandle>,
     state: watch::Receiver<ConnectionState>,
     registry: Registry,
     metrics: ConnectionMetrics,
@@ -224,6 +245,7 @@ impl Connector {
             random: Box::new(ThreadRandom),
             disconnect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(30),
+            twin_retry: TwinRetry::default(),
         }
     }
 
@@ -235,6 +257,12 @@ impl Connector {
     /// The Subscriber.
     pub fn subscriber(&self) -> SubscriberHandle {
         self.subscriber.clone()
+    }
+
+    /// The TwinActor (device state), when the provider has it
+    /// (`conn.twin()?.send(GetTwin).await??`, or [`TwinHandle::get`]).
+    pub fn twin(&self) -> Option<TwinHandle> {
+        self.twin.clone()
     }
 
     /// The ConnectionActor.

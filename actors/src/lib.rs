@@ -6,6 +6,7 @@
 //! | [`ConnectionActor`] | the connection state machine; supervises the children |
 //! | [`Publisher`] | outbound: QoS 0/1, acknowledgements, offline queue, on-disk store |
 //! | [`Subscriber`] | inbound: subscription table, re-subscription, typed routing |
+//! | [`TwinActor`] | device state (Azure twin, AWS shadow): get, report, desired changes, catch-up |
 //! | [`messages`] | the actix messages |
 //! | [`MetricsServer`] | `/metrics`, `/healthz`, `/readyz` |
 //! | [`transport`] | the seam between the actors and the MQTT client library |
@@ -34,6 +35,7 @@ mod publisher;
 mod subscriber;
 pub mod supervision;
 pub mod transport;
+pub mod twin;
 
 pub use connection::{AddListener, ConnectionActor, DropLink, EventSink, GetState, Stop};
 pub use connector::{Connector, ConnectorBuilder, PublisherHandle, SubscriberHandle};
@@ -42,6 +44,7 @@ pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};
 pub use publisher::{Publisher, PublisherOptions};
 pub use subscriber::Subscriber;
 pub use supervision::RestartPolicy;
+pub use twin::{TwinActor, TwinError, TwinHandle, TwinRetry};
 
 /// Mailbox capacity of the tree's own actors. Large, so that `send` never defers (a
 /// deferred send could reorder publishes); the bounds that matter are the offline queue and

@@ -20,6 +20,18 @@ impl From<Publish> for PublishRequest {
     }
 }
 
+/// Publish a packet the provider has already mapped onto the wire (its own requests: twin
+/// GET/PATCH, method responses), with the Publisher's queue, offline and acknowledgement
+/// semantics; waits for the outcome as [`PublishRequest`] does.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<PublishAck, PublishError>")]
+pub struct PublishPacket {
+    /// The wire packet.
+    pub packet: connector_core::OutboundPacket,
+    /// Overrides the acknowledgement timeout.
+    pub timeout: Option<std::time::Duration>,
+}
+
 /// Hand a message over and return as soon as it is accepted (queued, and written to the
 /// on-disk store when persistence is on). Its outcome shows in the statistics and metrics.
 #[derive(Debug, Clone, Message)]
@@ -184,6 +196,13 @@ pub(crate) struct Shutdown;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Route(pub connector_core::InboundMessage);
+
+/// Answered once the Subscriber has handled everything sent to it before (a `LinkUp` and
+/// the re-subscription it starts): the TwinActor waits on it so that its requests go out
+/// after the SUBSCRIBE for their responses.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Barrier;
 
 /// Sent by a child's guard when the child's actor is dropped (stopped or panicked).
 #[derive(Message)]

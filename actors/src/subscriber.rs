@@ -130,7 +130,8 @@ impl Subscriber {
 
     fn resubscribe(&self, link: Arc<dyn Link>, ctx: &mut Context<Self>) {
         let mut filters = self.args.table.lock().filters();
-        for spec in self.args.provider.subscriptions() {
+        let state = self.args.provider.state().map(|c| c.subscriptions()).unwrap_or_default();
+        for spec in self.args.provider.subscriptions().into_iter().chain(state) {
             if !filters.iter().any(|(f, _)| *f == spec.filter) {
                 filters.push((spec.filter, spec.qos));
             }
@@ -267,6 +268,12 @@ impl Handler<Route> for Subscriber {
         let inbound = self.args.provider.classify(msg.0);
         self.deliver(inbound);
     }
+}
+
+impl Handler<crate::messages::Barrier> for Subscriber {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::Barrier, _: &mut Self::Context) {}
 }
 
 impl Handler<Shutdown> for Subscriber {

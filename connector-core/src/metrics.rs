@@ -27,6 +27,9 @@ pub struct ConnectorMetrics {
     handler_panics: IntCounterVec,
     inbound_dropped: IntCounterVec,
     credential_renewals: IntCounterVec,
+    twin_requests: IntCounterVec,
+    twin_desired_version: IntGaugeVec,
+    twin_desired_updates: IntCounterVec,
 }
 
 const LABELS: [&str; 2] = ["provider", "client"];
@@ -106,6 +109,20 @@ impl ConnectorMetrics {
                 "Reconnects made to present fresh credentials before expiry.",
                 &[],
             ),
+            twin_requests: counter(
+                "connector_twin_requests_total",
+                "Device-state (twin/shadow) requests by operation and outcome (ok, status, throttled, timeout, …).",
+                &["op", "outcome"],
+            ),
+            twin_desired_version: gauge(
+                "connector_twin_desired_version",
+                "The newest desired-state version seen (Azure twin desired $version, AWS shadow version).",
+            ),
+            twin_desired_updates: counter(
+                "connector_twin_desired_updates_total",
+                "Desired-state changes by outcome (delivered, catch_up, duplicate, malformed).",
+                &["outcome"],
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.published.clone()),
@@ -124,6 +141,9 @@ impl ConnectorMetrics {
             Box::new(m.handler_panics.clone()),
             Box::new(m.inbound_dropped.clone()),
             Box::new(m.credential_renewals.clone()),
+            Box::new(m.twin_requests.clone()),
+            Box::new(m.twin_desired_version.clone()),
+            Box::new(m.twin_desired_updates.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
@@ -148,6 +168,7 @@ impl ConnectorMetrics {
             queue_depth: self.queue_depth.with_label_values(&l),
             inflight: self.inflight.with_label_values(&l),
             credential_renewals: self.credential_renewals.with_label_values(&l),
+            twin_desired_version: self.twin_desired_version.with_label_values(&l),
         }
     }
 }
@@ -178,6 +199,8 @@ pub struct ConnectionMetrics {
     pub inflight: IntGauge,
     /// Credential renewals.
     pub credential_renewals: IntCounter,
+    /// The newest desired-state version seen.
+    pub twin_desired_version: IntGauge,
 }
 
 impl ConnectionMetrics {
@@ -221,6 +244,14 @@ impl ConnectionMetrics {
     /// Counts a caught panic in user handler code.
     pub fn handler_panicked(&self, handler: &str) {
         self.families.handler_panics.with_label_values(&self.l(&[handler])).inc();
+    }
+    /// Counts a device-state request outcome (`op`: get, report).
+    pub fn twin_request(&self, op: &str, outcome: &str) {
+        self.families.twin_requests.with_label_values(&self.l(&[op, outcome])).inc();
+    }
+    /// Counts a desired-state change by outcome.
+    pub fn twin_desired(&self, outcome: &str) {
+        self.families.twin_desired_updates.with_label_values(&self.l(&[outcome])).inc();
     }
     /// Counts an inbound delivery not made.
     pub fn inbound_dropped(&self, reason: &str) {

@@ -262,7 +262,7 @@ impl Publisher {
         reply: Option<Reply>,
         ctx: &mut Context<Self>,
     ) -> Result<u64, (PublishError, Option<Reply>)> {
-        let timeout = publish.get_timeout().unwrap_or(self.args.options.ack_timeout);
+        let timeout = publish.get_timeout();
         let packet = match self.args.provider.encode_owned(publish) {
             Ok(p) => p,
             Err(e) => {
@@ -270,6 +270,19 @@ impl Publisher {
                 return Err((PublishError::Invalid(e), reply));
             }
         };
+        self.accept_packet(packet, timeout, reply, ctx)
+    }
+
+    /// Accepts a packet already mapped onto the wire (the provider's own requests: twin,
+    /// method responses): the same queue, window, store and timeout as a publish.
+    fn accept_packet(
+        &mut self,
+        packet: OutboundPacket,
+        timeout: Option<Duration>,
+        reply: Option<Reply>,
+        ctx: &mut Context<Self>,
+    ) -> Result<u64, (PublishError, Option<Reply>)> {
+        let timeout = timeout.unwrap_or(self.args.options.ack_timeout);
         let qos0 = packet.qos == QoS::AtMostOnce;
         if qos0 && self.link.is_none() && self.args.options.offline.qos0 == Qos0Offline::Fail {
             self.metrics().published("message", "not_connected");
@@ -592,6 +605,24 @@ impl Handler<PublishRequest> for Publisher {
             Ok(_) => PublishResponse { immediate: None, slot: Some(slot) },
             Err((e, _)) => PublishResponse { immediate: Some(Err(e)), slot: None },
         }
+    }
+}
+
+impl Handler<crate::messages::PublishPacket> for Publisher {
+    type Result = PublishResponse;
+
+    fn handle(&mut self, msg: crate::messages::PublishPacket, ctx: &mut Self::Context) -> Self::Result {
+        let slot: ReplySlot = Rc::new(Cell::new(None));
+        match self.accept_packet(msg.packet, msg.timeout, Some(Reply::Slot(slot.clone())), ctx) {
+            Ok(_) => PublishResponse { immediate: None, slot: Some(slot) },
+            Err((e, _)) => PublishResponse { immediate: Some(Err(e)), slot: None },
+        }
+    }
+}
+
+impl MessageResponse<Publisher, crate::messages::PublishPacket> for PublishResponse {
+    fn handle(self, ctx: &mut Context<Publisher>, tx: Option<OneshotSender<Outcome>>) {
+        <Self as MessageResponse<Publisher, PublishRequest>>::handle(self, ctx, tx);
     }
 }
 
