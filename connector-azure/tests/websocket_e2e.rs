@@ -194,7 +194,10 @@ async fn gateway_host_name_is_where_the_websocket_goes_and_the_hub_is_what_is_si
     let cs = format!("{};GatewayHostName=localhost", device(&emu, "gw-dev").await);
     let cs: ConnectionString = cs.parse().unwrap();
     let provider = AzureProvider::new(cs, ws_options(&emu)).unwrap();
-    assert_eq!(provider.broker_uri().to_string(), format!("wss://localhost:{}/$iothub/websocket", emu.ws_port().unwrap()));
+    assert_eq!(
+        provider.broker_uri().to_string(),
+        format!("wss://localhost:{}/$iothub/websocket", emu.ws_port().unwrap())
+    );
     assert!(provider.username().starts_with("ws-hub.example.invalid/gw-dev/?api-version="));
     let conn = telemetry_round_trip(&emu, provider, "gw-dev").await;
     let live = emu.control().connections().await.unwrap();

@@ -139,11 +139,13 @@ mod server;
 mod util;
 mod ws;
 
-pub use config::{EmulatorConfig, DEFAULT_CONTROL_PORT, DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT, DEFAULT_WS_PORT};
-pub use ws::{WS_PATH, WS_SUBPROTOCOL};
+pub use config::{
+    EmulatorConfig, DEFAULT_CONTROL_PORT, DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT, DEFAULT_WS_PORT,
+};
 pub use control::client::ControlClient;
 pub use error::{ControlError, EmulatorError};
 pub use server::{Emulator, EmulatorHandle};
+pub use ws::{WS_PATH, WS_SUBPROTOCOL};
 
 use std::process::ExitCode;
 

@@ -225,7 +225,9 @@ async fn run(
             let (h, peers) = (hub.clone(), Arc::new(crate::ws::RelayPeers::default()));
             let p = peers.clone();
             b = b
-                .listen("mqtt-ws-relay", w.relay, async move |_| broker::mqtt_service(h.clone(), Some(p.clone())))?
+                .listen("mqtt-ws-relay", w.relay, async move |_| {
+                    broker::mqtt_service(h.clone(), Some(p.clone()))
+                })?
                 .config("mqtt-ws-relay", broker::mqtt_config());
             let public = tokio::net::TcpListener::from_std(w.public)?;
             ws_task = Some((public, w.acceptor, w.relay_addr, peers));

@@ -358,7 +358,9 @@ mod tests {
         assert_eq!(parse_check(GOOD).as_deref(), Ok("dGhlIHNhbXBsZSBub25jZQ=="));
         // RFC 6455 §1.3's example.
         assert_eq!(derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let listed = GOOD.replace("Protocol: mqtt", "Protocol: mqttv3.1, MQTT").replace("Upgrade\r\n", "keep-alive, Upgrade\r\n");
+        let listed = GOOD
+            .replace("Protocol: mqtt", "Protocol: mqttv3.1, MQTT")
+            .replace("Upgrade\r\n", "keep-alive, Upgrade\r\n");
         assert!(parse_check(&listed).is_ok());
     }
 
@@ -370,6 +372,9 @@ mod tests {
         assert_eq!(parse_check(&GOOD.replace("Protocol: mqtt", "Protocol: wamp")), Err(400));
         assert_eq!(parse_check(&GOOD.replace("Upgrade: websocket", "Upgrade: h2c")), Err(400));
         assert_eq!(parse_check(&GOOD.replace("Version: 13", "Version: 8")), Err(426));
-        assert_eq!(parse_check(&GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "")), Err(400));
+        assert_eq!(
+            parse_check(&GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "")),
+            Err(400)
+        );
     }
 }

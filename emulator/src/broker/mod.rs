@@ -90,19 +90,19 @@ pub(crate) fn mqtt_service<F: Filter>(
     MqttServer::new().v3(v3::MqttServer::new(async move |hs: v3::Handshake| {
         conn::handshake(&h_hs, hs, relayed.as_deref()).await
     })
-        .control(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
-            let hub = h_ctl.clone();
-            let conn = session.state().clone();
-            Ok::<_, ServerError>(fn_service(async move |ctl: v3::Control<ServerError>| {
-                conn::control(&hub, &conn, ctl).await
-            }))
+    .control(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
+        let hub = h_ctl.clone();
+        let conn = session.state().clone();
+        Ok::<_, ServerError>(fn_service(async move |ctl: v3::Control<ServerError>| {
+            conn::control(&hub, &conn, ctl).await
         }))
-        .publish(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
-            let hub = h_pub.clone();
-            let conn = session.state().clone();
-            let sink = session.sink().clone();
-            Ok::<_, ServerError>(fn_service(async move |p: v3::Publish| {
-                publish::on_publish(&hub, &conn, &sink, p).await
-            }))
-        })))
+    }))
+    .publish(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
+        let hub = h_pub.clone();
+        let conn = session.state().clone();
+        let sink = session.sink().clone();
+        Ok::<_, ServerError>(fn_service(async move |p: v3::Publish| {
+            publish::on_publish(&hub, &conn, &sink, p).await
+        }))
+    })))
 }

@@ -624,5 +624,7 @@ async fn connection_string(c: &ControlClient, device: &str, module: Option<&str>
         s.push_str(&format!(";ModuleId={m}"));
     }
     s.push_str(&format!(";SharedAccessKey={}", symmetric_key.primary_key));
-    Ok(json!({"connectionString": s, "caPath": info.ca_path, "mqttPort": info.mqtt_port, "wsPort": info.ws_port}))
+    Ok(
+        json!({"connectionString": s, "caPath": info.ca_path, "mqttPort": info.mqtt_port, "wsPort": info.ws_port}),
+    )
 }

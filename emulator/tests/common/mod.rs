@@ -162,7 +162,8 @@ impl Device {
         cert: Option<(&Path, &Path)>,
         clean: bool,
     ) -> Result<Device, mqtt::Error> {
-        Device::connect_uri(&format!("ssl://localhost:{port}"), ca, client_id, user, password, cert, clean).await
+        Device::connect_uri(&format!("ssl://localhost:{port}"), ca, client_id, user, password, cert, clean)
+            .await
     }
 
     /// Connects to `uri` (`ssl://…` or `wss://…`).
