@@ -6,6 +6,9 @@ use std::time::Duration;
 
 /// Default TLS MQTT port (the IoT Hub port).
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
+/// Default MQTT-over-WebSocket port of a standalone emulator (the hub's 443 needs
+/// privileges; pass it explicitly to use it).
+pub const DEFAULT_WS_PORT: u16 = 8443;
 /// Default control API port.
 pub const DEFAULT_CONTROL_PORT: u16 = 8990;
 /// Default DPS ID scope.
@@ -24,6 +27,9 @@ pub struct EmulatorConfig {
     pub mqtt_port: u16,
     /// Plain-TCP MQTT port; `None` (default) disables plain TCP.
     pub plain_mqtt_port: Option<u16>,
+    /// MQTT over secure WebSocket port (`wss://…/$iothub/websocket`, subprotocol `mqtt`);
+    /// 0 picks a free port, `None` disables it. Default [`DEFAULT_WS_PORT`].
+    pub ws_port: Option<u16>,
     /// Control API port; 0 picks a free port.
     pub control_port: u16,
     /// Directory for the CA, the server certificate and `registry.json`; `None` uses a
@@ -55,6 +61,7 @@ impl Default for EmulatorConfig {
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mqtt_port: DEFAULT_MQTT_PORT,
             plain_mqtt_port: None,
+            ws_port: Some(DEFAULT_WS_PORT),
             control_port: DEFAULT_CONTROL_PORT,
             state_dir: None,
             hub_host_name: "localhost".to_string(),
@@ -70,9 +77,9 @@ impl Default for EmulatorConfig {
 }
 
 impl EmulatorConfig {
-    /// Defaults with every port 0 (the OS picks free ports): what tests use.
+    /// Defaults with every port 0 (WebSocket included) (the OS picks free ports): what tests use.
     pub fn ephemeral() -> Self {
-        EmulatorConfig { mqtt_port: 0, control_port: 0, ..EmulatorConfig::default() }
+        EmulatorConfig { mqtt_port: 0, ws_port: Some(0), control_port: 0, ..EmulatorConfig::default() }
     }
 
     /// Host names of the server certificate and of the hub, lower case, de-duplicated.

@@ -14,6 +14,7 @@
 //! | `broker/` | ntex-mqtt server wiring: CONNECT, SUBSCRIBE, PUBLISH routing, per-connection task |
 //! | `auth/` | CONNECT user names, SAS verification, X.509 (thumbprint, CA) |
 //! | `azure/` | the hub back end: registry, connections and sessions, twin, C2D, methods, telemetry, DPS, faults |
+//! | `ws.rs` | MQTT over secure WebSocket: TLS, the `/$iothub/websocket` upgrade, relay to the hub |
 //! | `ca.rs` | the emulator CA, server certificate, thumbprints, chain verification |
 //! | [`control`] | control API routes ([`control::api`] bodies), [`ControlClient`], the `ctl` CLI |
 //!
@@ -33,10 +34,15 @@
 //! # Ok(()) }
 //! ```
 //! Standalone: `cargo run -p connector-emulator -- serve [--mqtt-port 8883]
-//! [--control-port 8990] [--state-dir DIR]`, then `connector-emulator ctl device create
+//! [--ws-port 8443 | --no-websocket] [--control-port 8990] [--state-dir DIR]`, then `connector-emulator ctl device create
 //! dev1` and `connector-emulator ctl device connection-string dev1`.
 //!
 //! # What the device side gets
+//! * **Transports**: MQTT over TLS on `mqtt_port` (the hub's 8883) and MQTT over secure
+//!   WebSocket on `ws_port` (the hub's 443): `GET /$iothub/websocket` with subprotocol
+//!   `mqtt`, MQTT in binary frames; any other path, method or subprotocol gets an HTTP
+//!   4xx. Both carry the same hub (same authentication, X.509 included, same topics);
+//!   see `ws.rs` for how.
 //! * **CONNECT** (IoT Hub): client id `{device}` or `{device}/{module}`; user name
 //!   `{host}/{device}[/{module}]/?api-version=…` (api-version required; `model-id`
 //!   recorded); `{host}` is `hub_host_name` or another configured host name
@@ -77,7 +83,7 @@
 //!   host name) and `deviceId`, creating the device with the same credential.
 //!
 //! # Refused rather than approximated
-//! MQTT 5 and WebSockets (no listener); QoS 2; arbitrary topics and wildcard
+//! MQTT 5; QoS 2; arbitrary topics and wildcard
 //! subscriptions; module inputs and C2D to modules (IoT Edge only); C2D feedback,
 //! expiry and abandon/reject; X.509 CA authentication of modules; method
 //! `connectTimeoutInSeconds` (an offline device gets 404 at once); DPS TPM attestation,
@@ -131,11 +137,15 @@ pub mod control;
 mod error;
 mod server;
 mod util;
+mod ws;
 
-pub use config::{EmulatorConfig, DEFAULT_CONTROL_PORT, DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT};
+pub use config::{
+    EmulatorConfig, DEFAULT_CONTROL_PORT, DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT, DEFAULT_WS_PORT,
+};
 pub use control::client::ControlClient;
 pub use error::{ControlError, EmulatorError};
 pub use server::{Emulator, EmulatorHandle};
+pub use ws::{WS_PATH, WS_SUBPROTOCOL};
 
 use std::process::ExitCode;
 
@@ -152,6 +162,9 @@ pub fn cli_main() -> ExitCode {
                 Ok(handle) => {
                     println!("connector-emulator (Azure IoT Hub + DPS)");
                     println!("  MQTT over TLS : {}:{}", args.bind, handle.mqtt_port());
+                    if let Some(p) = handle.ws_port() {
+                        println!("  MQTT over WSS : wss://{}:{p}{}", args.bind, ws::WS_PATH);
+                    }
                     if let Some(p) = handle.plain_mqtt_port() {
                         println!("  MQTT plain    : {}:{p}", args.bind);
                     }

@@ -75,6 +75,15 @@ impl Emulator {
             Some(p) => Some(bind("mqtt-plain", SocketAddr::new(config.bind_address, p))?),
             None => None,
         };
+        // WebSocket: the public wss listener and the internal loopback MQTT listener it
+        // relays to (see `ws.rs`).
+        let ws = match config.ws_port {
+            Some(p) => Some((
+                bind("websocket", SocketAddr::new(config.bind_address, p))?,
+                bind("websocket-relay", SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))?,
+            )),
+            None => None,
+        };
         let control = bind("control", SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.control_port))?;
         let addr = |l: &TcpListener, what| {
             l.local_addr().map_err(|source| EmulatorError::Bind {
@@ -89,6 +98,15 @@ impl Emulator {
             None => None,
         };
         let control_addr = addr(&control, "control")?;
+        let ws = match ws {
+            Some((public, relay)) => {
+                let port = addr(&public, "websocket")?.port();
+                let relay_addr = addr(&relay, "websocket-relay")?;
+                Some(WsListeners { public, relay, relay_addr, acceptor: acceptor.clone(), port })
+            }
+            None => None,
+        };
+        let ws_port = ws.as_ref().map(|w| w.port);
 
         let settings = HubSettings {
             host_name: config.hub_host_name.clone(),
@@ -106,6 +124,7 @@ impl Emulator {
             host_names: hub.settings.host_names.clone(),
             mqtt_port,
             plain_mqtt_port,
+            ws_port,
             dps_id_scope: config.dps_id_scope.clone(),
             ca_path: ca_path.display().to_string(),
         };
@@ -123,6 +142,7 @@ impl Emulator {
                     acceptor,
                     mqtt,
                     plain,
+                    ws,
                     control,
                     info,
                     handle_signals,
@@ -136,10 +156,11 @@ impl Emulator {
             Ok(Err(reason)) => return Err(EmulatorError::Runtime { reason }),
             Err(_) => return Err(EmulatorError::Runtime { reason: "did not start within 30 s".into() }),
         }
-        tracing::info!(mqtt_port, control = %control_addr, ca = %ca_path.display(), "emulator started");
+        tracing::info!(mqtt_port, ws_port, control = %control_addr, ca = %ca_path.display(), "emulator started");
         Ok(EmulatorHandle {
             mqtt_port,
             plain_mqtt_port,
+            ws_port,
             control_addr,
             ca_pem,
             ca_path,
@@ -150,6 +171,15 @@ impl Emulator {
             _tmp: tmp,
         })
     }
+}
+
+/// The WebSocket listener, the internal MQTT listener it relays to, and its TLS acceptor.
+struct WsListeners {
+    public: TcpListener,
+    relay: TcpListener,
+    relay_addr: SocketAddr,
+    acceptor: openssl::ssl::SslAcceptor,
+    port: u16,
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
@@ -164,6 +194,7 @@ async fn run(
     acceptor: openssl::ssl::SslAcceptor,
     mqtt: TcpListener,
     plain: Option<TcpListener>,
+    ws: Option<WsListeners>,
     control: TcpListener,
     info: crate::control::api::Info,
     handle_signals: bool,
@@ -180,19 +211,31 @@ async fn run(
             .listen("mqtt", mqtt, async move |_| {
                 ntex_service::chain_factory(tls.clone())
                     .map_err(|e| ntex_mqtt::MqttError::Service(broker::ServerError::Tls(e.to_string())))
-                    .and_then(broker::mqtt_service(h.clone()))
+                    .and_then(broker::mqtt_service(h.clone(), None))
             })?
             .config("mqtt", broker::mqtt_config());
         if let Some(plain) = plain {
             let h = hub.clone();
             b = b
-                .listen("mqtt-plain", plain, async move |_| broker::mqtt_service(h.clone()))?
+                .listen("mqtt-plain", plain, async move |_| broker::mqtt_service(h.clone(), None))?
                 .config("mqtt-plain", broker::mqtt_config());
         }
+        let mut ws_task = None;
+        if let Some(w) = ws {
+            let (h, peers) = (hub.clone(), Arc::new(crate::ws::RelayPeers::default()));
+            let p = peers.clone();
+            b = b
+                .listen("mqtt-ws-relay", w.relay, async move |_| {
+                    broker::mqtt_service(h.clone(), Some(p.clone()))
+                })?
+                .config("mqtt-ws-relay", broker::mqtt_config());
+            let public = tokio::net::TcpListener::from_std(w.public)?;
+            ws_task = Some((public, w.acceptor, w.relay_addr, peers));
+        }
         let control = tokio::net::TcpListener::from_std(control)?;
-        Ok((b.run(), control))
+        Ok((b.run(), control, ws_task))
     })();
-    let (srv, control) = match started {
+    let (srv, control, ws_task) = match started {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
@@ -200,12 +243,18 @@ async fn run(
         }
     };
     let control_task = tokio::task::spawn_local(control::server::serve(control, hub, info));
+    let ws_task = ws_task.map(|(listener, acceptor, relay, peers)| {
+        tokio::task::spawn_local(crate::ws::serve(listener, acceptor, relay, peers))
+    });
     let _ = ready.send(Ok(()));
     match select(stop, srv.clone()).await {
         Either::Left(_) => srv.stop(false).await,
         Either::Right(_) => tracing::info!("emulator stopped by signal"),
     }
     control_task.abort();
+    if let Some(t) = ws_task {
+        t.abort();
+    }
     tracing::info!("emulator stopped");
 }
 
@@ -216,6 +265,7 @@ async fn run(
 pub struct EmulatorHandle {
     mqtt_port: u16,
     plain_mqtt_port: Option<u16>,
+    ws_port: Option<u16>,
     control_addr: SocketAddr,
     ca_pem: Vec<u8>,
     ca_path: PathBuf,
@@ -235,6 +285,12 @@ impl EmulatorHandle {
     /// Bound plain-TCP MQTT port, if enabled.
     pub fn plain_mqtt_port(&self) -> Option<u16> {
         self.plain_mqtt_port
+    }
+
+    /// Bound MQTT-over-secure-WebSocket port (`wss://localhost:{port}/$iothub/websocket`),
+    /// if enabled ([`EmulatorConfig::ws_port`]; always with [`EmulatorConfig::ephemeral`]).
+    pub fn ws_port(&self) -> Option<u16> {
+        self.ws_port
     }
 
     /// Base URL of the control API, `http://127.0.0.1:{port}`.

@@ -6,12 +6,15 @@
 //!   wrong-host certificate) generated with OpenSSL and written as PEM files.
 //! * [`FakeBroker`] — a scripted MQTT 3.1.1 broker for behaviour a real broker
 //!   cannot be made to show (withheld PUBACKs, refused CONNACKs, malformed packets).
+//! * [`HttpProxy`] — an HTTP `CONNECT` proxy on a free loopback port that records the
+//!   targets it tunnelled to.
 //! * [`recv_within`], [`wait_until`] and friends — deadline-bounded waiting helpers.
 //!
 //! No helper here sleeps as a means of synchronisation: every wait polls a condition
 //! against a deadline and fails loudly when the deadline passes.
 
 pub mod fake_broker;
+pub mod http_proxy;
 pub mod mosquitto;
 pub mod pki;
 pub mod recv;
@@ -19,6 +22,7 @@ pub mod recv;
 mod test_mqtt;
 
 pub use fake_broker::{FakeBehaviour, FakeBroker};
+pub use http_proxy::HttpProxy;
 pub use mosquitto::{Mosquitto, MosquittoConfig, TlsListener};
 pub use pki::{generate_ca, issue_cert, TestPki};
 pub use recv::{recv_within, recv_within_unbounded, unique_client_id, wait_until, wait_until_async};

@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use futures::channel::mpsc::{unbounded, UnboundedReceiver};
 use futures::StreamExt as _;
 use ntex_bytes::Bytes;
+use ntex_io::types::PeerAddr;
 use ntex_io::IoRef;
 use ntex_mqtt::v3;
 use ntex_mqtt::QoS;
@@ -22,6 +23,7 @@ use crate::azure::dps::DpsAuth;
 use crate::azure::topics::{classify_hub, HubPublish};
 use crate::azure::{properties, ConnCmd, Hub, Identity, Live, Peer};
 use crate::util::unix_secs;
+use crate::ws::RelayPeers;
 
 /// Largest server-side keep-alive: the Azure load balancer's idle timeout (1767 s).
 const MAX_IDLE_SECS: u32 = 1767;
@@ -62,10 +64,25 @@ fn qos_u8(q: QoS) -> u8 {
 pub(crate) async fn handshake(
     hub: &Arc<Hub>,
     hs: v3::Handshake,
+    relayed: Option<&RelayPeers>,
 ) -> Result<v3::HandshakeAck<ConnRef>, ServerError> {
+    let (cert, chain): (Option<X509>, Vec<X509>) = match relayed {
+        None => (
+            hs.io().query::<PeerCert>().as_ref().map(|c| c.0.clone()),
+            hs.io().query::<PeerCertChain>().as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+        ),
+        Some(peers) => {
+            let from = hs.io().query::<PeerAddr>().as_ref().map(|a| a.0);
+            match from.and_then(|a| peers.get(a)) {
+                Some(p) => (p.cert, p.chain),
+                None => {
+                    tracing::warn!(peer = ?from, "connection to the WebSocket relay listener not from the relay refused");
+                    return Ok(hs.not_authorized());
+                }
+            }
+        }
+    };
     let pkt = hs.packet();
-    let cert: Option<X509> = hs.io().query::<PeerCert>().as_ref().map(|c| c.0.clone());
-    let chain: Vec<X509> = hs.io().query::<PeerCertChain>().as_ref().map(|c| c.0.clone()).unwrap_or_default();
     let now = hub.now();
     let client_id = pkt.client_id.to_string();
     let will = pkt.last_will.as_ref().map(|w| Will {

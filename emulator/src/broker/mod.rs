@@ -21,6 +21,7 @@ use openssl::x509::X509;
 use crate::azure::telemetry::MAX_D2C_BYTES;
 use crate::azure::Hub;
 use crate::error::EmulatorError;
+use crate::ws::RelayPeers;
 
 /// Why the server closes a connection (logged, never sent: MQTT 3.1.1 cannot say).
 #[derive(Debug, thiserror::Error)]
@@ -79,25 +80,29 @@ pub(crate) fn mqtt_config() -> SharedCfg {
         .into()
 }
 
-/// The MQTT service for one accepted (plain or TLS) stream.
+/// The MQTT service for one accepted (plain or TLS) stream; with `relayed`, the stream
+/// comes from the WebSocket relay, which registered its client certificate there.
 pub(crate) fn mqtt_service<F: Filter>(
     hub: Arc<Hub>,
+    relayed: Option<Arc<RelayPeers>>,
 ) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ServerError>, InitError = ()> {
     let (h_hs, h_ctl, h_pub) = (hub.clone(), hub.clone(), hub);
-    MqttServer::new().v3(v3::MqttServer::new(async move |hs: v3::Handshake| conn::handshake(&h_hs, hs).await)
-        .control(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
-            let hub = h_ctl.clone();
-            let conn = session.state().clone();
-            Ok::<_, ServerError>(fn_service(async move |ctl: v3::Control<ServerError>| {
-                conn::control(&hub, &conn, ctl).await
-            }))
+    MqttServer::new().v3(v3::MqttServer::new(async move |hs: v3::Handshake| {
+        conn::handshake(&h_hs, hs, relayed.as_deref()).await
+    })
+    .control(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
+        let hub = h_ctl.clone();
+        let conn = session.state().clone();
+        Ok::<_, ServerError>(fn_service(async move |ctl: v3::Control<ServerError>| {
+            conn::control(&hub, &conn, ctl).await
         }))
-        .publish(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
-            let hub = h_pub.clone();
-            let conn = session.state().clone();
-            let sink = session.sink().clone();
-            Ok::<_, ServerError>(fn_service(async move |p: v3::Publish| {
-                publish::on_publish(&hub, &conn, &sink, p).await
-            }))
-        })))
+    }))
+    .publish(fn_factory_with_config(async move |session: v3::Session<conn::ConnRef>| {
+        let hub = h_pub.clone();
+        let conn = session.state().clone();
+        let sink = session.sink().clone();
+        Ok::<_, ServerError>(fn_service(async move |p: v3::Publish| {
+            publish::on_publish(&hub, &conn, &sink, p).await
+        }))
+    })))
 }

@@ -468,6 +468,9 @@ pub struct Info {
     /// Plain TCP MQTT port, if enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plain_mqtt_port: Option<u16>,
+    /// MQTT over secure WebSocket port (path `/$iothub/websocket`), if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_port: Option<u16>,
     /// DPS ID scope.
     pub dps_id_scope: String,
     /// Path of the CA certificate (PEM) clients must trust.

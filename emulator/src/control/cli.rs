@@ -38,6 +38,13 @@ pub struct ServeArgs {
     /// Control API port (loopback only).
     #[arg(long, default_value_t = DEFAULT_CONTROL_PORT)]
     pub control_port: u16,
+    /// MQTT over secure WebSocket port (path `/$iothub/websocket`, subprotocol `mqtt`;
+    /// the hub's is 443).
+    #[arg(long, default_value_t = crate::config::DEFAULT_WS_PORT)]
+    pub ws_port: u16,
+    /// Do not listen for MQTT over WebSocket.
+    #[arg(long, conflicts_with = "ws_port")]
+    pub no_websocket: bool,
     /// Also listen for plain-TCP MQTT on this port.
     #[arg(long)]
     pub plain_port: Option<u16>,
@@ -65,6 +72,7 @@ impl ServeArgs {
             mqtt_port: self.mqtt_port,
             control_port: self.control_port,
             plain_mqtt_port: self.plain_port,
+            ws_port: (!self.no_websocket).then_some(self.ws_port),
             state_dir: self.state_dir.clone(),
             bind_address: self.bind,
             hub_host_name: self.hub_host_name.clone(),
@@ -616,5 +624,7 @@ async fn connection_string(c: &ControlClient, device: &str, module: Option<&str>
         s.push_str(&format!(";ModuleId={m}"));
     }
     s.push_str(&format!(";SharedAccessKey={}", symmetric_key.primary_key));
-    Ok(json!({"connectionString": s, "caPath": info.ca_path, "mqttPort": info.mqtt_port}))
+    Ok(
+        json!({"connectionString": s, "caPath": info.ca_path, "mqttPort": info.mqtt_port, "wsPort": info.ws_port}),
+    )
 }

@@ -61,6 +61,22 @@ impl Env {
         Device::connect(self.emu.mqtt_port(), self.emu.ca_path(), client_id, user, password, cert, clean)
             .await
     }
+
+    /// `wss://localhost:{ws_port}/$iothub/websocket`.
+    pub fn ws_uri(&self) -> String {
+        format!("wss://localhost:{}/$iothub/websocket", self.emu.ws_port().expect("WebSocket enabled"))
+    }
+
+    /// As [`Env::connect_with`], over the WebSocket listener.
+    pub async fn connect_ws_with(
+        &self,
+        client_id: &str,
+        user: &str,
+        password: Option<&str>,
+        cert: Option<(&Path, &Path)>,
+    ) -> Result<Device, mqtt::Error> {
+        Device::connect_uri(&self.ws_uri(), self.emu.ca_path(), client_id, user, password, cert, true).await
+    }
 }
 
 /// `{host}/{device}/?api-version=2021-04-12`.
@@ -146,9 +162,23 @@ impl Device {
         cert: Option<(&Path, &Path)>,
         clean: bool,
     ) -> Result<Device, mqtt::Error> {
+        Device::connect_uri(&format!("ssl://localhost:{port}"), ca, client_id, user, password, cert, clean)
+            .await
+    }
+
+    /// Connects to `uri` (`ssl://…` or `wss://…`).
+    pub async fn connect_uri(
+        uri: &str,
+        ca: &Path,
+        client_id: &str,
+        user: &str,
+        password: Option<&str>,
+        cert: Option<(&Path, &Path)>,
+        clean: bool,
+    ) -> Result<Device, mqtt::Error> {
         let mut client = mqtt::AsyncClient::new(
             mqtt::CreateOptionsBuilder::new()
-                .server_uri(format!("ssl://localhost:{port}"))
+                .server_uri(uri)
                 .client_id(client_id)
                 .persistence(None)
                 .mqtt_version(mqtt::MQTT_VERSION_3_1_1)
@@ -160,7 +190,11 @@ impl Device {
         if let Some((c, k)) = cert {
             ssl.key_store(c)?.private_key(k)?;
         }
-        let mut opts = mqtt::ConnectOptionsBuilder::new_v3();
+        let mut opts = if uri.starts_with("wss://") {
+            mqtt::ConnectOptionsBuilder::new_ws()
+        } else {
+            mqtt::ConnectOptionsBuilder::new_v3()
+        };
         opts.ssl_options(ssl.finalize())
             .user_name(user)
             .clean_session(clean)
