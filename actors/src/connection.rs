@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::messages::{ChildExited, Event, LinkDown, LinkUp, Route, Shutdown};
+use crate::methods::{MethodsActor, MethodsArgs, MethodsSetup};
 use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs, PublisherPort};
 use crate::subscriber::{Subscriber, SubscriberArgs};
 use crate::supervision::{ChildGuard, ChildKind, RestartPolicy, RestartTracker};
@@ -93,6 +94,8 @@ pub struct ConnectionActor {
     pub_args: PublisherArgs,
     subscriber: Child<Addr<Subscriber>>,
     sub_args: SubscriberArgs,
+    methods: Child<Addr<MethodsActor>>,
+    methods_args: MethodsArgs,
 }
 
 impl ConnectionActor {
@@ -100,7 +103,8 @@ impl ConnectionActor {
         s: Settings,
         pub_args: PublisherArgs,
         sub_args: SubscriberArgs,
-    ) -> (Addr<Self>, PublisherSlot, Slot<Subscriber>) {
+        methods_setup: MethodsSetup,
+    ) -> (Addr<Self>, PublisherSlot, Slot<Subscriber>, (Slot<MethodsActor>, MethodsArgs)) {
         let mut slots = None;
         let addr = ConnectionActor::create(|ctx| {
             let me = ctx.address().recipient::<ChildExited>();
@@ -110,12 +114,19 @@ impl ConnectionActor {
             );
             let subscriber = Subscriber::new(
                 sub_args.clone(),
-                Some(ChildGuard { kind: ChildKind::Subscriber, incarnation: 0, supervisor: me }),
+                Some(ChildGuard { kind: ChildKind::Subscriber, incarnation: 0, supervisor: me.clone() }),
             )
             .start();
             let p = Arc::new(RwLock::new(publisher));
             let sub = Arc::new(RwLock::new(subscriber));
-            slots = Some((p.clone(), sub.clone()));
+            let methods_args = methods_setup.with_publisher(p.clone());
+            let methods = MethodsActor::new(
+                methods_args.clone(),
+                Some(ChildGuard { kind: ChildKind::Methods, incarnation: 0, supervisor: me }),
+            )
+            .start();
+            let m = Arc::new(RwLock::new(methods));
+            slots = Some((p.clone(), sub.clone(), (m.clone(), methods_args.clone())));
             ConnectionActor {
                 backoff: Backoff::new(s.backoff.clone()),
                 s,
@@ -132,10 +143,12 @@ impl ConnectionActor {
                 pub_args,
                 subscriber: Child { slot: sub, incarnation: 0, tracker: RestartTracker::default() },
                 sub_args,
+                methods: Child { slot: m, incarnation: 0, tracker: RestartTracker::default() },
+                methods_args,
             }
         });
-        let (p, sub) = slots.expect("create runs its closure before returning");
-        (addr, p, sub)
+        let (p, sub, methods) = slots.expect("create runs its closure before returning");
+        (addr, p, sub, methods)
     }
 
     fn set_state(&mut self, state: ConnectionState) {
@@ -297,6 +310,7 @@ impl ConnectionActor {
         let allowed = match kind {
             ChildKind::Publisher => self.publisher.tracker.allow(&policy, now),
             ChildKind::Subscriber => self.subscriber.tracker.allow(&policy, now),
+            ChildKind::Methods => self.methods.tracker.allow(&policy, now),
         };
         if !allowed {
             error!(child = kind.label(), "restart limit exceeded; stopping the connection");
@@ -327,6 +341,11 @@ impl ConnectionActor {
                 }
                 *self.subscriber.slot.write() = addr;
             }
+            ChildKind::Methods => {
+                self.methods.incarnation += 1;
+                let guard = ChildGuard { kind, incarnation: self.methods.incarnation, supervisor: me };
+                *self.methods.slot.write() = MethodsActor::new(self.methods_args.clone(), Some(guard)).start();
+            }
         }
     }
 
@@ -352,6 +371,7 @@ impl ConnectionActor {
             act.link_down(DisconnectReason::Requested, ctx);
             act.publisher.slot.read().addr.do_send(Shutdown);
             act.subscriber.slot.read().do_send(Shutdown);
+            act.methods.slot.read().do_send(Shutdown);
             act.set_state(ConnectionState::Stopped);
             act.emit(ConnectionEvent::Stopped { reason });
             ctx.stop();
@@ -393,6 +413,7 @@ impl Handler<ChildExited> for ConnectionActor {
         let current = match msg.kind {
             ChildKind::Publisher => self.publisher.incarnation,
             ChildKind::Subscriber => self.subscriber.incarnation,
+            ChildKind::Methods => self.methods.incarnation,
         };
         if self.stopping || msg.incarnation != current {
             return;

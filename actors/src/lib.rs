@@ -7,6 +7,7 @@
 //! | [`Publisher`] | outbound: QoS 0/1, acknowledgements, offline queue, on-disk store |
 //! | [`Subscriber`] | inbound: subscription table, re-subscription, typed routing |
 //! | [`messages`] | the actix messages |
+//! | [`methods`] | direct methods: handlers by name, a default, streams with responders |
 //! | [`MetricsServer`] | `/metrics`, `/healthz`, `/readyz` |
 //! | [`transport`] | the seam between the actors and the MQTT client library |
 //!
@@ -29,6 +30,7 @@ mod connection;
 mod connector;
 pub mod error;
 pub mod messages;
+pub mod methods;
 mod metrics_exporter;
 mod publisher;
 mod subscriber;
@@ -38,6 +40,7 @@ pub mod transport;
 pub use connection::{AddListener, ConnectionActor, DropLink, EventSink, GetState, Stop};
 pub use connector::{Connector, ConnectorBuilder, PublisherHandle, SubscriberHandle};
 pub use error::{ConnectorError, PublishError, SubscribeError};
+pub use methods::{MethodCall, MethodError, MethodResponse, MethodsActor, MethodsHandle};
 pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};
 pub use publisher::{Publisher, PublisherOptions};
 pub use subscriber::Subscriber;

@@ -21,6 +21,8 @@ pub enum ChildKind {
     Publisher,
     /// The Subscriber.
     Subscriber,
+    /// The direct-method dispatcher.
+    Methods,
 }
 
 impl ChildKind {
@@ -29,6 +31,7 @@ impl ChildKind {
         match self {
             ChildKind::Publisher => "publisher",
             ChildKind::Subscriber => "subscriber",
+            ChildKind::Methods => "methods",
         }
     }
 }

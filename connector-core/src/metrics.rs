@@ -27,6 +27,7 @@ pub struct ConnectorMetrics {
     handler_panics: IntCounterVec,
     inbound_dropped: IntCounterVec,
     credential_renewals: IntCounterVec,
+    method_calls: IntCounterVec,
 }
 
 const LABELS: [&str; 2] = ["provider", "client"];
@@ -106,6 +107,11 @@ impl ConnectorMetrics {
                 "Reconnects made to present fresh credentials before expiry.",
                 &[],
             ),
+            method_calls: counter(
+                "connector_method_calls_total",
+                "Direct-method calls answered, by the status sent back.",
+                &["status"],
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.published.clone()),
@@ -124,6 +130,7 @@ impl ConnectorMetrics {
             Box::new(m.handler_panics.clone()),
             Box::new(m.inbound_dropped.clone()),
             Box::new(m.credential_renewals.clone()),
+            Box::new(m.method_calls.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
@@ -225,6 +232,11 @@ impl ConnectionMetrics {
     /// Counts an inbound delivery not made.
     pub fn inbound_dropped(&self, reason: &str) {
         self.families.inbound_dropped.with_label_values(&self.l(&[reason])).inc();
+    }
+    /// Counts a direct-method call answered with `status`.
+    pub fn method_answered(&self, status: u16) {
+        let status = status.to_string();
+        self.families.method_calls.with_label_values(&self.l(&[status.as_str()])).inc();
     }
 }
 

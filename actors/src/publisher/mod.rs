@@ -102,6 +102,9 @@ pub(crate) enum Command {
     Publish(connector_core::Publish, OneshotSender<Outcome>),
     /// Accept and answer at once.
     Enqueue(connector_core::Publish, OneshotSender<Result<MessageId, PublishError>>),
+    /// Publish a packet the provider already mapped (method responses, state requests),
+    /// with the same queueing, acknowledgement and timeout as any other message.
+    Packet(OutboundPacket, OneshotSender<Outcome>),
 }
 
 /// The sending half of a Publisher's command channel, with its address.
@@ -270,6 +273,17 @@ impl Publisher {
                 return Err((PublishError::Invalid(e), reply));
             }
         };
+        self.accept_packet(packet, timeout, reply, ctx)
+    }
+
+    /// Accepts a packet already on its wire form.
+    fn accept_packet(
+        &mut self,
+        packet: OutboundPacket,
+        timeout: Duration,
+        reply: Option<Reply>,
+        ctx: &mut Context<Self>,
+    ) -> Result<u64, (PublishError, Option<Reply>)> {
         let qos0 = packet.qos == QoS::AtMostOnce;
         if qos0 && self.link.is_none() && self.args.options.offline.qos0 == Qos0Offline::Fail {
             self.metrics().published("message", "not_connected");
@@ -670,6 +684,12 @@ impl StreamHandler<Command> for Publisher {
             }
             Command::Enqueue(p, tx) => {
                 let _ = tx.send(self.accept(p, None, ctx).map(MessageId).map_err(|(e, _)| e));
+            }
+            Command::Packet(p, tx) => {
+                let timeout = self.args.options.ack_timeout;
+                if let Err((e, Some(reply))) = self.accept_packet(p, timeout, Some(Reply::Direct(tx)), ctx) {
+                    reply.send(Err(e));
+                }
             }
         }
     }
