@@ -344,7 +344,8 @@ impl ConnectionActor {
             ChildKind::Methods => {
                 self.methods.incarnation += 1;
                 let guard = ChildGuard { kind, incarnation: self.methods.incarnation, supervisor: me };
-                *self.methods.slot.write() = MethodsActor::new(self.methods_args.clone(), Some(guard)).start();
+                *self.methods.slot.write() =
+                    MethodsActor::new(self.methods_args.clone(), Some(guard)).start();
             }
         }
     }

@@ -330,12 +330,19 @@ impl MethodsArgs {
         }
     }
 
-    fn to_stream(&self, tx: &mpsc::Sender<IncomingCall>, call: MethodCall, answer: Answer, deadline: Duration) {
+    fn to_stream(
+        &self,
+        tx: &mpsc::Sender<IncomingCall>,
+        call: MethodCall,
+        answer: Answer,
+        deadline: Duration,
+    ) {
         let slot = Arc::new(Mutex::new(Some(answer)));
         let weak = Arc::downgrade(&slot);
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let name = call.name.clone();
-        let incoming = IncomingCall { call, responder: Responder { slot, method: name.clone(), _done: done_tx } };
+        let incoming =
+            IncomingCall { call, responder: Responder { slot, method: name.clone(), _done: done_tx } };
         match tx.try_send(incoming) {
             Ok(()) => {
                 actix_rt::spawn(async move {
@@ -362,7 +369,8 @@ impl MethodsArgs {
                     {
                         r.by_name.remove(&name);
                     }
-                    if matches!(&r.default, Some(Route { target: Target::Stream(t), .. }) if t.same_channel(tx)) {
+                    if matches!(&r.default, Some(Route { target: Target::Stream(t), .. }) if t.same_channel(tx))
+                    {
                         r.default = None;
                     }
                 }
@@ -447,16 +455,20 @@ impl Answer {
     fn publish(&self, response: MethodResponse) -> impl Future<Output = Result<(), MethodError>> + 'static {
         let provider = &self.args.provider;
         let method = self.method.clone();
-        let (packet, status, refused) =
-            match provider.method_response(&self.request_id, response.status, response.payload) {
-                Ok(p) => (Ok(p), response.status, None),
-                Err(e) => {
-                    warn!(method = %method, status = response.status, error = %e, "method response refused; 500 instead");
-                    let body = json!({ "error": format!("the device's response was refused: {e}"), "method": method });
-                    let fallback = provider.method_response(&self.request_id, 500, Bytes::from(body.to_string()));
-                    (fallback, 500, Some(e))
-                }
-            };
+        let (packet, status, refused) = match provider.method_response(
+            &self.request_id,
+            response.status,
+            response.payload,
+        ) {
+            Ok(p) => (Ok(p), response.status, None),
+            Err(e) => {
+                warn!(method = %method, status = response.status, error = %e, "method response refused; 500 instead");
+                let body =
+                    json!({ "error": format!("the device's response was refused: {e}"), "method": method });
+                let fallback = provider.method_response(&self.request_id, 500, Bytes::from(body.to_string()));
+                (fallback, 500, Some(e))
+            }
+        };
         let sent = match packet {
             Ok(p) => {
                 self.args.metrics.method_answered(status);
@@ -466,9 +478,10 @@ impl Answer {
         };
         async move {
             let outcome = match sent {
-                Ok(fut) => {
-                    fut.await.map(|_| ()).map_err(|source| MethodError::Publish { method: method.clone(), source })
-                }
+                Ok(fut) => fut
+                    .await
+                    .map(|_| ())
+                    .map_err(|source| MethodError::Publish { method: method.clone(), source }),
                 Err(source) => Err(MethodError::InvalidResponse { method: method.clone(), source }),
             };
             match (refused, outcome) {
@@ -520,7 +533,10 @@ impl Responder {
     /// Answers. The answer is handed over when this is called; the future resolves when the
     /// service acknowledged it, or with a typed error (refused response: the caller got a
     /// 500; deadline already passed; not delivered).
-    pub fn respond(self, response: MethodResponse) -> impl Future<Output = Result<(), MethodError>> + 'static {
+    pub fn respond(
+        self,
+        response: MethodResponse,
+    ) -> impl Future<Output = Result<(), MethodError>> + 'static {
         let answer = self.slot.lock().take();
         let method = self.method.clone();
         let fut = answer.map(|a| a.send(response));
@@ -679,7 +695,10 @@ impl MethodsHandle {
         deadline: Duration,
         handler: impl MethodHandler,
     ) -> Result<(), MethodError> {
-        self.insert(name.into(), Route { target: Target::Handler(Arc::new(handler)), deadline: Some(deadline) })
+        self.insert(
+            name.into(),
+            Route { target: Target::Handler(Arc::new(handler)), deadline: Some(deadline) },
+        )
     }
 
     /// Handles method `name` with a synchronous closure.

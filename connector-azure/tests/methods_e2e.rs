@@ -79,7 +79,9 @@ fn sample(conn: &Connector, name: &str, labels: &[(&str, &str)]) -> f64 {
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
-        .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .filter(|m| {
+            labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
+        })
         .map(|m| m.get_counter().get_value())
         .sum()
 }
@@ -254,7 +256,10 @@ async fn deadlines_and_dropped_responders_are_answered_for_the_handler() {
     let c = tokio::time::timeout(WAIT, calls.next()).await.unwrap().unwrap();
     drop(c.responder);
     let r = pending.await.unwrap().unwrap();
-    assert_eq!((r.status, r.payload), (500, json!({"error": "handler dropped the request", "method": "manual"})));
+    assert_eq!(
+        (r.status, r.payload),
+        (500, json!({"error": "handler dropped the request", "method": "manual"}))
+    );
 
     // A stream call past the deadline: 504, and the responder learns it.
     methods.set_deadline(Duration::from_millis(300));
