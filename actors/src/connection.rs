@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::messages::{ChildExited, Event, LinkDown, LinkUp, Route, Shutdown};
+use crate::methods::{MethodsActor, MethodsArgs, MethodsSetup};
 use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs, PublisherPort};
 use crate::subscriber::{Subscriber, SubscriberArgs};
 use crate::supervision::{ChildGuard, ChildKind, RestartPolicy, RestartTracker};
@@ -96,6 +97,17 @@ pub struct ConnectionActor {
     sub_args: SubscriberArgs,
     /// The TwinActor, when the provider has device state.
     twin: Option<(Child<Addr<TwinActor>>, TwinArgs)>,
+    methods: Child<Addr<MethodsActor>>,
+    methods_args: MethodsArgs,
+}
+
+/// The addresses of a started tree, as the `Connector` keeps them.
+pub(crate) struct Tree {
+    pub conn: Addr<ConnectionActor>,
+    pub publisher: PublisherSlot,
+    pub subscriber: Slot<Subscriber>,
+    pub twin: Option<Slot<TwinActor>>,
+    pub methods: (Slot<MethodsActor>, MethodsArgs),
 }
 
 impl ConnectionActor {
@@ -104,7 +116,8 @@ impl ConnectionActor {
         pub_args: PublisherArgs,
         sub_args: SubscriberArgs,
         twin: Option<TwinSettings>,
-    ) -> (Addr<Self>, PublisherSlot, Slot<Subscriber>, Option<Slot<TwinActor>>) {
+        methods_setup: MethodsSetup,
+    ) -> Tree {
         let mut slots = None;
         let mut twin_slot = None;
         let addr = ConnectionActor::create(|ctx| {
@@ -120,16 +133,23 @@ impl ConnectionActor {
             .start();
             let p = Arc::new(RwLock::new(publisher));
             let sub = Arc::new(RwLock::new(subscriber));
-            slots = Some((p.clone(), sub.clone()));
             let twin = twin.map(|settings| {
                 let args = TwinArgs { settings, publisher: p.clone(), subscriber: sub.clone() };
-                let guard = ChildGuard { kind: ChildKind::Twin, incarnation: 0, supervisor: me };
+                let guard = ChildGuard { kind: ChildKind::Twin, incarnation: 0, supervisor: me.clone() };
                 let addr = TwinActor::new(args.clone(), Some(guard)).start();
                 s.listeners.push(EventSink::Recipient(addr.clone().recipient()));
                 let slot = Arc::new(RwLock::new(addr));
                 twin_slot = Some(slot.clone());
                 (Child { slot, incarnation: 0, tracker: RestartTracker::default() }, args)
             });
+            let methods_args = methods_setup.with_publisher(p.clone());
+            let methods = MethodsActor::new(
+                methods_args.clone(),
+                Some(ChildGuard { kind: ChildKind::Methods, incarnation: 0, supervisor: me }),
+            )
+            .start();
+            let m = Arc::new(RwLock::new(methods));
+            slots = Some((p.clone(), sub.clone(), (m.clone(), methods_args.clone())));
             ConnectionActor {
                 backoff: Backoff::new(s.backoff.clone()),
                 s,
@@ -147,10 +167,12 @@ impl ConnectionActor {
                 subscriber: Child { slot: sub, incarnation: 0, tracker: RestartTracker::default() },
                 sub_args,
                 twin,
+                methods: Child { slot: m, incarnation: 0, tracker: RestartTracker::default() },
+                methods_args,
             }
         });
-        let (p, sub) = slots.expect("create runs its closure before returning");
-        (addr, p, sub, twin_slot)
+        let (publisher, subscriber, methods) = slots.expect("create runs its closure before returning");
+        Tree { conn: addr, publisher, subscriber, twin: twin_slot, methods }
     }
 
     fn set_state(&mut self, state: ConnectionState) {
@@ -313,6 +335,7 @@ impl ConnectionActor {
             ChildKind::Publisher => self.publisher.tracker.allow(&policy, now),
             ChildKind::Subscriber => self.subscriber.tracker.allow(&policy, now),
             ChildKind::Twin => self.twin.as_mut().is_none_or(|(c, _)| c.tracker.allow(&policy, now)),
+            ChildKind::Methods => self.methods.tracker.allow(&policy, now),
         };
         if !allowed {
             error!(child = kind.label(), "restart limit exceeded; stopping the connection");
@@ -355,6 +378,12 @@ impl ConnectionActor {
                 }
                 *child.slot.write() = addr;
             }
+            ChildKind::Methods => {
+                self.methods.incarnation += 1;
+                let guard = ChildGuard { kind, incarnation: self.methods.incarnation, supervisor: me };
+                *self.methods.slot.write() =
+                    MethodsActor::new(self.methods_args.clone(), Some(guard)).start();
+            }
         }
     }
 
@@ -383,6 +412,7 @@ impl ConnectionActor {
             if let Some((twin, _)) = &act.twin {
                 twin.slot.read().do_send(Shutdown);
             }
+            act.methods.slot.read().do_send(Shutdown);
             act.set_state(ConnectionState::Stopped);
             act.emit(ConnectionEvent::Stopped { reason });
             ctx.stop();
@@ -425,6 +455,7 @@ impl Handler<ChildExited> for ConnectionActor {
             ChildKind::Publisher => self.publisher.incarnation,
             ChildKind::Subscriber => self.subscriber.incarnation,
             ChildKind::Twin => self.twin.as_ref().map_or(u64::MAX, |(c, _)| c.incarnation),
+            ChildKind::Methods => self.methods.incarnation,
         };
         if self.stopping || msg.incarnation != current {
             return;

@@ -22,6 +22,7 @@ use crate::error::{ConnectorError, PublishError, SubscribeError};
 use crate::messages::{
     Event, GetStats, MessageId, PublishAck, PublisherStats, Sink, Subscribe, SubscriptionId, Unsubscribe,
 };
+use crate::methods::{MethodsHandle, MethodsSetup, SharedRegistry};
 use crate::metrics_exporter::MetricsServer;
 use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions};
 use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
@@ -44,6 +45,7 @@ pub struct ConnectorBuilder {
     disconnect_timeout: Duration,
     operation_timeout: Duration,
     twin_retry: TwinRetry,
+    method_deadline: Duration,
 }
 
 impl ConnectorBuilder {
@@ -51,6 +53,13 @@ impl ConnectorBuilder {
     /// [`crate::TwinError::Throttled`].
     pub fn twin_retry(mut self, retry: TwinRetry) -> Self {
         self.twin_retry = retry;
+        self
+    }
+
+    /// How long a direct-method handler may run before the caller is answered 504
+    /// (default [`crate::methods::DEFAULT_METHOD_DEADLINE`]; see [`Connector::methods`]).
+    pub fn method_deadline(mut self, d: Duration) -> Self {
+        self.method_deadline = d;
         self
     }
     /// How long a SUBSCRIBE or UNSUBSCRIBE waits for the broker's acknowledgement, and a
@@ -190,18 +199,26 @@ impl ConnectorBuilder {
         });
         let twin_shared = twin_settings.as_ref().map(|t| t.shared.clone());
         let table: SharedTable = SharedTable::default();
+        let methods_setup = MethodsSetup {
+            provider: self.provider.clone(),
+            registry: SharedRegistry::default(),
+            metrics: metrics.clone(),
+        };
+        methods_setup.registry.write().set_deadline(self.method_deadline);
         let sub_args = SubscriberArgs {
             provider: self.provider,
             timeout: self.operation_timeout,
             table,
             metrics: metrics.clone(),
         };
-        let (conn, publisher, subscriber, twin) =
-            ConnectionActor::start_tree(settings, pub_args, sub_args, twin_settings);
-        let twin = twin.zip(twin_shared).map(|(slot, shared)| TwinHandle { slot, shared });
+        let tree = ConnectionActor::start_tree(settings, pub_args, sub_args, twin_settings, methods_setup);
+        let (publisher, subscriber) = (tree.publisher, tree.subscriber);
+        let twin = tree.twin.zip(twin_shared).map(|(slot, shared)| TwinHandle { slot, shared });
+        let (methods, methods_args) = tree.methods;
         Connector {
-            conn,
+            conn: tree.conn,
             twin,
+            methods: MethodsHandle::new(methods, subscriber.clone(), methods_args),
             publisher: PublisherHandle { slot: publisher },
             subscriber: SubscriberHandle { slot: subscriber },
             state: state_rx,
@@ -215,6 +232,7 @@ impl ConnectorBuilder {
 #[derive(Clone)]
 pub struct Connector {
     conn: Addr<ConnectionActor>,
+    methods: MethodsHandle,
     publisher: PublisherHandle,
     subscriber: SubscriberHandle,
     twin: Option<TwinHandle>,
@@ -246,6 +264,7 @@ impl Connector {
             disconnect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(30),
             twin_retry: TwinRetry::default(),
+            method_deadline: crate::methods::DEFAULT_METHOD_DEADLINE,
         }
     }
 
@@ -263,6 +282,11 @@ impl Connector {
     /// (`conn.twin()?.send(GetTwin).await??`, or [`TwinHandle::get`]).
     pub fn twin(&self) -> Option<TwinHandle> {
         self.twin.clone()
+    }
+
+    /// The direct-method dispatcher: register handlers by name, a default, or streams.
+    pub fn methods(&self) -> MethodsHandle {
+        self.methods.clone()
     }
 
     /// The ConnectionActor.
@@ -380,6 +404,18 @@ impl PublisherHandle {
         }
     }
 
+    /// Publishes a packet the provider already mapped to the wire (a method response, a
+    /// device-state request) and waits for PUBACK (QoS 1) or the write (QoS 0), with the
+    /// same queueing, ordering and acknowledgement timeout as [`PublisherHandle::publish`].
+    /// The packet is handed over when this is called, so dropping the future does not
+    /// withdraw it.
+    pub fn publish_packet(
+        &self,
+        packet: connector_core::OutboundPacket,
+    ) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
+        send_packet(&self.slot, packet)
+    }
+
     /// Operation statistics.
     pub fn stats(&self) -> impl std::future::Future<Output = Result<PublisherStats, PublishError>> + 'static {
         let fut = self.slot.read().addr.send(GetStats);
@@ -428,6 +464,21 @@ impl SubscriberHandle {
             })
             .await?;
         Ok((id, channel_stream(rx)))
+    }
+}
+
+/// Hands a wire packet to the current Publisher; the future resolves with its outcome.
+pub(crate) fn send_packet(
+    slot: &PublisherSlot,
+    packet: connector_core::OutboundPacket,
+) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = slot.read().commands.send(Command::Packet(packet, tx)).is_ok();
+    async move {
+        if !sent {
+            return Err(PublishError::Unavailable(actix::MailboxError::Closed));
+        }
+        rx.await.unwrap_or(Err(PublishError::Unavailable(actix::MailboxError::Closed)))
     }
 }
 

@@ -8,6 +8,7 @@
 //! | [`Subscriber`] | inbound: subscription table, re-subscription, typed routing |
 //! | [`TwinActor`] | device state (Azure twin, AWS shadow): get, report, desired changes, catch-up |
 //! | [`messages`] | the actix messages |
+//! | [`methods`] | direct methods: handlers by name, a default, streams with responders |
 //! | [`MetricsServer`] | `/metrics`, `/healthz`, `/readyz` |
 //! | [`transport`] | the seam between the actors and the MQTT client library |
 //!
@@ -30,6 +31,7 @@ mod connection;
 mod connector;
 pub mod error;
 pub mod messages;
+pub mod methods;
 mod metrics_exporter;
 mod publisher;
 mod subscriber;
@@ -40,6 +42,7 @@ pub mod twin;
 pub use connection::{AddListener, ConnectionActor, DropLink, EventSink, GetState, Stop};
 pub use connector::{Connector, ConnectorBuilder, PublisherHandle, SubscriberHandle};
 pub use error::{ConnectorError, PublishError, SubscribeError};
+pub use methods::{MethodCall, MethodError, MethodResponse, MethodsActor, MethodsHandle};
 pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};
 pub use publisher::{Publisher, PublisherOptions};
 pub use subscriber::Subscriber;

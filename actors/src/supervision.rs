@@ -23,6 +23,8 @@ pub enum ChildKind {
     Subscriber,
     /// The TwinActor (device state).
     Twin,
+    /// The direct-method dispatcher.
+    Methods,
 }
 
 impl ChildKind {
@@ -32,6 +34,7 @@ impl ChildKind {
             ChildKind::Publisher => "publisher",
             ChildKind::Subscriber => "subscriber",
             ChildKind::Twin => "twin",
+            ChildKind::Methods => "methods",
         }
     }
 }

@@ -30,6 +30,7 @@ pub struct ConnectorMetrics {
     twin_requests: IntCounterVec,
     twin_desired_version: IntGaugeVec,
     twin_desired_updates: IntCounterVec,
+    method_calls: IntCounterVec,
 }
 
 const LABELS: [&str; 2] = ["provider", "client"];
@@ -123,6 +124,11 @@ impl ConnectorMetrics {
                 "Desired-state changes by outcome (delivered, catch_up, duplicate, malformed).",
                 &["outcome"],
             ),
+            method_calls: counter(
+                "connector_method_calls_total",
+                "Direct-method calls answered, by the status sent back.",
+                &["status"],
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.published.clone()),
@@ -144,6 +150,7 @@ impl ConnectorMetrics {
             Box::new(m.twin_requests.clone()),
             Box::new(m.twin_desired_version.clone()),
             Box::new(m.twin_desired_updates.clone()),
+            Box::new(m.method_calls.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
@@ -256,6 +263,11 @@ impl ConnectionMetrics {
     /// Counts an inbound delivery not made.
     pub fn inbound_dropped(&self, reason: &str) {
         self.families.inbound_dropped.with_label_values(&self.l(&[reason])).inc();
+    }
+    /// Counts a direct-method call answered with `status`.
+    pub fn method_answered(&self, status: u16) {
+        let status = status.to_string();
+        self.families.method_calls.with_label_values(&self.l(&[status.as_str()])).inc();
     }
 }
 

@@ -292,6 +292,24 @@ async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, r: Refusal) -> WsError {
     WsError::Refused { status: r.status, reason: r.reason }
 }
 
+/// The length of the first complete MQTT control packet in `bytes` (fixed header with its
+/// variable-length "remaining length", then that many bytes), or `None` while incomplete.
+/// Only the framing is read here; the packet itself is decoded by ntex-mqtt upstream.
+fn packet_len(bytes: &[u8]) -> Option<usize> {
+    let mut remaining: usize = 0;
+    for i in 0..4 {
+        let b = *bytes.get(1 + i)?;
+        remaining |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let total = 2 + i + remaining;
+            return (bytes.len() >= total).then_some(total);
+        }
+    }
+    // A fifth length byte is malformed MQTT; the hub side never sends one. Frame what is
+    // there rather than stall.
+    Some(bytes.len().min(5))
+}
+
 /// Copies MQTT bytes both ways until either side ends, then closes the other.
 async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     ws: WebSocketStream<S>,
@@ -313,12 +331,21 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let outbound = async {
         let mut buf = vec![0u8; 16 * 1024];
+        let mut pending: Vec<u8> = Vec::new();
         loop {
             let n = up_rx.read(&mut buf).await?;
             if n == 0 {
                 return Ok::<_, WsError>(());
             }
-            ws_tx.send(Message::binary(buf[..n].to_vec())).await?;
+            pending.extend_from_slice(&buf[..n]);
+            // One MQTT control packet per binary frame, as the hub sends them: paho's
+            // WebSocket reader loses a second packet that shares a frame with the first.
+            let mut start = 0;
+            while let Some(len) = packet_len(&pending[start..]) {
+                ws_tx.send(Message::binary(pending[start..start + len].to_vec())).await?;
+                start += len;
+            }
+            pending.drain(..start);
         }
     };
     let (result, code) = tokio::select! {
@@ -352,6 +379,22 @@ mod tests {
     const GOOD: &str = "GET /$iothub/websocket HTTP/1.1\r\nHost: h:443\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n";
+
+    #[test]
+    fn outbound_bytes_are_framed_one_packet_at_a_time() {
+        // PUBACK (4 bytes) then a PUBLISH with a two-byte remaining length (200 bytes).
+        let mut bytes = vec![0x40, 0x02, 0x00, 0x01];
+        let mut publish = vec![0x30, 0xc8, 0x01];
+        publish.extend(std::iter::repeat_n(b'x', 200));
+        bytes.extend(&publish);
+        assert_eq!(packet_len(&bytes), Some(4));
+        assert_eq!(packet_len(&bytes[4..]), Some(203));
+        assert_eq!(packet_len(&bytes[4..100]), None);
+        assert_eq!(packet_len(&[0x40]), None);
+        assert_eq!(packet_len(&[]), None);
+        assert_eq!(packet_len(&[0xc0, 0x00]), Some(2));
+        assert_eq!(packet_len(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]), Some(5));
+    }
 
     #[test]
     fn the_hub_upgrade_request_is_accepted() {

@@ -102,6 +102,9 @@ pub(crate) enum Command {
     Publish(connector_core::Publish, OneshotSender<Outcome>),
     /// Accept and answer at once.
     Enqueue(connector_core::Publish, OneshotSender<Result<MessageId, PublishError>>),
+    /// Publish a packet the provider already mapped (method responses, state requests),
+    /// with the same queueing, acknowledgement and timeout as any other message.
+    Packet(OutboundPacket, OneshotSender<Outcome>),
 }
 
 /// The sending half of a Publisher's command channel, with its address.
@@ -701,6 +704,11 @@ impl StreamHandler<Command> for Publisher {
             }
             Command::Enqueue(p, tx) => {
                 let _ = tx.send(self.accept(p, None, ctx).map(MessageId).map_err(|(e, _)| e));
+            }
+            Command::Packet(p, tx) => {
+                if let Err((e, Some(reply))) = self.accept_packet(p, None, Some(Reply::Direct(tx)), ctx) {
+                    reply.send(Err(e));
+                }
             }
         }
     }
