@@ -975,7 +975,11 @@ mod tests {
     }
 
     fn patch(version: Option<u64>, body: &'static [u8]) -> Received {
-        Received(Inbound::DesiredPatch(DesiredPatch { version, body: Bytes::from_static(body) }))
+        Received(Inbound::DesiredPatch(DesiredPatch {
+            shadow: None,
+            version,
+            body: Bytes::from_static(body),
+        }))
     }
 
     #[actix_rt::test]

@@ -90,7 +90,7 @@ pub fn desired_patch(version: Option<u64>, body: Bytes) -> DesiredPatch {
     let version = version.or_else(|| {
         serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("$version")?.as_u64())
     });
-    DesiredPatch { version, body }
+    DesiredPatch { shadow: None, version, body }
 }
 
 #[cfg(test)]

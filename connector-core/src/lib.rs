@@ -25,6 +25,7 @@ pub mod backoff;
 pub mod clock;
 pub mod correlation;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod offline;
@@ -39,11 +40,12 @@ pub use error::{ConfigError, ProviderError, TopicError};
 pub use metrics::{ConnectionMetrics, ConnectorMetrics};
 pub use model::{
     C2dMessage, ConnectFailure, ConnectionEvent, ConnectionState, DesiredPatch, DisconnectReason, Inbound,
-    InboundMessage, MethodRequest, OutboundPacket, Publish, QoS, StateResponse, Target, WireProperties,
+    InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest, OutboundPacket, Publish, QoS,
+    StateDocuments, StateResponse, Target, WireProperties,
 };
 pub use offline::{DropPolicy, OfflinePolicy, OfflineQueue, PushOutcome, Qos0Offline};
 pub use provider::{
-    BrokerUri, ConnectParams, Limits, MqttOptions, MqttProvider, MqttVersion, PemSource, Provider, Scheme,
-    SubscriptionSpec, TlsOptions,
+    BrokerUri, ConnectParams, JobsCodec, Limits, MqttOptions, MqttProvider, MqttVersion, PemSource, Provider,
+    Scheme, StateCodec, SubscriptionSpec, TlsOptions,
 };
 pub use secret::Secret;

@@ -93,9 +93,62 @@ pub struct StateResponse {
 /// A change of desired state pushed by the service (Azure desired patch, AWS delta).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPatch {
+    /// The named document it belongs to (AWS named shadow); `None` for the Azure twin and
+    /// the AWS classic shadow.
+    pub shadow: Option<String>,
     /// The version of the document after the change.
     pub version: Option<u64>,
     /// The patch (JSON).
+    pub body: Bytes,
+}
+
+/// The previous and current full documents after an accepted update (AWS
+/// `update/documents`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDocuments {
+    /// The named document (`None`: the classic shadow).
+    pub shadow: Option<String>,
+    /// The version of the current document.
+    pub version: Option<u64>,
+    /// `{"previous":…,"current":…,"timestamp":…}` as the service sent it.
+    pub body: Bytes,
+}
+
+/// The device-side jobs operation a [`JobResponse`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobOp {
+    /// GetPendingJobExecutions.
+    GetPending,
+    /// StartNextPendingJobExecution.
+    StartNext,
+    /// DescribeJobExecution.
+    Describe,
+    /// UpdateJobExecution.
+    Update,
+}
+
+/// An answer to a jobs request (AWS `…/jobs/…/accepted|rejected`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResponse {
+    /// The correlation id (`clientToken`); empty when the service sent none.
+    pub request_id: String,
+    /// Which operation it answers.
+    pub op: JobOp,
+    /// The job id of the topic (describe and update; `$next` for describe-next).
+    pub job_id: Option<String>,
+    /// `accepted` (true) or `rejected` (false).
+    pub accepted: bool,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+/// A jobs event pushed by the service: the pending list changed (`notify`) or the next
+/// execution changed (`notify-next`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobNotification {
+    /// `notify-next` (true) or `notify` (false).
+    pub next: bool,
+    /// The JSON body.
     pub body: Bytes,
 }
 
@@ -114,6 +167,12 @@ pub enum Inbound {
     StateResponse(StateResponse),
     /// A desired-state change.
     DesiredPatch(DesiredPatch),
+    /// Previous and current documents after an update.
+    StateDocuments(StateDocuments),
+    /// An answer to a jobs request.
+    JobResponse(JobResponse),
+    /// A jobs event.
+    JobNotification(JobNotification),
     /// A message on one of the provider's own topics that could not be parsed: the reason
     /// is kept, nothing is dropped silently.
     Malformed {
@@ -133,6 +192,9 @@ impl Inbound {
             Inbound::MethodRequest(_) => "method",
             Inbound::StateResponse(_) => "state_response",
             Inbound::DesiredPatch(_) => "desired_patch",
+            Inbound::StateDocuments(_) => "state_documents",
+            Inbound::JobResponse(_) => "job_response",
+            Inbound::JobNotification(_) => "job_notification",
             Inbound::Malformed { .. } => "malformed",
         }
     }
@@ -143,7 +205,12 @@ impl Inbound {
             Inbound::Message(m) => &m.topic,
             Inbound::C2d(m) => &m.topic,
             Inbound::Malformed { topic, .. } => topic,
-            Inbound::MethodRequest(_) | Inbound::StateResponse(_) | Inbound::DesiredPatch(_) => "",
+            Inbound::MethodRequest(_)
+            | Inbound::StateResponse(_)
+            | Inbound::DesiredPatch(_)
+            | Inbound::StateDocuments(_)
+            | Inbound::JobResponse(_)
+            | Inbound::JobNotification(_) => "",
         }
     }
 }

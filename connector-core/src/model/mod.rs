@@ -6,5 +6,8 @@ mod inbound;
 mod outbound;
 
 pub use events::{ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason};
-pub use inbound::{C2dMessage, DesiredPatch, Inbound, InboundMessage, MethodRequest, StateResponse};
+pub use inbound::{
+    C2dMessage, DesiredPatch, Inbound, InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest,
+    StateDocuments, StateResponse,
+};
 pub use outbound::{OutboundPacket, Publish, QoS, Target, WireProperties};

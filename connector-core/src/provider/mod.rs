@@ -108,6 +108,12 @@ pub trait Provider: Send + Sync + 'static {
     fn state(&self) -> Option<&dyn StateCodec> {
         None
     }
+
+    /// The jobs request codec, if the provider has a device jobs channel (AWS IoT Jobs;
+    /// Azure has none and starts no JobsActor).
+    fn jobs(&self) -> Option<&dyn JobsCodec> {
+        None
+    }
 }
 
 /// Requests on the device-state document (Azure twin, AWS shadow). Responses come back
@@ -119,6 +125,55 @@ pub trait StateCodec: Send + Sync {
     fn report(&self, request_id: &str, patch: &[u8]) -> Result<OutboundPacket, ProviderError>;
     /// The subscriptions responses and desired changes arrive on.
     fn subscriptions(&self) -> Vec<SubscriptionSpec>;
+
+    /// [`StateCodec::get`] of a named document (AWS named shadow); `None` is the classic
+    /// document. Providers without named documents refuse a name.
+    fn get_named(&self, shadow: Option<&str>, request_id: &str) -> Result<OutboundPacket, ProviderError> {
+        match shadow {
+            None => self.get(request_id),
+            Some(_) => Err(ProviderError::Unsupported { what: "named device-state documents".into() }),
+        }
+    }
+
+    /// [`StateCodec::report`] on a named document.
+    fn report_named(
+        &self,
+        shadow: Option<&str>,
+        request_id: &str,
+        patch: &[u8],
+    ) -> Result<OutboundPacket, ProviderError> {
+        match shadow {
+            None => self.report(request_id, patch),
+            Some(_) => Err(ProviderError::Unsupported { what: "named device-state documents".into() }),
+        }
+    }
+
+    /// A full update request: `state` is `{"desired":…,"reported":…}` (either may be absent
+    /// or `null`), applied only at `version` when given (AWS shadow update). Providers whose
+    /// devices may only patch reported state refuse it.
+    fn update(
+        &self,
+        shadow: Option<&str>,
+        request_id: &str,
+        state: &[u8],
+        version: Option<u64>,
+    ) -> Result<OutboundPacket, ProviderError> {
+        let _ = (shadow, request_id, state, version);
+        Err(ProviderError::Unsupported { what: "device-side updates of desired state".into() })
+    }
+
+    /// Deletes the document (AWS shadow delete).
+    fn delete(&self, shadow: Option<&str>, request_id: &str) -> Result<OutboundPacket, ProviderError> {
+        let _ = (shadow, request_id);
+        Err(ProviderError::Unsupported { what: "deleting the device-state document".into() })
+    }
+
+    /// The subscriptions a named document's responses and changes arrive on (made once
+    /// when the document is first used, and kept across reconnects).
+    fn named_subscriptions(&self, shadow: &str) -> Vec<SubscriptionSpec> {
+        let _ = shadow;
+        Vec::new()
+    }
 }
 
 /// Checks a topic against limits: a valid MQTT topic name within length and depth.
@@ -183,6 +238,38 @@ pub fn encode_with_mqtt5_properties(
 
 fn expiry_secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX)
+}
+
+/// Requests of a device jobs channel (AWS IoT Jobs). Answers come back through
+/// [`Provider::classify`] as [`Inbound::JobResponse`] carrying the request id
+/// (`clientToken`); events as [`Inbound::JobNotification`]. Bodies are the JSON of
+/// [`crate::jobs`].
+pub trait JobsCodec: Send + Sync {
+    /// The subscriptions answers and events arrive on (responses of the four operations,
+    /// `notify`, `notify-next`).
+    fn subscriptions(&self) -> Vec<SubscriptionSpec>;
+    /// GetPendingJobExecutions.
+    fn get_pending(&self, request_id: &str) -> Result<OutboundPacket, ProviderError>;
+    /// StartNextPendingJobExecution.
+    fn start_next(
+        &self,
+        request_id: &str,
+        request: &crate::jobs::StartNextRequest,
+    ) -> Result<OutboundPacket, ProviderError>;
+    /// DescribeJobExecution of `job_id` (`$next` for the next pending one).
+    fn describe(
+        &self,
+        request_id: &str,
+        job_id: &str,
+        request: &crate::jobs::DescribeRequest,
+    ) -> Result<OutboundPacket, ProviderError>;
+    /// UpdateJobExecution of `job_id`.
+    fn update(
+        &self,
+        request_id: &str,
+        job_id: &str,
+        request: &crate::jobs::JobUpdate,
+    ) -> Result<OutboundPacket, ProviderError>;
 }
 
 #[cfg(test)]
