@@ -416,7 +416,8 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
     let session_present = rsp.connect_response().is_some_and(|r| r.session_present);
 
     if !session_present && !params.clean_session {
-        warn!(client = %params.client_id, "broker did not keep the session");
+        // Normal on a first connection; the Subscriber subscribes again either way.
+        debug!(client = %params.client_id, "broker has no session for this client; subscribing afresh");
     }
     let link = PahoLink { client, v5, _tls: tls_files };
     Ok(Connected { link: Arc::new(link), session_present, events })
