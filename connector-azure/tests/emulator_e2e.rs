@@ -297,3 +297,41 @@ async fn plug_and_play_model_id_and_component_telemetry() {
     conn.stop().await;
     emu.shutdown();
 }
+
+/// Plug and Play writable properties: a desired change on a component is acknowledged
+/// through the TwinActor with `{"value","ac","av"}` under the component marker, as the
+/// service expects to see it.
+#[actix_rt::test]
+async fn plug_and_play_writable_property_is_acknowledged_through_the_twin() {
+    use connector_azure::pnp::{ack_document, WritableAck};
+    let emu = start();
+    let conn = Connector::builder(device(&emu, "pnp-ack", Duration::from_secs(3600)).await)
+        .backoff(fast_backoff())
+        .start();
+    let twin = conn.twin().expect("the Azure provider has a twin");
+    let (_, mut desired) = twin.desired(8);
+    conn.wait_connected(WAIT).await.unwrap();
+    // The first delivery is the catch-up of the initial document.
+    let initial = tokio::time::timeout(WAIT, desired.next()).await.expect("catch-up").unwrap();
+    assert!(initial.catch_up);
+    emu.control()
+        .patch_desired(
+            "pnp-ack",
+            None,
+            serde_json::json!({"thermostat1": {"__t": "c", "targetTemperature": 23.0}}),
+        )
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(WAIT, desired.next()).await.expect("desired patch").unwrap();
+    let target = change.body.pointer("/thermostat1/targetTemperature").and_then(|v| v.as_f64()).unwrap();
+    let av = change.version.expect("a versioned patch");
+    let ack =
+        ack_document(Some("thermostat1"), "targetTemperature", &WritableAck::accepted(target.into(), av));
+    twin.report(&ack).await.unwrap();
+    let service = emu.control().twin("pnp-ack", None).await.unwrap();
+    let reported = service.pointer("/properties/reported/thermostat1").cloned().unwrap();
+    assert_eq!(reported["__t"], "c");
+    assert_eq!(reported["targetTemperature"], serde_json::json!({"value": 23.0, "ac": 200, "av": av}));
+    conn.stop().await;
+    emu.shutdown();
+}
