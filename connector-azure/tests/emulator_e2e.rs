@@ -3,50 +3,29 @@
 //! renewal under a 5-second TTL with nothing lost.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use connector_actors::messages::{RouteKey, Sink, Subscribe};
 use connector_actors::Connector;
 use connector_azure::{AzureOptions, AzureProvider, ConnectionString};
-use connector_core::{
-    BackoffPolicy, ConnectionEvent, DisconnectReason, DropPolicy, Inbound, Jitter, PemSource, Publish, QoS,
-};
+use connector_core::{ConnectionEvent, DisconnectReason, DropPolicy, Inbound, PemSource, Publish, QoS};
 use connector_emulator::control::api::{Authentication, C2dRequest};
-use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use connector_emulator::EmulatorHandle;
 use futures::StreamExt;
 
-const WAIT: Duration = Duration::from_secs(10);
+use common::{fast_backoff, start, WAIT};
 
-fn fast_backoff() -> BackoffPolicy {
-    BackoffPolicy {
-        min: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        stable_after: Duration::from_secs(5),
-        jitter: Jitter::Full,
-    }
-}
-
-/// Creates a device on the emulator and a provider for it that trusts the emulator's CA.
+/// Creates a device on the emulator and a provider for it that trusts the emulator's CA,
+/// with SAS tokens of `ttl`.
 async fn device(emu: &EmulatorHandle, id: &str, ttl: Duration) -> AzureProvider {
-    let info = emu.control().create_device(id).await.unwrap();
-    let Authentication::Sas { symmetric_key } = info.authentication else { panic!("a SAS device") };
-    let cs: ConnectionString = format!(
-        "HostName={};DeviceId={id};SharedAccessKey={}",
-        emu.hub_host_name(),
-        symmetric_key.primary_key
-    )
-    .parse()
-    .unwrap();
-    let mut opts = AzureOptions::default().port(emu.mqtt_port());
-    opts.trust_roots = Some(PemSource::File(emu.ca_path().to_owned()));
+    let cs: ConnectionString = common::sas_device(emu, id).await.parse().unwrap();
+    let mut opts = common::hub_options(emu);
     opts.sas_ttl = ttl;
     opts.keep_alive = Duration::from_secs(30);
     AzureProvider::new(cs, opts).unwrap()
-}
-
-fn start() -> EmulatorHandle {
-    Emulator::start(EmulatorConfig::ephemeral()).unwrap()
 }
 
 #[actix_rt::test]

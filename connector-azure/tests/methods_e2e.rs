@@ -3,6 +3,8 @@
 //! payloads and responses, and a restart of the dispatcher.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,38 +12,17 @@ use std::time::Duration;
 use connector_actors::messages::{InjectPanic, RouteKey, Sink, Subscribe};
 use connector_actors::methods::{MethodCall, MethodError, MethodResponse};
 use connector_actors::{Connector, GetState};
-use connector_azure::{AzureOptions, AzureProvider, ConnectionString};
-use connector_core::{BackoffPolicy, ConnectionEvent, Jitter, PemSource, ProviderError, QoS};
-use connector_emulator::control::api::{Authentication, MethodInvocation, MethodResult};
-use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use connector_core::{ConnectionEvent, ProviderError, QoS};
+use connector_emulator::control::api::{MethodInvocation, MethodResult};
+use connector_emulator::EmulatorHandle;
 use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn fast_backoff() -> BackoffPolicy {
-    BackoffPolicy {
-        min: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        stable_after: Duration::from_secs(5),
-        jitter: Jitter::Full,
-    }
-}
+use common::{device, fast_backoff, sample, start, WAIT};
 
 /// A device on the emulator, connected through the actor tree.
 async fn connect(emu: &EmulatorHandle, id: &str) -> Connector {
-    let info = emu.control().create_device(id).await.unwrap();
-    let Authentication::Sas { symmetric_key } = info.authentication else { panic!("a SAS device") };
-    let cs: ConnectionString = format!(
-        "HostName={};DeviceId={id};SharedAccessKey={}",
-        emu.hub_host_name(),
-        symmetric_key.primary_key
-    )
-    .parse()
-    .unwrap();
-    let mut opts = AzureOptions::default().port(emu.mqtt_port());
-    opts.trust_roots = Some(PemSource::File(emu.ca_path().to_owned()));
-    let conn = Connector::builder(AzureProvider::new(cs, opts).unwrap()).backoff(fast_backoff()).start();
+    let conn = Connector::builder(device(emu, id).await).backoff(fast_backoff()).start();
     conn.wait_connected(WAIT).await.unwrap();
     conn
 }
@@ -73,26 +54,13 @@ fn invoke_later(
     actix_rt::spawn(async move { control.invoke(&device, None, &inv).await })
 }
 
-fn sample(conn: &Connector, name: &str, labels: &[(&str, &str)]) -> f64 {
-    conn.registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
-}
-
 fn explode(name: &str) -> MethodResponse {
     panic!("handler bug in {name}")
 }
 
 #[actix_rt::test]
 async fn a_registered_handler_answers_with_its_status_and_json() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let conn = connect(&emu, "echo-dev").await;
     conn.methods()
         .register("echo", |call: MethodCall| async move {
@@ -114,7 +82,7 @@ async fn a_registered_handler_answers_with_its_status_and_json() {
 
 #[actix_rt::test]
 async fn handlers_are_chosen_by_name() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let conn = connect(&emu, "names-dev").await;
     let (a_calls, b_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let a = a_calls.clone();
@@ -145,7 +113,7 @@ async fn handlers_are_chosen_by_name() {
 
 #[actix_rt::test]
 async fn unknown_methods_get_the_default_answer() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let conn = connect(&emu, "default-dev").await;
     let methods = conn.methods();
     methods.register_fn("known", |_| MethodResponse::empty(204)).unwrap();
@@ -175,7 +143,7 @@ async fn unknown_methods_get_the_default_answer() {
 
 #[actix_rt::test]
 async fn a_panicking_handler_answers_500_and_the_tree_survives() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let conn = connect(&emu, "panic-dev").await;
     let mut events = conn.events(64);
     let methods = conn.methods();
@@ -218,7 +186,7 @@ impl Drop for DropSignal {
 
 #[actix_rt::test]
 async fn deadlines_and_dropped_responders_are_answered_for_the_handler() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let conn = connect(&emu, "deadline-dev").await;
     let methods = conn.methods();
     let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
@@ -283,7 +251,7 @@ async fn deadlines_and_dropped_responders_are_answered_for_the_handler() {
 
 #[actix_rt::test]
 async fn two_devices_are_isolated_from_each_other() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let a = connect(&emu, "iso-a").await;
     let b = connect(&emu, "iso-b").await;
     let mut counts = Vec::new();
@@ -324,7 +292,7 @@ async fn malformed_payloads_and_responses_are_typed_errors() {
         #[allow(dead_code)]
         delay: u32,
     }
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let conn = connect(&emu, "malformed-dev").await;
     let methods = conn.methods();
     methods
@@ -401,7 +369,7 @@ async fn malformed_payloads_and_responses_are_typed_errors() {
 
 #[actix_rt::test]
 async fn a_restarted_dispatcher_keeps_its_registrations() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let conn = connect(&emu, "restart-dev").await;
     conn.methods().register_fn("ping", |_| MethodResponse::ok(json!("pong"))).unwrap();
     methods_ready(&conn).await;

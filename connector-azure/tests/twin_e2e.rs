@@ -3,28 +3,20 @@
 //! patches, supervision, and two devices that never see each other's twin traffic.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use connector_actors::messages::InjectPanic;
 use connector_actors::twin::{DesiredUpdate, GetTwin, ReportState, TwinRetry};
 use connector_actors::{Connector, GetState, TwinError, TwinHandle};
-use connector_azure::{AzureOptions, AzureProvider, ConnectionString};
-use connector_core::{BackoffPolicy, ConnectionEvent, Jitter, PemSource, ProviderError};
-use connector_emulator::control::api::{Authentication, RefuseConnect, Throttle};
-use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use connector_core::{BackoffPolicy, ConnectionEvent, Jitter, ProviderError};
+use connector_emulator::control::api::{RefuseConnect, Throttle};
+use connector_emulator::EmulatorHandle;
 use futures::{FutureExt, Stream, StreamExt};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn fast_backoff() -> BackoffPolicy {
-    BackoffPolicy {
-        min: Duration::from_millis(50),
-        max: Duration::from_millis(300),
-        stable_after: Duration::from_secs(5),
-        jitter: Jitter::Full,
-    }
-}
+use common::{device, fast_backoff, sample, start, WAIT};
 
 /// Three retries 20–100 ms apart.
 fn fast_retry() -> TwinRetry {
@@ -37,25 +29,6 @@ fn fast_retry() -> TwinRetry {
         },
         max_retries: 3,
     }
-}
-
-async fn device(emu: &EmulatorHandle, id: &str) -> AzureProvider {
-    let info = emu.control().create_device(id).await.unwrap();
-    let Authentication::Sas { symmetric_key } = info.authentication else { panic!("a SAS device") };
-    let cs: ConnectionString = format!(
-        "HostName={};DeviceId={id};SharedAccessKey={}",
-        emu.hub_host_name(),
-        symmetric_key.primary_key
-    )
-    .parse()
-    .unwrap();
-    let mut opts = AzureOptions::default().port(emu.mqtt_port());
-    opts.trust_roots = Some(PemSource::File(emu.ca_path().to_owned()));
-    AzureProvider::new(cs, opts).unwrap()
-}
-
-fn start() -> EmulatorHandle {
-    Emulator::start(EmulatorConfig::ephemeral()).unwrap()
 }
 
 /// A connector for a new device, with a desired watcher registered before it connects.
@@ -96,20 +69,6 @@ async fn wait_event(
     })
     .await
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
-
-/// A metric sample of this connector's registry (counter or gauge), 0 if absent.
-fn sample(conn: &Connector, name: &str, labels: &[(&str, &str)]) -> f64 {
-    conn.registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
-        })
-        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
-        .sum()
 }
 
 #[actix_rt::test]

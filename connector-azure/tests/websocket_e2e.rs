@@ -5,6 +5,8 @@
 //! against the hub).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,29 +15,13 @@ use std::time::Duration;
 use connector_actors::messages::{RouteKey, Sink, Subscribe};
 use connector_actors::Connector;
 use connector_azure::{AzureOptions, AzureProvider, ConnectionString, Transport};
-use connector_core::{BackoffPolicy, Inbound, Jitter, PemSource, Publish, QoS};
-use connector_emulator::control::api::{Authentication, C2dRequest};
+use connector_core::{Inbound, PemSource, Publish, QoS};
+use connector_emulator::control::api::C2dRequest;
 use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use openssl::ssl::{SslConnector, SslMethod};
 use test_support::HttpProxy;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn fast_backoff() -> BackoffPolicy {
-    BackoffPolicy {
-        min: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        stable_after: Duration::from_secs(5),
-        jitter: Jitter::Full,
-    }
-}
-
-/// Creates a device and returns its connection string (`HostName` = the hub's).
-async fn device(emu: &EmulatorHandle, id: &str) -> String {
-    let info = emu.control().create_device(id).await.unwrap();
-    let Authentication::Sas { symmetric_key } = info.authentication else { panic!("a SAS device") };
-    format!("HostName={};DeviceId={id};SharedAccessKey={}", emu.hub_host_name(), symmetric_key.primary_key)
-}
+use common::{fast_backoff, sas_device as device, start, WAIT};
 
 /// WebSocket options on the emulator's WebSocket port, trusting its CA.
 fn ws_options(emu: &EmulatorHandle) -> AzureOptions {
@@ -76,7 +62,7 @@ async fn telemetry_round_trip(emu: &EmulatorHandle, provider: AzureProvider, id:
 
 #[actix_rt::test]
 async fn sas_device_over_websocket_sends_telemetry_and_receives_c2d() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     assert_ne!(emu.ws_port(), Some(emu.mqtt_port()));
     let cs: ConnectionString = device(&emu, "ws-dev").await.parse().unwrap();
     let provider = AzureProvider::new(cs, ws_options(&emu)).unwrap();
@@ -118,7 +104,7 @@ async fn sas_device_over_websocket_sends_telemetry_and_receives_c2d() {
 
 #[actix_rt::test]
 async fn websocket_through_an_http_proxy_tunnels_to_the_emulator() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     let proxy = HttpProxy::start();
     let cs: ConnectionString = device(&emu, "proxied-dev").await.parse().unwrap();
     let mut opts = ws_options(&emu);
@@ -166,7 +152,7 @@ fn status(head: &str) -> &str {
 
 #[test]
 fn the_websocket_listener_refuses_other_paths_and_subprotocols() {
-    let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+    let emu = start();
     // The hub's request is upgraded (with the RFC 6455 accept key and the subprotocol)…
     let ok = raw_upgrade(&emu, &upgrade_request("/$iothub/websocket", Some("mqtt")));
     assert_eq!(status(&ok), "101", "{ok}");
