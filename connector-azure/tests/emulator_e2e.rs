@@ -314,3 +314,61 @@ async fn plug_and_play_writable_property_is_acknowledged_through_the_twin() {
     conn.stop().await;
     emu.shutdown();
 }
+
+/// A connection string carrying a fixed SharedAccessSignature cannot be renewed: when it
+/// expires the emulator closes the connection, every later attempt fails with a typed
+/// credentials failure naming the expiry (nothing is sent with a dead token), and a QoS 1
+/// publish accepted meanwhile ends in a typed error, never silence.
+#[actix_rt::test]
+async fn an_expired_fixed_signature_fails_typed_and_loses_nothing_silently() {
+    use connector_azure::{SasKey, SasToken};
+    use connector_core::ConnectFailure;
+    let emu = start();
+    let info = emu.control().create_device("fixed-sas").await.unwrap();
+    let Authentication::Sas { symmetric_key } = info.authentication else { panic!("a SAS device") };
+    let key = SasKey::from_base64(&symmetric_key.primary_key).unwrap();
+    let resource = format!("{}/devices/fixed-sas", emu.hub_host_name());
+    let token = SasToken::generate_with_ttl(
+        &key,
+        &resource,
+        std::time::SystemTime::now(),
+        Duration::from_secs(3),
+        None,
+    )
+    .unwrap();
+    let cs: ConnectionString = format!(
+        "HostName={};DeviceId=fixed-sas;SharedAccessSignature={}",
+        emu.hub_host_name(),
+        token.expose()
+    )
+    .parse()
+    .unwrap();
+    let conn = Connector::builder(AzureProvider::new(cs, common::hub_options(&emu)).unwrap())
+        .backoff(fast_backoff())
+        .ack_timeout(Duration::from_secs(3))
+        .start();
+    let mut events = conn.events(64);
+    conn.wait_connected(WAIT).await.unwrap();
+    conn.publisher().publish(Publish::telemetry("before expiry")).await.unwrap();
+    // The emulator closes the connection at expiry; the next attempt cannot get a token.
+    let failure = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(e) = events.next().await {
+            if let ConnectionEvent::ConnectionFailed { reason, .. } = e {
+                return reason;
+            }
+        }
+        panic!("events ended")
+    })
+    .await
+    .expect("a failed attempt after expiry");
+    assert!(matches!(failure, ConnectFailure::Credentials { .. }), "{failure:?}");
+    assert!(failure.to_string().contains("expired"), "{failure}");
+    assert!(!failure.to_string().contains(token.expose()), "the token leaked into {failure}");
+    let late = conn.publisher().publish(Publish::telemetry("after expiry")).await;
+    assert!(late.is_err(), "a publish that cannot be delivered ends in an error: {late:?}");
+    let got = emu.control().telemetry("fixed-sas", None).await.unwrap();
+    assert_eq!(got.iter().filter_map(|m| m.payload.as_deref()).collect::<Vec<_>>(), ["before expiry"]);
+    println!("fixed SAS: failure after expiry = {failure}; late publish = {late:?}");
+    conn.stop().await;
+    emu.shutdown();
+}
