@@ -129,6 +129,7 @@
 //! (`--help` on each).
 
 mod auth;
+mod aws;
 mod azure;
 mod broker;
 mod ca;
