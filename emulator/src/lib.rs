@@ -140,8 +140,10 @@ mod server;
 mod util;
 mod ws;
 
+pub use aws::transport::{ALPN_MQTT, ALPN_MQTT_CA, AWS_WS_PATH};
 pub use config::{
-    EmulatorConfig, DEFAULT_CONTROL_PORT, DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT, DEFAULT_WS_PORT,
+    EmulatorConfig, DEFAULT_AWS_MQTT_PORT, DEFAULT_AWS_PORT, DEFAULT_AWS_REGION, DEFAULT_CONTROL_PORT,
+    DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT, DEFAULT_WS_PORT,
 };
 pub use control::client::ControlClient;
 pub use error::{ControlError, EmulatorError};

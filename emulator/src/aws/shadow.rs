@@ -171,11 +171,6 @@ impl Shadows {
         Ok(doc)
     }
 
-    /// True when the shadow exists.
-    pub fn exists(&self, key: &ShadowKey) -> bool {
-        self.live.contains_key(key)
-    }
-
     /// Names of the thing's shadows (`None` = classic).
     pub fn list(&self, thing: &str) -> Vec<Option<String>> {
         let mut v: Vec<Option<String>> =
