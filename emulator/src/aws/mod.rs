@@ -402,8 +402,8 @@ impl AwsCore {
         }
     }
 
-    /// A shadow request from the control API (a cloud application): same service,
-    /// same publishes. `Ok` is the accepted document, `Err` the error document's
+    /// A shadow request from the control API (a cloud application): same service;
+    /// updates and deletes publish to MQTT subscribers as device requests do. `Ok` is the accepted document, `Err` the error document's
     /// code and document.
     pub fn service_shadow(
         &self,
@@ -418,7 +418,10 @@ impl AwsCore {
             return Err((404, e.document(None, now)));
         }
         let out = st.shadows.handle(key, op, payload, now);
-        self.publish_shadow(&st, key, &out);
+        // An HTTP get answers the caller only; updates and deletes publish as from MQTT.
+        if op != ShadowOp::Get {
+            self.publish_shadow(&st, key, &out);
+        }
         let first = out.first().map(|o| (o.suffix, o.document.clone()));
         match first {
             Some((suffix, doc)) if suffix.ends_with("/accepted") => Ok(doc),
