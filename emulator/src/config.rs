@@ -11,6 +11,13 @@ pub const DEFAULT_MQTT_PORT: u16 = 8883;
 pub const DEFAULT_WS_PORT: u16 = 8443;
 /// Default control API port.
 pub const DEFAULT_CONTROL_PORT: u16 = 8990;
+/// Default AWS certificate MQTT port of a standalone emulator (AWS's is 8883, taken by
+/// the hub here).
+pub const DEFAULT_AWS_MQTT_PORT: u16 = 8884;
+/// Default AWS ALPN / WebSocket port of a standalone emulator (AWS's is 443).
+pub const DEFAULT_AWS_PORT: u16 = 8445;
+/// Default AWS region.
+pub const DEFAULT_AWS_REGION: &str = "us-east-1";
 /// Default DPS ID scope.
 pub const DEFAULT_ID_SCOPE: &str = "0ne00000EMU";
 
@@ -51,6 +58,19 @@ pub struct EmulatorConfig {
     pub telemetry_capacity: usize,
     /// C2D messages pending per device (default 50, the hub's limit).
     pub c2d_max_pending: usize,
+    /// AWS IoT certificate MQTT port (AWS's 8883: MQTT over TLS with a client
+    /// certificate); 0 picks a free port, `None` disables it.
+    pub aws_mqtt_port: Option<u16>,
+    /// AWS IoT port routed by ALPN (AWS's 443): `x-amzn-mqtt-ca` certificate MQTT,
+    /// `mqtt` custom-authorizer MQTT, otherwise `wss://…/mqtt` (SigV4 or custom
+    /// authorizer); 0 picks a free port, `None` disables it.
+    pub aws_port: Option<u16>,
+    /// AWS IoT endpoint host name clients connect to and send as SNI (default
+    /// `localhost`; e.g. `abc123-ats.iot.us-east-1.amazonaws.com` with a hosts entry).
+    /// The server certificate covers it; other SNI names are refused.
+    pub aws_endpoint: String,
+    /// AWS region of the SigV4 credential scope (default `us-east-1`).
+    pub aws_region: String,
     /// Stop on SIGINT/SIGTERM (default off: an embedding program keeps its signals).
     pub handle_signals: bool,
 }
@@ -71,15 +91,26 @@ impl Default for EmulatorConfig {
             method_default_timeout: Duration::from_secs(30),
             telemetry_capacity: 10_000,
             c2d_max_pending: 50,
+            aws_mqtt_port: Some(DEFAULT_AWS_MQTT_PORT),
+            aws_port: Some(DEFAULT_AWS_PORT),
+            aws_endpoint: "localhost".to_string(),
+            aws_region: DEFAULT_AWS_REGION.to_string(),
             handle_signals: false,
         }
     }
 }
 
 impl EmulatorConfig {
-    /// Defaults with every port 0 (WebSocket included) (the OS picks free ports): what tests use.
+    /// Defaults with every port 0 (WebSocket and AWS included) (the OS picks free ports): what tests use.
     pub fn ephemeral() -> Self {
-        EmulatorConfig { mqtt_port: 0, ws_port: Some(0), control_port: 0, ..EmulatorConfig::default() }
+        EmulatorConfig {
+            mqtt_port: 0,
+            ws_port: Some(0),
+            control_port: 0,
+            aws_mqtt_port: Some(0),
+            aws_port: Some(0),
+            ..EmulatorConfig::default()
+        }
     }
 
     /// Host names of the server certificate and of the hub, lower case, de-duplicated.
@@ -88,6 +119,7 @@ impl EmulatorConfig {
             ["localhost", "127.0.0.1", "::1"].iter().map(|s| s.to_string()).collect();
         hosts.push(self.hub_host_name.to_ascii_lowercase());
         hosts.extend(self.extra_host_names.iter().map(|h| h.to_ascii_lowercase()));
+        hosts.push(self.aws_endpoint.to_ascii_lowercase());
         let mut seen = std::collections::HashSet::new();
         hosts.retain(|h| !h.is_empty() && seen.insert(h.clone()));
         hosts

@@ -1,4 +1,5 @@
-//! Local emulator of the **Azure IoT Hub** and **DPS** device endpoints: MQTT 3.1.1 over
+//! Local emulator of the **Azure IoT Hub** and **DPS** device endpoints (and of the
+//! **AWS IoT Core** device endpoint, below): MQTT 3.1.1 over
 //! TLS with the emulator's own CA, authentication like the hub, and an HTTP control API
 //! through which a test or a person plays the back end. It is the peer the connector's
 //! tests run against and the default a newcomer runs with no cloud at hand.
@@ -18,7 +19,55 @@
 //! | `ca.rs` | the emulator CA, server certificate, thumbprints, chain verification |
 //! | [`control`] | control API routes ([`control::api`] bodies), [`ControlClient`], the `ctl` CLI |
 //!
-//! The AWS IoT Core half will sit beside `azure/` (`aws/`), on the same `broker/`.
+//! | `aws/` | the AWS IoT Core back end: registry, shadow service, SigV4, topics, transports (TLS/ALPN/WSS) |
+//! | `broker/aws.rs` | the AWS MQTT server on the internal relay listener |
+//!
+//! # AWS IoT Core endpoint
+//! Independent of `azure/`, from `shared/protocols/aws-iot-core.md` and `aws-shadow.md`.
+//! * **Transports** ([`EmulatorConfig::aws_mqtt_port`], [`EmulatorConfig::aws_port`]):
+//!   TLS ≥ 1.2 with SNI required to be the endpoint ([`EmulatorConfig::aws_endpoint`],
+//!   covered by the server certificate) or another configured host name. The
+//!   8883-style port is MQTT with a client certificate. The 443-style port routes by
+//!   ALPN: [`ALPN_MQTT_CA`] → certificate MQTT, [`ALPN_MQTT`] → custom-authorizer MQTT,
+//!   `http/1.1`/none → `GET /mqtt` WebSocket upgrade (subprotocol `mqtt` or `mqttv3.1`).
+//! * **Certificates**: principal = certificate id (hex SHA-256 of the DER). Registered
+//!   and `ACTIVE` → accepted; unknown, `INACTIVE`, expired or missing → CONNACK 5.
+//!   Policies are allow-all. Deactivating or deleting a certificate closes its connections.
+//! * **SigV4** (WebSocket): verified over the headers `X-Amz-SignedHeaders` names, the
+//!   session token never signed, service `iotdevicegateway` or `iotdata`, the region
+//!   configured; `X-Amz-Date` ≤ 5 min ahead; refused after `X-Amz-Expires` (+5 min), or
+//!   after 15 min without it. Failures answer HTTP 403.
+//! * **Custom authorizers** replace the Lambda with an allow-list of tokens
+//!   ([`control::aws_api::Authorizer`]): the named authorizer (`x-amz-customauthorizer-name`)
+//!   or the default one; token under its `tokenKeyName` in the CONNECT user name query
+//!   (ALPN `mqtt`) or in the upgrade's headers/query (WebSocket); with a signing key, the
+//!   base64 RSA-SHA256 `x-amz-customauthorizer-signature` must verify. Denied → CONNACK 5
+//!   (MQTT) or 403 (WebSocket).
+//! * **CONNECT**: client id 1–128 bytes (else code 2); a second connection with the same
+//!   client id closes the first; keep-alive clamped to 30–1200 s (0 → 1200), idle
+//!   timeout 1.5×; Will only on a user topic, not retained.
+//! * **SUBSCRIBE**: user filters, and filters under `$aws/things/{t}/shadow/…`,
+//!   `…/jobs/…`, `$aws/certificates/…`, `$aws/provisioning-templates/…`; ≤ 8 per
+//!   packet, ≤ 256 bytes, ≤ 8 levels; QoS min(requested, 1); others fail. `a/#` does not
+//!   match `a`.
+//! * **PUBLISH**: user topics are captured as telemetry and delivered to subscribers;
+//!   `$aws/things/{t}/shadow[/name/{n}]/{get,update,delete}` go to the shadow service
+//!   (404 `Thing not found` for unknown things). Jobs and fleet-provisioning topics reach
+//!   one dispatch point (`aws::unwired_service`) that refuses them for now (typed
+//!   `ServiceRefusal::NotImplemented`), closing the connection. Other `$` topics,
+//!   retained publishes and payloads above 128 KB close the connection.
+//! * **Shadow** (`aws-shadow.md` §4, §8): merge (`null` deletes, objects merge, arrays
+//!   replace), metadata timestamps, delta, versions (409 on conflict), clientToken echo,
+//!   `update/accepted` → `update/documents` → `update/delta` (when non-empty), 400/413/415
+//!   with the documented messages, 8 KB, depth 6. Control-API updates and deletes publish
+//!   the same messages.
+//!
+//! Refused on the AWS side: MQTT 5 (closed at CONNECT), QoS 2, retained messages,
+//! persistent sessions (CleanSession 0 is accepted with session-present 0 and nothing
+//! kept), lifecycle events (`$aws/events/…`), Device Defender, streams, tunnels, Basic
+//! Ingest, HTTPS publish, custom auth with credentials in the CONNECT over WebSocket, the
+//! 10-in-flight shadow limit (429 only by fault injection), jobs and fleet provisioning
+//! (see above).
 //!
 //! # Example
 //! ```no_run
@@ -122,13 +171,25 @@
 //! | `GET /dps/enrollments`, `PUT`, `GET`, `DELETE /dps/enrollments/{regId}` | individual enrollments |
 //! | `GET /dps/enrollmentGroups`, `PUT`, `GET`, `DELETE /dps/enrollmentGroups/{id}` | enrollment groups |
 //! | `GET /dps/registrations[/{regId}]` | finished registrations |
+//! | `GET /aws/things`, `PUT`, `GET`, `DELETE /aws/things/{t}` | things ([`control::aws_api::Thing`]) |
+//! | `GET`, `POST`, `DELETE /aws/things/{t}/shadow[?name=]` | shadow document; update as a cloud app; delete |
+//! | `GET /aws/things/{t}/shadows` | shadow names (`null` = classic) |
+//! | `GET`, `POST /aws/certificates` | list; issue from the CA or register a PEM ([`control::aws_api::CreateCertificate`]) |
+//! | `GET`, `PUT`, `DELETE /aws/certificates/{id}` | show, set status, delete |
+//! | `PUT`, `DELETE /aws/certificates/{id}/things/{t}` | attach, detach |
+//! | `POST`, `GET /aws/access-keys`, `DELETE /aws/access-keys/{id}` | SigV4 key pairs |
+//! | `GET /aws/authorizers`, `PUT`, `DELETE /aws/authorizers/{name}` | custom authorizers |
+//! | `GET`, `DELETE /aws/telemetry[?clientId=&thingName=&topic=]` | captured user-topic publishes |
+//! | `GET /aws/connections`, `POST /aws/connections/{c}/drop` | live connections; drop one |
+//! | `GET /aws/faults`, `PUT`, `DELETE /aws/faults/{c}` | refuse CONNECT / throttle shadow (429) ([`control::aws_api::AwsFaults`]) |
 //!
 //! `…` is `/devices/{d}` or `/devices/{d}/modules/{m}`. The CLI mirrors them:
 //! `connector-emulator ctl [--url URL] <info | device | module | twin | invoke | c2d |
-//! telemetry | connections | fault | enrollment | group | cert | policies> …`
+//! telemetry | connections | fault | enrollment | group | cert | policies | aws> …`
 //! (`--help` on each).
 
 mod auth;
+mod aws;
 mod azure;
 mod broker;
 mod ca;
@@ -139,8 +200,10 @@ mod server;
 mod util;
 mod ws;
 
+pub use aws::transport::{ALPN_MQTT, ALPN_MQTT_CA, AWS_WS_PATH};
 pub use config::{
-    EmulatorConfig, DEFAULT_CONTROL_PORT, DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT, DEFAULT_WS_PORT,
+    EmulatorConfig, DEFAULT_AWS_MQTT_PORT, DEFAULT_AWS_PORT, DEFAULT_AWS_REGION, DEFAULT_CONTROL_PORT,
+    DEFAULT_ID_SCOPE, DEFAULT_MQTT_PORT, DEFAULT_WS_PORT,
 };
 pub use control::client::ControlClient;
 pub use error::{ControlError, EmulatorError};

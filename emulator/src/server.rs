@@ -10,6 +10,8 @@ use futures::channel::oneshot;
 use futures::future::{select, Either};
 use tempfile::TempDir;
 
+use crate::aws::transport::{AwsRelayPeers, Listener};
+use crate::aws::{AwsCore, AwsSettings};
 use crate::azure::registry::Registry;
 use crate::azure::{Hub, HubSettings};
 use crate::ca::{CertificateAuthority, CA_CERT_FILE};
@@ -84,6 +86,19 @@ impl Emulator {
             )),
             None => None,
         };
+        // AWS: the public certificate-MQTT and ALPN listeners, and the internal MQTT
+        // listener both relay to (see `aws/transport.rs`).
+        let aws_public = |p: Option<u16>, what| match p {
+            Some(p) => bind(what, SocketAddr::new(config.bind_address, p)).map(Some),
+            None => Ok(None),
+        };
+        let aws_mqtt = aws_public(config.aws_mqtt_port, "aws-mqtt")?;
+        let aws_alpn = aws_public(config.aws_port, "aws")?;
+        let aws_relay = if aws_mqtt.is_some() || aws_alpn.is_some() {
+            Some(bind("aws-relay", SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))?)
+        } else {
+            None
+        };
         let control = bind("control", SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.control_port))?;
         let addr = |l: &TcpListener, what| {
             l.local_addr().map_err(|source| EmulatorError::Bind {
@@ -107,6 +122,32 @@ impl Emulator {
             None => None,
         };
         let ws_port = ws.as_ref().map(|w| w.port);
+        let aws_mqtt_port = match &aws_mqtt {
+            Some(l) => Some(addr(l, "aws-mqtt")?.port()),
+            None => None,
+        };
+        let aws_port = match &aws_alpn {
+            Some(l) => Some(addr(l, "aws")?.port()),
+            None => None,
+        };
+        let aws = match aws_relay {
+            Some(relay) => Some(AwsListeners {
+                relay_addr: addr(&relay, "aws-relay")?,
+                relay,
+                mqtt: aws_mqtt,
+                alpn: aws_alpn,
+                acceptor: crate::aws::transport::tls_acceptor(&server_cert.cert, &server_cert.key, &ca_x509)?,
+            }),
+            None => None,
+        };
+        let aws_core = Arc::new(AwsCore::new(
+            AwsSettings {
+                region: config.aws_region.clone(),
+                host_names: hosts.clone(),
+                telemetry_capacity: config.telemetry_capacity,
+            },
+            CertificateAuthority::load_or_create(&dir)?,
+        ));
 
         let settings = HubSettings {
             host_name: config.hub_host_name.clone(),
@@ -127,6 +168,10 @@ impl Emulator {
             ws_port,
             dps_id_scope: config.dps_id_scope.clone(),
             ca_path: ca_path.display().to_string(),
+            aws_endpoint: config.aws_endpoint.clone(),
+            aws_region: config.aws_region.clone(),
+            aws_mqtt_port,
+            aws_port,
         };
 
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -139,6 +184,8 @@ impl Emulator {
                     ntex_rt::System::build().name("connector-emulator").stop_on_panic(false).finish();
                 runner.block_on(run(
                     hub,
+                    aws_core,
+                    aws,
                     acceptor,
                     mqtt,
                     plain,
@@ -161,6 +208,10 @@ impl Emulator {
             mqtt_port,
             plain_mqtt_port,
             ws_port,
+            aws_mqtt_port,
+            aws_port,
+            aws_endpoint: config.aws_endpoint,
+            aws_region: config.aws_region,
             control_addr,
             ca_pem,
             ca_path,
@@ -182,6 +233,15 @@ struct WsListeners {
     port: u16,
 }
 
+/// The AWS listeners: public ones (tokio, TLS + ALPN) and the internal MQTT listener.
+struct AwsListeners {
+    relay: TcpListener,
+    relay_addr: SocketAddr,
+    mqtt: Option<TcpListener>,
+    alpn: Option<TcpListener>,
+    acceptor: openssl::ssl::SslAcceptor,
+}
+
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
     let l = TcpListener::bind(addr).map_err(|source| EmulatorError::Bind { what, addr, source })?;
     l.set_nonblocking(true).map_err(|source| EmulatorError::Bind { what, addr, source })?;
@@ -191,6 +251,8 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, EmulatorErr
 #[allow(clippy::too_many_arguments)]
 async fn run(
     hub: Arc<Hub>,
+    aws_core: Arc<AwsCore>,
+    aws: Option<AwsListeners>,
     acceptor: openssl::ssl::SslAcceptor,
     mqtt: TcpListener,
     plain: Option<TcpListener>,
@@ -232,17 +294,51 @@ async fn run(
             let public = tokio::net::TcpListener::from_std(w.public)?;
             ws_task = Some((public, w.acceptor, w.relay_addr, peers));
         }
+        let mut aws_tasks = Vec::new();
+        if let Some(a) = aws {
+            let (core, peers) = (aws_core.clone(), Arc::new(AwsRelayPeers::default()));
+            let p = peers.clone();
+            b = b
+                .listen("aws-relay", a.relay, async move |_| {
+                    broker::aws::aws_mqtt_service(core.clone(), p.clone())
+                })?
+                .config("aws-relay", broker::mqtt_config());
+            for (l, which) in [(a.mqtt, Listener::Mqtt), (a.alpn, Listener::Alpn)] {
+                if let Some(l) = l {
+                    aws_tasks.push((
+                        tokio::net::TcpListener::from_std(l)?,
+                        which,
+                        a.acceptor.clone(),
+                        a.relay_addr,
+                        peers.clone(),
+                    ));
+                }
+            }
+        }
         let control = tokio::net::TcpListener::from_std(control)?;
-        Ok((b.run(), control, ws_task))
+        Ok((b.run(), control, ws_task, aws_tasks))
     })();
-    let (srv, control, ws_task) = match started {
+    let (srv, control, ws_task, aws_tasks) = match started {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
             return;
         }
     };
-    let control_task = tokio::task::spawn_local(control::server::serve(control, hub, info));
+    let control_task = tokio::task::spawn_local(control::server::serve(control, hub, aws_core.clone(), info));
+    let aws_tasks: Vec<_> = aws_tasks
+        .into_iter()
+        .map(|(l, which, acc, relay, peers)| {
+            tokio::task::spawn_local(crate::aws::transport::serve(
+                l,
+                which,
+                acc,
+                relay,
+                peers,
+                aws_core.clone(),
+            ))
+        })
+        .collect();
     let ws_task = ws_task.map(|(listener, acceptor, relay, peers)| {
         tokio::task::spawn_local(crate::ws::serve(listener, acceptor, relay, peers))
     });
@@ -253,6 +349,9 @@ async fn run(
     }
     control_task.abort();
     if let Some(t) = ws_task {
+        t.abort();
+    }
+    for t in aws_tasks {
         t.abort();
     }
     tracing::info!("emulator stopped");
@@ -266,6 +365,10 @@ pub struct EmulatorHandle {
     mqtt_port: u16,
     plain_mqtt_port: Option<u16>,
     ws_port: Option<u16>,
+    aws_mqtt_port: Option<u16>,
+    aws_port: Option<u16>,
+    aws_endpoint: String,
+    aws_region: String,
     control_addr: SocketAddr,
     ca_pem: Vec<u8>,
     ca_path: PathBuf,
@@ -291,6 +394,27 @@ impl EmulatorHandle {
     /// if enabled ([`EmulatorConfig::ws_port`]; always with [`EmulatorConfig::ephemeral`]).
     pub fn ws_port(&self) -> Option<u16> {
         self.ws_port
+    }
+
+    /// Bound AWS IoT certificate-MQTT port (AWS's 8883), if enabled.
+    pub fn aws_mqtt_port(&self) -> Option<u16> {
+        self.aws_mqtt_port
+    }
+
+    /// Bound AWS IoT ALPN / WebSocket port (AWS's 443: ALPN `x-amzn-mqtt-ca`, `mqtt`, or
+    /// `wss://{endpoint}:{port}/mqtt`), if enabled.
+    pub fn aws_port(&self) -> Option<u16> {
+        self.aws_port
+    }
+
+    /// The AWS IoT endpoint host name (what clients connect to and send as SNI).
+    pub fn aws_endpoint(&self) -> &str {
+        &self.aws_endpoint
+    }
+
+    /// The AWS region of SigV4 credential scopes.
+    pub fn aws_region(&self) -> &str {
+        &self.aws_region
     }
 
     /// Base URL of the control API, `http://127.0.0.1:{port}`.

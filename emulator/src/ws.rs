@@ -115,7 +115,7 @@ pub(crate) async fn serve(
 
 /// Why a WebSocket connection ended early.
 #[derive(Debug, thiserror::Error)]
-enum WsError {
+pub(crate) enum WsError {
     #[error("tls: {0}")]
     Tls(String),
     #[error("io: {0}")]
@@ -204,19 +204,19 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<Vec<u8>
     }
 }
 
-struct Refusal {
-    status: u16,
-    reason: String,
-    extra: &'static str,
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) reason: String,
+    pub(crate) extra: &'static str,
 }
 
 impl Refusal {
-    fn new(status: u16, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, reason: impl Into<String>) -> Self {
         Refusal { status, reason: reason.into(), extra: "" }
     }
 }
 
-fn header<'a>(req: &'a httparse::Request<'_, '_>, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(req: &'a httparse::Request<'_, '_>, name: &str) -> Option<&'a str> {
     req.headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(name))
@@ -224,7 +224,7 @@ fn header<'a>(req: &'a httparse::Request<'_, '_>, name: &str) -> Option<&'a str>
         .map(str::trim)
 }
 
-fn has_token(value: Option<&str>, token: &str) -> bool {
+pub(crate) fn has_token(value: Option<&str>, token: &str) -> bool {
     value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
@@ -264,9 +264,10 @@ fn check<'a>(req: &'a httparse::Request<'_, '_>) -> Result<&'a str, Refusal> {
 }
 
 /// Sends the refusal and closes; returns the error to report.
-async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, r: Refusal) -> WsError {
+pub(crate) async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, r: Refusal) -> WsError {
     let text = match r.status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -311,7 +312,7 @@ fn packet_len(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Copies MQTT bytes both ways until either side ends, then closes the other.
-async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     ws: WebSocketStream<S>,
     upstream: TcpStream,
 ) -> Result<(), WsError> {

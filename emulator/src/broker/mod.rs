@@ -5,6 +5,7 @@
 //! MQTT 5 CONNECTs are refused (ntex-mqtt's default protocol handler closes them);
 //! QoS 2 PUBLISHes close the connection (`max_qos` = 1).
 
+pub(crate) mod aws;
 pub(crate) mod conn;
 pub(crate) mod publish;
 

@@ -475,6 +475,18 @@ pub struct Info {
     pub dps_id_scope: String,
     /// Path of the CA certificate (PEM) clients must trust.
     pub ca_path: String,
+    /// AWS IoT endpoint host name (the server certificate covers it).
+    #[serde(default)]
+    pub aws_endpoint: String,
+    /// AWS region of SigV4 credential scopes.
+    #[serde(default)]
+    pub aws_region: String,
+    /// AWS certificate MQTT port (AWS's 8883), if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_mqtt_port: Option<u16>,
+    /// AWS ALPN / WebSocket port (AWS's 443), if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_port: Option<u16>,
 }
 
 /// Error body of every non-2xx answer.

@@ -63,6 +63,21 @@ pub struct ServeArgs {
     /// DPS ID scope.
     #[arg(long, default_value = crate::config::DEFAULT_ID_SCOPE)]
     pub id_scope: String,
+    /// AWS IoT certificate MQTT port (AWS's 8883).
+    #[arg(long, default_value_t = crate::config::DEFAULT_AWS_MQTT_PORT)]
+    pub aws_mqtt_port: u16,
+    /// AWS IoT ALPN / WebSocket port (AWS's 443).
+    #[arg(long, default_value_t = crate::config::DEFAULT_AWS_PORT)]
+    pub aws_port: u16,
+    /// Do not serve the AWS IoT endpoint.
+    #[arg(long)]
+    pub no_aws: bool,
+    /// AWS IoT endpoint host name (SNI and server certificate).
+    #[arg(long, default_value = "localhost")]
+    pub aws_endpoint: String,
+    /// AWS region of SigV4 credential scopes.
+    #[arg(long, default_value = crate::config::DEFAULT_AWS_REGION)]
+    pub aws_region: String,
 }
 
 impl ServeArgs {
@@ -78,6 +93,10 @@ impl ServeArgs {
             hub_host_name: self.hub_host_name.clone(),
             extra_host_names: self.hosts.clone(),
             dps_id_scope: self.id_scope.clone(),
+            aws_mqtt_port: (!self.no_aws).then_some(self.aws_mqtt_port),
+            aws_port: (!self.no_aws).then_some(self.aws_port),
+            aws_endpoint: self.aws_endpoint.clone(),
+            aws_region: self.aws_region.clone(),
             handle_signals: true,
             ..EmulatorConfig::default()
         }
@@ -193,6 +212,87 @@ pub enum CtlCommand {
     Cert(CertCmd),
     /// Shared access policies.
     Policies,
+    /// The AWS IoT endpoint: things, certificates, keys, authorizers, shadows, telemetry, faults.
+    #[command(subcommand)]
+    Aws(AwsCmd),
+}
+
+/// `ctl aws …`.
+#[derive(Debug, Subcommand)]
+pub enum AwsCmd {
+    /// List things.
+    Things,
+    /// Create a thing.
+    CreateThing { thing: String },
+    /// Delete a thing (and its shadows).
+    DeleteThing { thing: String },
+    /// Issue a client certificate from the emulator CA, registered ACTIVE (prints the key).
+    CreateCert {
+        /// Attach it to this thing.
+        #[arg(long)]
+        thing: Option<String>,
+    },
+    /// Set a certificate's status (ACTIVE or INACTIVE).
+    CertStatus { id: String, status: String },
+    /// Create a SigV4 access key pair.
+    CreateAccessKey,
+    /// Register a custom authorizer accepting the given tokens.
+    Authorizer {
+        name: String,
+        #[arg(long, default_value = "token")]
+        token_key_name: String,
+        #[arg(long = "allow")]
+        allowed_tokens: Vec<String>,
+        #[arg(long)]
+        default: bool,
+    },
+    /// Show a shadow.
+    Shadow {
+        thing: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Update a shadow's desired state as a cloud application (JSON object).
+    Desired {
+        thing: String,
+        desired: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a shadow.
+    DeleteShadow {
+        thing: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Captured telemetry.
+    Telemetry {
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Topic filter (`+`/`#` allowed).
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Live AWS connections.
+    Connections,
+    /// Close a client's connection now.
+    Drop { client_id: String },
+    /// Refuse the next CONNECTs of a client with a CONNACK code.
+    Refuse {
+        client_id: String,
+        #[arg(long, default_value_t = 5)]
+        code: u8,
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Answer a client's shadow requests with 429.
+    Throttle {
+        client_id: String,
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Clear a client's faults.
+    ClearFaults { client_id: String },
 }
 
 /// `ctl device …`.
@@ -417,6 +517,72 @@ fn id_path(device: &str, module: Option<&str>) -> String {
     }
 }
 
+fn aws_request(cmd: AwsCmd) -> anyhow::Result<(Method, String, Option<Value>)> {
+    let shadow_path = |thing: &str, name: Option<&str>| match name {
+        Some(n) => format!("/aws/things/{}/shadow?name={}", pct_encode(thing), pct_encode(n)),
+        None => format!("/aws/things/{}/shadow", pct_encode(thing)),
+    };
+    Ok(match cmd {
+        AwsCmd::Things => (Method::GET, "/aws/things".into(), None),
+        AwsCmd::CreateThing { thing } => {
+            (Method::PUT, format!("/aws/things/{}", pct_encode(&thing)), Some(json!({})))
+        }
+        AwsCmd::DeleteThing { thing } => {
+            (Method::DELETE, format!("/aws/things/{}", pct_encode(&thing)), None)
+        }
+        AwsCmd::CreateCert { thing } => {
+            (Method::POST, "/aws/certificates".into(), Some(json!({ "thingName": thing })))
+        }
+        AwsCmd::CertStatus { id, status } => (
+            Method::PUT,
+            format!("/aws/certificates/{}", pct_encode(&id)),
+            Some(json!({ "status": status.to_ascii_uppercase() })),
+        ),
+        AwsCmd::CreateAccessKey => (Method::POST, "/aws/access-keys".into(), None),
+        AwsCmd::Authorizer { name, token_key_name, allowed_tokens, default } => (
+            Method::PUT,
+            format!("/aws/authorizers/{}", pct_encode(&name)),
+            Some(
+                json!({ "tokenKeyName": token_key_name, "allowedTokens": allowed_tokens, "default": default }),
+            ),
+        ),
+        AwsCmd::Shadow { thing, name } => (Method::GET, shadow_path(&thing, name.as_deref()), None),
+        AwsCmd::Desired { thing, desired, name } => (
+            Method::POST,
+            shadow_path(&thing, name.as_deref()),
+            Some(json!({ "state": { "desired": parse_json(&desired)? } })),
+        ),
+        AwsCmd::DeleteShadow { thing, name } => (Method::DELETE, shadow_path(&thing, name.as_deref()), None),
+        AwsCmd::Telemetry { client_id, topic } => {
+            let mut q = Vec::new();
+            if let Some(c) = client_id {
+                q.push(format!("clientId={}", pct_encode(&c)));
+            }
+            if let Some(t) = topic {
+                q.push(format!("topic={}", pct_encode(&t)));
+            }
+            (Method::GET, format!("/aws/telemetry?{}", q.join("&")), None)
+        }
+        AwsCmd::Connections => (Method::GET, "/aws/connections".into(), None),
+        AwsCmd::Drop { client_id } => {
+            (Method::POST, format!("/aws/connections/{}/drop", pct_encode(&client_id)), None)
+        }
+        AwsCmd::Refuse { client_id, code, count } => (
+            Method::PUT,
+            format!("/aws/faults/{}", pct_encode(&client_id)),
+            Some(json!({ "refuseConnect": code, "count": count })),
+        ),
+        AwsCmd::Throttle { client_id, count } => (
+            Method::PUT,
+            format!("/aws/faults/{}", pct_encode(&client_id)),
+            Some(json!({ "throttleShadow": true, "count": count })),
+        ),
+        AwsCmd::ClearFaults { client_id } => {
+            (Method::DELETE, format!("/aws/faults/{}", pct_encode(&client_id)), None)
+        }
+    })
+}
+
 fn parse_json(s: &str) -> anyhow::Result<Value> {
     serde_json::from_str(s).map_err(|e| anyhow::anyhow!("not valid JSON: {e}"))
 }
@@ -432,6 +598,7 @@ pub async fn run_ctl(args: CtlArgs) -> anyhow::Result<Value> {
         CtlCommand::Info => (Method::GET, "/info".into(), None),
         CtlCommand::Policies => (Method::GET, "/policies".into(), None),
         CtlCommand::Connections => (Method::GET, "/connections".into(), None),
+        CtlCommand::Aws(cmd) => aws_request(cmd)?,
         CtlCommand::Device(cmd) => match cmd {
             DeviceCmd::List => (Method::GET, "/devices".into(), None),
             DeviceCmd::Get { device } => (Method::GET, id_path(&device, None), None),

@@ -15,6 +15,10 @@ use super::api::{
     C2dAccepted, C2dRequest, ConnectionInfo, Enrollment, EnrollmentGroup, IdentityInfo, IdentitySpec, Info,
     MethodInvocation, MethodResult, PendingC2d, RefuseConnect, TelemetryMessage, Throttle, TwinUpdate,
 };
+use super::aws_api::{
+    AccessKey, Authorizer, AwsConnection, AwsFaults, AwsTelemetry, CertificateInfo, CertificateStatus,
+    CertificateUpdate, CreateCertificate, Thing,
+};
 use crate::error::ControlError;
 use crate::util::pct_encode;
 
@@ -307,6 +311,136 @@ impl ControlClient {
         g: &EnrollmentGroup,
     ) -> Result<EnrollmentGroup, ControlError> {
         self.request(Method::PUT, &format!("/dps/enrollmentGroups/{}", pct_encode(group_id)), Some(g)).await
+    }
+
+    /// `PUT /aws/things/{name}`: creates (or updates) a thing.
+    pub async fn aws_create_thing(&self, name: &str) -> Result<Thing, ControlError> {
+        self.request(Method::PUT, &format!("/aws/things/{}", pct_encode(name)), Some(&Thing::default())).await
+    }
+
+    /// `GET /aws/things`.
+    pub async fn aws_things(&self) -> Result<Vec<Thing>, ControlError> {
+        self.request(Method::GET, "/aws/things", None::<&()>).await
+    }
+
+    /// `DELETE /aws/things/{name}` (its shadows go with it).
+    pub async fn aws_delete_thing(&self, name: &str) -> Result<(), ControlError> {
+        self.request::<Value>(Method::DELETE, &format!("/aws/things/{}", pct_encode(name)), None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /aws/certificates`: issues (or registers) a certificate, optionally attached
+    /// to a thing. The answer carries the private key of an issued certificate.
+    pub async fn aws_create_certificate(
+        &self,
+        req: &CreateCertificate,
+    ) -> Result<CertificateInfo, ControlError> {
+        self.request(Method::POST, "/aws/certificates", Some(req)).await
+    }
+
+    /// `PUT /aws/certificates/{id}`: sets the status (deactivating closes connections).
+    pub async fn aws_set_certificate_status(
+        &self,
+        id: &str,
+        status: CertificateStatus,
+    ) -> Result<CertificateInfo, ControlError> {
+        self.request(
+            Method::PUT,
+            &format!("/aws/certificates/{}", pct_encode(id)),
+            Some(&CertificateUpdate { status }),
+        )
+        .await
+    }
+
+    /// `PUT /aws/certificates/{id}/things/{thing}`: attaches a certificate to a thing.
+    pub async fn aws_attach(&self, id: &str, thing: &str) -> Result<CertificateInfo, ControlError> {
+        self.request(
+            Method::PUT,
+            &format!("/aws/certificates/{}/things/{}", pct_encode(id), pct_encode(thing)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /aws/access-keys`: a new SigV4 access key pair.
+    pub async fn aws_create_access_key(&self) -> Result<AccessKey, ControlError> {
+        self.request(Method::POST, "/aws/access-keys", None::<&()>).await
+    }
+
+    /// `PUT /aws/authorizers/{name}`: registers a custom authorizer.
+    pub async fn aws_put_authorizer(&self, name: &str, a: &Authorizer) -> Result<(), ControlError> {
+        self.request::<Value>(Method::PUT, &format!("/aws/authorizers/{}", pct_encode(name)), Some(a))
+            .await
+            .map(|_| ())
+    }
+
+    fn shadow_path(thing: &str, shadow: Option<&str>) -> String {
+        match shadow {
+            Some(n) => format!("/aws/things/{}/shadow?name={}", pct_encode(thing), pct_encode(n)),
+            None => format!("/aws/things/{}/shadow", pct_encode(thing)),
+        }
+    }
+
+    /// `GET /aws/things/{thing}/shadow[?name=]`: the full shadow document.
+    pub async fn aws_shadow(&self, thing: &str, shadow: Option<&str>) -> Result<Value, ControlError> {
+        self.request(Method::GET, &Self::shadow_path(thing, shadow), None::<&()>).await
+    }
+
+    /// `POST /aws/things/{thing}/shadow[?name=]` with `{"state":{"desired": desired}}`, as
+    /// a cloud application: subscribers get `update/accepted`, `documents` and `delta`.
+    pub async fn aws_update_desired(
+        &self,
+        thing: &str,
+        shadow: Option<&str>,
+        desired: Value,
+    ) -> Result<Value, ControlError> {
+        let body = serde_json::json!({ "state": { "desired": desired } });
+        self.request(Method::POST, &Self::shadow_path(thing, shadow), Some(&body)).await
+    }
+
+    /// `DELETE /aws/things/{thing}/shadow[?name=]`.
+    pub async fn aws_delete_shadow(&self, thing: &str, shadow: Option<&str>) -> Result<Value, ControlError> {
+        self.request(Method::DELETE, &Self::shadow_path(thing, shadow), None::<&()>).await
+    }
+
+    /// `GET /aws/telemetry?clientId=&topic=`: captured PUBLISHes on user topics.
+    pub async fn aws_telemetry(
+        &self,
+        client_id: Option<&str>,
+        topic_filter: Option<&str>,
+    ) -> Result<Vec<AwsTelemetry>, ControlError> {
+        let mut q = Vec::new();
+        if let Some(c) = client_id {
+            q.push(format!("clientId={}", pct_encode(c)));
+        }
+        if let Some(t) = topic_filter {
+            q.push(format!("topic={}", pct_encode(t)));
+        }
+        self.request(Method::GET, &format!("/aws/telemetry?{}", q.join("&")), None::<&()>).await
+    }
+
+    /// `GET /aws/connections`.
+    pub async fn aws_connections(&self) -> Result<Vec<AwsConnection>, ControlError> {
+        self.request(Method::GET, "/aws/connections", None::<&()>).await
+    }
+
+    /// `POST /aws/connections/{clientId}/drop`.
+    pub async fn aws_drop(&self, client_id: &str) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::POST,
+            &format!("/aws/connections/{}/drop", pct_encode(client_id)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `PUT /aws/faults/{clientId}`: refuse CONNECT and/or throttle shadow requests (429).
+    pub async fn aws_faults(&self, client_id: &str, f: &AwsFaults) -> Result<(), ControlError> {
+        self.request::<Value>(Method::PUT, &format!("/aws/faults/{}", pct_encode(client_id)), Some(f))
+            .await
+            .map(|_| ())
     }
 }
 

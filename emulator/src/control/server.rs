@@ -20,7 +20,12 @@ use crate::util::pct_decode;
 const MAX_BODY: usize = 1024 * 1024;
 
 /// Accepts connections until the task is aborted.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>, info: Info) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Arc<Hub>,
+    aws: Arc<crate::aws::AwsCore>,
+    info: Info,
+) {
     let info = Rc::new(info);
     loop {
         let stream = match listener.accept().await {
@@ -31,11 +36,11 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>, info
                 continue;
             }
         };
-        let (hub, info) = (hub.clone(), info.clone());
+        let (hub, aws, info) = (hub.clone(), aws.clone(), info.clone());
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let (hub, info) = (hub.clone(), info.clone());
-                async move { Ok::<_, Infallible>(handle(&hub, &info, req).await) }
+                let (hub, aws, info) = (hub.clone(), aws.clone(), info.clone());
+                async move { Ok::<_, Infallible>(handle(&hub, &aws, &info, req).await) }
             });
             if let Err(e) =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
@@ -46,7 +51,12 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>, info
     }
 }
 
-async fn handle(hub: &Arc<Hub>, info: &Info, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    hub: &Arc<Hub>,
+    aws: &crate::aws::AwsCore,
+    info: &Info,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -54,6 +64,10 @@ async fn handle(hub: &Arc<Hub>, info: &Info, req: Request<Incoming>) -> Response
         Ok(body) => {
             let body = body.to_bytes();
             match path.split('/').filter(|s| !s.is_empty()).map(pct_decode).collect::<Option<Vec<String>>>() {
+                Some(segs) if segs.first().is_some_and(|s| s == "aws") => {
+                    let rest: Vec<&str> = segs[1..].iter().map(String::as_str).collect();
+                    super::aws_routes::route(aws, &method, &rest, &query, &body)
+                }
                 Some(segs) => route(hub, info, &method, &segs, &query, &body).await,
                 None => Err(ApiError::bad_request("path is not valid percent-encoded UTF-8")),
             }

@@ -286,3 +286,153 @@ pub fn write_pem(dir: &Path, name: &str, pem: &str) -> PathBuf {
     std::fs::write(&p, pem).expect("write PEM");
     p
 }
+
+// ---- AWS IoT ----
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let pkey = PKey::hmac(key).expect("hmac key");
+    let mut signer = Signer::new(MessageDigest::sha256(), &pkey).expect("signer");
+    signer.update(msg).expect("hmac update");
+    signer.sign_to_vec().expect("hmac")
+}
+
+/// `YYYYMMDDTHHMMSSZ` of a Unix time.
+pub fn amz_date(t: u64) -> String {
+    let days = (t / 86_400) as i64;
+    let rem = t % 86_400;
+    // civil_from_days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// A SigV4 presigned `/mqtt?…` path and query signed over `host` only (JS v1 style),
+/// computed independently of the emulator.
+pub fn presign(
+    host: &str,
+    region: &str,
+    key_id: &str,
+    secret: &str,
+    at: u64,
+    expires: Option<u64>,
+) -> String {
+    let date = amz_date(at);
+    let day = &date[..8];
+    let cred = format!("{key_id}/{day}/{region}/iotdevicegateway/aws4_request");
+    let mut params = vec![
+        ("X-Amz-Algorithm".to_string(), "AWS4-HMAC-SHA256".to_string()),
+        ("X-Amz-Credential".to_string(), cred),
+        ("X-Amz-Date".to_string(), date.clone()),
+        ("X-Amz-SignedHeaders".to_string(), "host".to_string()),
+    ];
+    if let Some(e) = expires {
+        params.push(("X-Amz-Expires".to_string(), e.to_string()));
+    }
+    params.sort();
+    let query =
+        params.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&");
+    let canonical = format!(
+        "GET\n/mqtt\n{query}\nhost:{host}\n\nhost\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    let digest = openssl::hash::hash(MessageDigest::sha256(), canonical.as_bytes()).expect("sha256");
+    let sts =
+        format!("AWS4-HMAC-SHA256\n{date}\n{day}/{region}/iotdevicegateway/aws4_request\n{}", hex(&digest));
+    let k = hmac(format!("AWS4{secret}").as_bytes(), day.as_bytes());
+    let k = hmac(&k, region.as_bytes());
+    let k = hmac(&k, b"iotdevicegateway");
+    let k = hmac(&k, b"aws4_request");
+    format!("/mqtt?{query}&X-Amz-Signature={}", hex(&hmac(&k, sts.as_bytes())))
+}
+
+/// How an AWS test client connects.
+pub struct AwsConnect<'a> {
+    pub uri: String,
+    pub client_id: &'a str,
+    pub user: &'a str,
+    pub cert: Option<(&'a Path, &'a Path)>,
+    pub alpn: Option<&'a str>,
+}
+
+/// Connects a paho client to the AWS endpoint (MQTT 3.1.1, clean session).
+pub async fn aws_connect(ca: &Path, c: AwsConnect<'_>) -> Result<Device, mqtt::Error> {
+    let mut client = mqtt::AsyncClient::new(
+        mqtt::CreateOptionsBuilder::new()
+            .server_uri(&c.uri)
+            .client_id(c.client_id)
+            .persistence(None)
+            .mqtt_version(mqtt::MQTT_VERSION_3_1_1)
+            .finalize(),
+    )?;
+    let rx = client.get_stream(100);
+    let mut ssl = mqtt::SslOptionsBuilder::new();
+    ssl.trust_store(ca)?.enable_server_cert_auth(true).verify(true);
+    if let Some((cert, key)) = c.cert {
+        ssl.key_store(cert)?.private_key(key)?;
+    }
+    if let Some(a) = c.alpn {
+        ssl.alpn_protos(&[a]);
+    }
+    let mut opts = if c.uri.starts_with("wss://") {
+        mqtt::ConnectOptionsBuilder::new_ws()
+    } else {
+        mqtt::ConnectOptionsBuilder::new_v3()
+    };
+    opts.ssl_options(ssl.finalize())
+        .user_name(c.user)
+        .clean_session(true)
+        .keep_alive_interval(Duration::from_secs(30))
+        .connect_timeout(WAIT);
+    match client.connect(opts.finalize()).await {
+        Ok(_) => Ok(Device { client, rx }),
+        Err(e) => {
+            keep(client);
+            Err(e)
+        }
+    }
+}
+
+/// A thing with an ACTIVE certificate from the emulator CA attached; returns the
+/// certificate id and the (cert, key) PEM paths inside `dir`.
+pub async fn aws_thing_with_cert(env: &Env, thing: &str, dir: &Path) -> (String, PathBuf, PathBuf) {
+    use connector_emulator::control::aws_api::CreateCertificate;
+    env.ctl.aws_create_thing(thing).await.expect("create thing");
+    let c = env
+        .ctl
+        .aws_create_certificate(&CreateCertificate { thing_name: Some(thing.into()), ..Default::default() })
+        .await
+        .expect("create certificate");
+    let cert = write_pem(dir, &format!("{thing}.pem"), &c.certificate_pem);
+    let key = write_pem(dir, &format!("{thing}.key"), c.private_key_pem.as_deref().expect("issued key"));
+    (c.certificate_id, cert, key)
+}
+
+impl Env {
+    /// `ssl://localhost:{aws_mqtt_port}`.
+    pub fn aws_mqtt_uri(&self) -> String {
+        format!("ssl://localhost:{}", self.emu.aws_mqtt_port().expect("AWS MQTT enabled"))
+    }
+
+    /// Connects with a client certificate on the 8883-style port.
+    pub async fn aws_cert_connect(
+        &self,
+        client_id: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Device, mqtt::Error> {
+        let c =
+            AwsConnect { uri: self.aws_mqtt_uri(), client_id, user: "", cert: Some((cert, key)), alpn: None };
+        aws_connect(self.emu.ca_path(), c).await
+    }
+}
