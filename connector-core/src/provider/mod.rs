@@ -25,12 +25,16 @@ pub struct Limits {
     pub max_topic_len: usize,
     /// Most `/`-separated topic levels, if limited.
     pub max_topic_levels: Option<usize>,
+    /// Most PUBLISH packets per second on one connection, if the service throttles it (AWS
+    /// IoT Core: 100). The Publisher paces its sends with a token bucket of this rate (burst
+    /// = one second's worth) instead of letting the service drop the connection.
+    pub max_publish_rate: Option<u32>,
 }
 
 impl Default for Limits {
     /// The MQTT wire format's own limits.
     fn default() -> Self {
-        Self { max_payload: 268_435_455, max_topic_len: 65_535, max_topic_levels: None }
+        Self { max_payload: 268_435_455, max_topic_len: 65_535, max_topic_levels: None, max_publish_rate: None }
     }
 }
 
@@ -278,7 +282,7 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_before_sending() {
-        let limits = Limits { max_payload: 4, max_topic_len: 10, max_topic_levels: Some(3) };
+        let limits = Limits { max_payload: 4, max_topic_len: 10, max_topic_levels: Some(3), max_publish_rate: None };
         let p = Publish::to_topic("a/b", &b"12345"[..]);
         assert_eq!(
             encode_with_mqtt5_properties("a/b".into(), &p, MqttVersion::V311, &limits),

@@ -1,0 +1,3 @@
+//! The device agent (work in progress).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! AWS IoT Core behind the connector's provider boundary (work in progress).
