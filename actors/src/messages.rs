@@ -136,6 +136,26 @@ pub enum RouteKey {
     },
     /// Every inbound message the provider classifies as this kind (`c2d`, `method`, …).
     Kind(&'static str),
+    /// A broker subscription for messages of the provider's own services (an AWS named
+    /// shadow's topics): kept in the table and made again after every reconnect whose
+    /// session was not kept, like user filters, but it routes nothing itself — what
+    /// arrives on it is classified and routed by [`RouteKey::Kind`].
+    Service {
+        /// The topic filter.
+        filter: String,
+        /// Requested QoS.
+        qos: QoS,
+    },
+}
+
+impl RouteKey {
+    /// The broker filter this route needs, if any.
+    pub fn filter(&self) -> Option<(&str, QoS)> {
+        match self {
+            RouteKey::Topic { filter, qos } | RouteKey::Service { filter, qos } => Some((filter, *qos)),
+            RouteKey::Kind(_) => None,
+        }
+    }
 }
 
 /// Register a route.
@@ -161,6 +181,11 @@ impl Subscribe {
         f: impl Fn(&Inbound) + Send + Sync + 'static,
     ) -> Self {
         Self { key: RouteKey::Topic { filter: filter.into(), qos }, sink: Sink::Handler(Arc::new(f)) }
+    }
+
+    /// A persistent broker subscription for a provider service (see [`RouteKey::Service`]).
+    pub fn service(filter: impl Into<String>, qos: QoS) -> Self {
+        Self { key: RouteKey::Service { filter: filter.into(), qos }, sink: Sink::Handler(Arc::new(|_| {})) }
     }
 }
 

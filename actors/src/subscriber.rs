@@ -33,16 +33,16 @@ impl Table {
     fn filters(&self) -> Vec<(String, QoS)> {
         let mut out: BTreeMap<&str, QoS> = BTreeMap::new();
         for (key, _) in self.routes.values() {
-            if let RouteKey::Topic { filter, qos } = key {
-                let e = out.entry(filter.as_str()).or_insert(*qos);
-                *e = (*e).max(*qos);
+            if let Some((filter, qos)) = key.filter() {
+                let e = out.entry(filter).or_insert(qos);
+                *e = (*e).max(qos);
             }
         }
         out.into_iter().map(|(f, q)| (f.to_owned(), q)).collect()
     }
 
     fn uses_filter(&self, filter: &str) -> bool {
-        self.routes.values().any(|(k, _)| matches!(k, RouteKey::Topic { filter: f, .. } if f == filter))
+        self.routes.values().any(|(k, _)| k.filter().is_some_and(|(f, _)| f == filter))
     }
 }
 
@@ -83,6 +83,7 @@ impl Subscriber {
                         matches!(inbound, Inbound::Message(_)) && topic_matches(filter, inbound.topic())
                     }
                     RouteKey::Kind(kind) => *kind == inbound.kind(),
+                    RouteKey::Service { .. } => false,
                 };
                 if !selected {
                     continue;
@@ -131,7 +132,8 @@ impl Subscriber {
     fn resubscribe(&self, link: Arc<dyn Link>, ctx: &mut Context<Self>) {
         let mut filters = self.args.table.lock().filters();
         let state = self.args.provider.state().map(|c| c.subscriptions()).unwrap_or_default();
-        for spec in self.args.provider.subscriptions().into_iter().chain(state) {
+        let jobs = self.args.provider.jobs().map(|c| c.subscriptions()).unwrap_or_default();
+        for spec in self.args.provider.subscriptions().into_iter().chain(state).chain(jobs) {
             if !filters.iter().any(|(f, _)| *f == spec.filter) {
                 filters.push((spec.filter, spec.qos));
             }
@@ -169,21 +171,21 @@ impl Handler<Subscribe> for Subscriber {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
         let (id, new_filter) = {
-            if let RouteKey::Topic { filter, .. } = &msg.key {
+            if let Some((filter, _)) = msg.key.filter() {
                 if let Err(e) = validate_topic_filter(filter) {
                     return Box::pin(actix::fut::ready(Err(SubscribeError::InvalidFilter(e))));
                 }
             }
             let mut table = self.args.table.lock();
-            let new_filter = match &msg.key {
-                RouteKey::Topic { filter, qos } => {
+            let new_filter = match msg.key.filter() {
+                Some((filter, qos)) => {
                     let existing = table.filters().into_iter().find(|(f, _)| f == filter).map(|(_, q)| q);
                     match existing {
-                        Some(q) if q >= *qos => None,
-                        _ => Some((filter.clone(), *qos)),
+                        Some(q) if q >= qos => None,
+                        _ => Some((filter.to_owned(), qos)),
                     }
                 }
-                RouteKey::Kind(_) => None,
+                None => None,
             };
             table.next_id += 1;
             let id = table.next_id;
@@ -218,8 +220,8 @@ impl Handler<Unsubscribe> for Subscriber {
         let unused = {
             let mut table = self.args.table.lock();
             match table.routes.remove(&msg.0 .0) {
-                Some((RouteKey::Topic { filter, .. }, _)) if !table.uses_filter(&filter) => Some(filter),
-                _ => None,
+                Some((key, _)) => key.filter().map(|(f, _)| f.to_owned()).filter(|f| !table.uses_filter(f)),
+                None => None,
             }
         };
         let (Some(filter), Some((_, link))) = (unused, self.link.clone()) else {

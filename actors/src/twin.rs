@@ -30,7 +30,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use connector_core::{
     Backoff, BackoffPolicy, ConnectionEvent, ConnectionMetrics, CorrelationTable, DesiredPatch, Inbound,
-    Jitter, Provider, ProviderError, RequestIds, StateResponse, ThreadRandom,
+    Jitter, Provider, ProviderError, QoS, RequestIds, StateDocuments, StateResponse, ThreadRandom,
 };
 use futures::Stream;
 use parking_lot::Mutex;
@@ -158,10 +158,14 @@ pub struct Reported {
 /// A desired-state change delivered to watchers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredUpdate {
+    /// The named document it belongs to (AWS named shadow); `None` for the Azure twin and
+    /// the AWS classic shadow.
+    pub shadow: Option<String>,
     /// The desired version after the change (none if the service did not say: such a patch
     /// cannot be checked for duplicates).
     pub version: Option<u64>,
-    /// The patch, or for a catch-up the whole desired section.
+    /// The patch (Azure) or delta (AWS); for a catch-up, the whole desired section (Azure)
+    /// or the document's current delta (AWS).
     pub body: Value,
     /// `true` when this is the whole desired section fetched after a (re)connection
     /// because its version was newer than the last one delivered.
@@ -203,10 +207,63 @@ impl ReportState {
     }
 }
 
-/// Start watching desired changes.
+/// Start watching desired changes of the classic document (the Azure twin, the AWS
+/// classic shadow).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "WatchId")]
 pub struct WatchDesired(pub DesiredSink);
+
+/// Fetch a document: `shadow` names an AWS named shadow, `None` is the classic one.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<TwinDocument, TwinError>")]
+pub struct GetShadow {
+    /// The named shadow, or `None`.
+    pub shadow: Option<String>,
+}
+
+/// Patch a document's reported state.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Reported, TwinError>")]
+pub struct ReportShadow {
+    /// The named shadow, or `None`.
+    pub shadow: Option<String>,
+    /// The reported patch (a JSON object; `null` members delete).
+    pub patch: Bytes,
+}
+
+/// A full update of a document (AWS shadow update): `state` is
+/// `{"desired":…,"reported":…}`, applied only at `version` when given (a conflict is
+/// [`TwinError::Status`] 409).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Reported, TwinError>")]
+pub struct UpdateShadow {
+    /// The named shadow, or `None`.
+    pub shadow: Option<String>,
+    /// The `state` object.
+    pub state: Bytes,
+    /// The optimistic-lock version.
+    pub version: Option<u64>,
+}
+
+/// Delete a document (AWS shadow delete).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Reported, TwinError>")]
+pub struct DeleteShadow {
+    /// The named shadow, or `None`.
+    pub shadow: Option<String>,
+}
+
+/// Start watching desired changes (deltas) of one document. For a named shadow, its
+/// subscriptions are made once and kept across reconnects, and every (re)connection
+/// catches up on it.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "WatchId")]
+pub struct WatchShadow {
+    /// The named shadow, or `None`.
+    pub shadow: Option<String>,
+    /// Where its changes go.
+    pub sink: DesiredSink,
+}
 
 /// Stop watching; `false` if the id was unknown.
 #[derive(Debug, Clone, Copy, Message)]
@@ -256,21 +313,42 @@ pub(crate) struct TwinShared {
 #[derive(Debug, Default)]
 struct SharedInner {
     next_id: u64,
-    watchers: BTreeMap<u64, DesiredSink>,
-    last_version: Option<u64>,
+    /// Watchers of desired changes, each of one document (`None`: the classic one).
+    watchers: BTreeMap<u64, (Option<String>, DesiredSink)>,
+    /// Watchers of `update/documents` (all documents).
+    documents: BTreeMap<u64, mpsc::Sender<StateDocuments>>,
+    /// The newest desired version delivered, per document.
+    versions: BTreeMap<Option<String>, u64>,
+    /// Named documents in use: subscribed once, kept, caught up on every connection.
+    named: BTreeSet<String>,
+}
+
+impl SharedInner {
+    fn last(&self, shadow: &Option<String>) -> Option<u64> {
+        self.versions.get(shadow).copied()
+    }
 }
 
 impl TwinShared {
-    fn watch(&self, sink: DesiredSink) -> WatchId {
+    fn watch(&self, shadow: Option<String>, sink: DesiredSink) -> WatchId {
         let mut g = self.inner.lock();
         g.next_id += 1;
         let id = g.next_id;
-        g.watchers.insert(id, sink);
+        g.watchers.insert(id, (shadow, sink));
+        WatchId(id)
+    }
+
+    fn watch_documents(&self, tx: mpsc::Sender<StateDocuments>) -> WatchId {
+        let mut g = self.inner.lock();
+        g.next_id += 1;
+        let id = g.next_id;
+        g.documents.insert(id, tx);
         WatchId(id)
     }
 
     fn unwatch(&self, id: WatchId) -> bool {
-        self.inner.lock().watchers.remove(&id.0).is_some()
+        let mut g = self.inner.lock();
+        g.watchers.remove(&id.0).is_some() || g.documents.remove(&id.0).is_some()
     }
 }
 
@@ -296,6 +374,8 @@ pub(crate) struct TwinArgs {
 enum OpKind {
     Get,
     Report,
+    Update,
+    Delete,
 }
 
 impl OpKind {
@@ -303,17 +383,35 @@ impl OpKind {
         match self {
             OpKind::Get => "get",
             OpKind::Report => "report",
+            OpKind::Update => "update",
+            OpKind::Delete => "delete",
         }
     }
 }
 
 enum Waiter {
     Caller(oneshot::Sender<Result<StateResponse, TwinError>>),
-    CatchUp,
+    CatchUp(Option<String>),
+}
+
+/// One request: the operation, the document and what it carries.
+struct Request {
+    op: OpKind,
+    shadow: Option<String>,
+    patch: Bytes,
+    version: Option<u64>,
+}
+
+impl Request {
+    fn get(shadow: Option<String>) -> Self {
+        Self { op: OpKind::Get, shadow, patch: Bytes::new(), version: None }
+    }
 }
 
 struct Pending {
     op: OpKind,
+    shadow: Option<String>,
+    version: Option<u64>,
     patch: Bytes,
     waiter: Waiter,
     deadline: Instant,
@@ -334,7 +432,8 @@ pub struct TwinActor {
     sent: BTreeSet<String>,
     online: bool,
     link_epoch: u64,
-    catching_up: bool,
+    /// Documents whose catch-up GET is under way.
+    catching_up: BTreeSet<Option<String>>,
     timer: Option<(Instant, SpawnHandle)>,
     _guard: Option<ChildGuard>,
 }
@@ -349,7 +448,7 @@ impl TwinActor {
             sent: BTreeSet::new(),
             online: false,
             link_epoch: 0,
-            catching_up: false,
+            catching_up: BTreeSet::new(),
             timer: None,
             _guard: guard,
         }
@@ -359,18 +458,63 @@ impl TwinActor {
         &self.args.settings.metrics
     }
 
-    /// Registers a request and sends it (or keeps it for the next link).
-    fn start_request(&mut self, op: OpKind, patch: Bytes, waiter: Waiter, ctx: &mut Context<Self>) {
+    /// Registers a request and sends it (or keeps it for the next link). A named document
+    /// used for the first time is subscribed to first (once, kept across reconnects).
+    fn start_request(&mut self, req: Request, waiter: Waiter, ctx: &mut Context<Self>) {
         let backoff = Backoff::new(self.args.settings.retry.backoff.clone());
-        let pending = Pending { op, patch, waiter, deadline: Instant::now(), attempts: 0, backoff };
-        self.attempt(pending, ctx);
+        let Request { op, shadow, patch, version } = req;
+        let pending =
+            Pending { op, shadow, version, patch, waiter, deadline: Instant::now(), attempts: 0, backoff };
+        match pending.shadow.clone() {
+            Some(name) => {
+                let subscribed = self.use_named(&name);
+                ctx.spawn(subscribed.into_actor(self).map(move |res, act, ctx| match res {
+                    Ok(()) => act.attempt(pending, ctx),
+                    Err(e) => act.finish(pending, Err(e)),
+                }));
+            }
+            None => self.attempt(pending, ctx),
+        }
+    }
+
+    /// Makes sure a named document's subscriptions exist (they stay in the Subscriber's
+    /// table, so they are made again after every reconnect) and that every connection
+    /// catches up on it. Resolves once the broker granted them (at once when offline or
+    /// already in use).
+    fn use_named(&self, name: &str) -> impl std::future::Future<Output = Result<(), TwinError>> + 'static {
+        let first = self.args.settings.shared.inner.lock().named.insert(name.to_owned());
+        let specs = match (first, self.args.settings.provider.state()) {
+            (true, Some(codec)) => codec.named_subscriptions(name),
+            _ => Vec::new(),
+        };
+        let subscriber = self.args.subscriber.read().clone();
+        let shared = self.args.settings.shared.clone();
+        let name = name.to_owned();
+        async move {
+            for spec in specs {
+                let qos = if spec.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                let res = subscriber.send(crate::messages::Subscribe::service(spec.filter, qos)).await;
+                if !matches!(res, Ok(Ok(_))) {
+                    // Not in use after all: the next request on it tries again.
+                    shared.inner.lock().named.remove(&name);
+                    return Err(match res {
+                        Ok(Err(e)) => {
+                            warn!(shadow = %name, error = %e, "subscribing to a named document failed");
+                            TwinError::Disconnected
+                        }
+                        _ => TwinError::Stopped,
+                    });
+                }
+            }
+            Ok(())
+        }
     }
 
     /// One attempt of a request: a fresh id and deadline.
     fn attempt(&mut self, mut p: Pending, ctx: &mut Context<Self>) {
         let rid = self.ids.next_id();
         // Encode now, so that a codec refusal is reported at once.
-        if let Err(e) = self.encode(p.op, &rid, &p.patch) {
+        if let Err(e) = self.encode(&p, &rid) {
             self.finish(p, Err(e.into()));
             return;
         }
@@ -386,21 +530,19 @@ impl TwinActor {
         }
     }
 
-    fn encode(
-        &self,
-        op: OpKind,
-        rid: &str,
-        patch: &[u8],
-    ) -> Result<connector_core::OutboundPacket, ProviderError> {
+    fn encode(&self, p: &Pending, rid: &str) -> Result<connector_core::OutboundPacket, ProviderError> {
         let codec = self
             .args
             .settings
             .provider
             .state()
             .ok_or_else(|| ProviderError::Unsupported { what: "device state".into() })?;
-        match op {
-            OpKind::Get => codec.get(rid),
-            OpKind::Report => codec.report(rid, patch),
+        let shadow = p.shadow.as_deref();
+        match p.op {
+            OpKind::Get => codec.get_named(shadow, rid),
+            OpKind::Report => codec.report_named(shadow, rid, &p.patch),
+            OpKind::Update => codec.update(shadow, rid, &p.patch, p.version),
+            OpKind::Delete => codec.delete(shadow, rid),
         }
     }
 
@@ -408,7 +550,7 @@ impl TwinActor {
     fn send(&mut self, rid: String, ctx: &mut Context<Self>) {
         // The pending entry holds the patch; take it out and put it back with its deadline.
         let Some(p) = self.pending.complete(&rid) else { return };
-        let packet = self.encode(p.op, &rid, &p.patch);
+        let packet = self.encode(&p, &rid);
         let deadline = p.deadline;
         self.pending.insert(rid.clone(), deadline, p);
         let packet = match packet {
@@ -501,7 +643,7 @@ impl TwinActor {
             Waiter::Caller(tx) => {
                 let _ = tx.send(result);
             }
-            Waiter::CatchUp => self.caught_up(result),
+            Waiter::CatchUp(shadow) => self.caught_up(shadow, result),
         }
     }
 
@@ -544,33 +686,71 @@ impl TwinActor {
         for rid in std::mem::take(&mut self.unsent) {
             self.send(rid, ctx);
         }
-        if !self.catching_up {
-            self.catching_up = true;
-            self.start_request(OpKind::Get, Bytes::new(), Waiter::CatchUp, ctx);
+        let named: Vec<String> = self.args.settings.shared.inner.lock().named.iter().cloned().collect();
+        for shadow in std::iter::once(None).chain(named.into_iter().map(Some)) {
+            if self.catching_up.insert(shadow.clone()) {
+                self.start_request(Request::get(shadow.clone()), Waiter::CatchUp(shadow), ctx);
+            }
         }
     }
 
-    fn caught_up(&mut self, result: Result<StateResponse, TwinError>) {
-        self.catching_up = false;
+    fn caught_up(&mut self, shadow: Option<String>, result: Result<StateResponse, TwinError>) {
+        self.catching_up.remove(&shadow);
         let doc = match result.and_then(|r| decode_document(&r)) {
             Ok(doc) => doc,
+            Err(TwinError::Status { status: 404, .. }) => {
+                debug!(shadow = ?shadow, "catch-up: the document does not exist (yet)");
+                return;
+            }
             Err(e) => {
-                warn!(error = %e, "catch-up GET failed; retried on the next connection");
+                warn!(shadow = ?shadow, error = %e, "catch-up GET failed; retried on the next connection");
                 return;
             }
         };
         let Some(version) = doc.desired_version() else {
-            warn!("catch-up document has no desired version; nothing delivered");
+            warn!(shadow = ?shadow, "catch-up document has no desired version; nothing delivered");
             return;
         };
-        let newer = self.args.settings.shared.inner.lock().last_version.is_none_or(|last| version > last);
+        let newer = self.args.settings.shared.inner.lock().last(&shadow).is_none_or(|last| version > last);
         if !newer {
-            debug!(version, "catch-up: nothing missed");
+            debug!(shadow = ?shadow, version, "catch-up: nothing missed");
             return;
         }
-        let body = doc.desired().cloned().unwrap_or(Value::Null);
-        info!(version, "catch-up: delivering the desired state");
-        self.deliver(DesiredUpdate { version: Some(version), body, catch_up: true });
+        let body = match doc.body.get("state") {
+            // AWS: what is still to do is the delta; none means reported already matches.
+            Some(state) => match state.get("delta") {
+                Some(delta @ Value::Object(m)) if !m.is_empty() => delta.clone(),
+                _ => {
+                    debug!(shadow = ?shadow, version, "catch-up: no delta");
+                    self.note_version(&shadow, version);
+                    return;
+                }
+            },
+            None => doc.desired().cloned().unwrap_or(Value::Null),
+        };
+        info!(shadow = ?shadow, version, "catch-up: delivering the desired state");
+        self.deliver(DesiredUpdate { shadow, version: Some(version), body, catch_up: true });
+    }
+
+    fn note_version(&self, shadow: &Option<String>, v: u64) {
+        let mut g = self.args.settings.shared.inner.lock();
+        let e = g.versions.entry(shadow.clone()).or_insert(v);
+        *e = (*e).max(v);
+        if shadow.is_none() {
+            self.metrics().twin_desired_version.set(i64::try_from(*e).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn on_documents(&mut self, docs: StateDocuments) {
+        let mut g = self.args.settings.shared.inner.lock();
+        g.documents.retain(|_, tx| match tx.try_send(docs.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.args.settings.metrics.twin_desired("documents_watcher_full");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
     }
 
     fn on_desired(&mut self, patch: DesiredPatch) {
@@ -588,26 +768,28 @@ impl TwinActor {
             }
         };
         if let Some(v) = patch.version {
-            let last = self.args.settings.shared.inner.lock().last_version;
+            let last = self.args.settings.shared.inner.lock().last(&patch.shadow);
             if last.is_some_and(|last| v <= last) {
                 debug!(version = v, ?last, "duplicate desired patch dropped");
                 self.metrics().twin_desired("duplicate");
                 return;
             }
         }
-        self.deliver(DesiredUpdate { version: patch.version, body, catch_up: false });
+        self.deliver(DesiredUpdate { shadow: patch.shadow, version: patch.version, body, catch_up: false });
     }
 
     fn deliver(&self, update: DesiredUpdate) {
+        if let Some(v) = update.version {
+            self.note_version(&update.shadow, v);
+        }
         let metrics = self.metrics();
         let mut g = self.args.settings.shared.inner.lock();
-        if let Some(v) = update.version {
-            g.last_version = Some(g.last_version.map_or(v, |l| l.max(v)));
-            metrics.twin_desired_version.set(i64::try_from(v).unwrap_or(i64::MAX));
-        }
         metrics.twin_desired(if update.catch_up { "catch_up" } else { "delivered" });
         let mut dead = Vec::new();
-        for (id, sink) in &g.watchers {
+        for (id, (shadow, sink)) in &g.watchers {
+            if *shadow != update.shadow {
+                continue;
+            }
             let closed = match sink {
                 DesiredSink::Recipient(r) => match r.try_send(DesiredChanged(update.clone())) {
                     Ok(()) => false,
@@ -666,7 +848,7 @@ impl Actor for TwinActor {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         let me = ctx.address().recipient::<Received>();
         let subscriber = self.args.subscriber.read().clone();
-        for kind in ["state_response", "desired_patch"] {
+        for kind in ["state_response", "desired_patch", "state_documents"] {
             subscriber.do_send(Subscribe { key: RouteKey::Kind(kind), sink: Sink::Recipient(me.clone()) });
         }
     }
@@ -676,9 +858,92 @@ impl Handler<GetTwin> for TwinActor {
     type Result = ResponseFuture<Result<TwinDocument, TwinError>>;
 
     fn handle(&mut self, _: GetTwin, ctx: &mut Self::Context) -> Self::Result {
+        self.handle(GetShadow { shadow: None }, ctx)
+    }
+}
+
+impl TwinActor {
+    /// Starts a caller's request; the future answers with the raw response.
+    fn call(
+        &mut self,
+        req: Request,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = Result<StateResponse, TwinError>> + 'static {
+        let checked = match req.op {
+            OpKind::Report | OpKind::Update => check_patch(&req.patch),
+            OpKind::Get | OpKind::Delete => Ok(()),
+        };
         let (tx, rx) = oneshot::channel();
-        self.start_request(OpKind::Get, Bytes::new(), Waiter::Caller(tx), ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(TwinError::Stopped)).and_then(|r| decode_document(&r)) })
+        match checked {
+            Ok(()) => self.start_request(req, Waiter::Caller(tx), ctx),
+            Err(e) => {
+                self.metrics().twin_request(req.op.label(), e.label());
+                let _ = tx.send(Err(e));
+            }
+        }
+        async move { rx.await.unwrap_or(Err(TwinError::Stopped)) }
+    }
+}
+
+impl Handler<GetShadow> for TwinActor {
+    type Result = ResponseFuture<Result<TwinDocument, TwinError>>;
+
+    fn handle(&mut self, msg: GetShadow, ctx: &mut Self::Context) -> Self::Result {
+        let fut = self.call(Request::get(msg.shadow), ctx);
+        Box::pin(async move { fut.await.and_then(|r| decode_document(&r)) })
+    }
+}
+
+fn reported(
+    fut: impl std::future::Future<Output = Result<StateResponse, TwinError>> + 'static,
+) -> ResponseFuture<Result<Reported, TwinError>> {
+    Box::pin(async move { fut.await.map(|r| Reported { version: r.version }) })
+}
+
+impl Handler<ReportShadow> for TwinActor {
+    type Result = ResponseFuture<Result<Reported, TwinError>>;
+
+    fn handle(&mut self, msg: ReportShadow, ctx: &mut Self::Context) -> Self::Result {
+        let req = Request { op: OpKind::Report, shadow: msg.shadow, patch: msg.patch, version: None };
+        reported(self.call(req, ctx))
+    }
+}
+
+impl Handler<UpdateShadow> for TwinActor {
+    type Result = ResponseFuture<Result<Reported, TwinError>>;
+
+    fn handle(&mut self, msg: UpdateShadow, ctx: &mut Self::Context) -> Self::Result {
+        let req = Request { op: OpKind::Update, shadow: msg.shadow, patch: msg.state, version: msg.version };
+        reported(self.call(req, ctx))
+    }
+}
+
+impl Handler<DeleteShadow> for TwinActor {
+    type Result = ResponseFuture<Result<Reported, TwinError>>;
+
+    fn handle(&mut self, msg: DeleteShadow, ctx: &mut Self::Context) -> Self::Result {
+        let req = Request { op: OpKind::Delete, shadow: msg.shadow, patch: Bytes::new(), version: None };
+        reported(self.call(req, ctx))
+    }
+}
+
+impl Handler<WatchShadow> for TwinActor {
+    type Result = MessageResult<WatchShadow>;
+
+    fn handle(&mut self, msg: WatchShadow, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(name) = msg.shadow.clone() {
+            let newly = !self.args.settings.shared.inner.lock().named.contains(&name);
+            let fut = self.use_named(&name);
+            let online = self.online;
+            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                // Catch up at once when the link is up already; otherwise the next
+                // connection does.
+                if res.is_ok() && newly && online && act.catching_up.insert(Some(name.clone())) {
+                    act.start_request(Request::get(Some(name.clone())), Waiter::CatchUp(Some(name)), ctx);
+                }
+            }));
+        }
+        MessageResult(self.args.settings.shared.watch(msg.shadow, msg.sink))
     }
 }
 
@@ -686,15 +951,7 @@ impl Handler<ReportState> for TwinActor {
     type Result = ResponseFuture<Result<Reported, TwinError>>;
 
     fn handle(&mut self, msg: ReportState, ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = check_patch(&msg.0) {
-            self.metrics().twin_request("report", e.label());
-            return Box::pin(async move { Err(e) });
-        }
-        let (tx, rx) = oneshot::channel();
-        self.start_request(OpKind::Report, msg.0, Waiter::Caller(tx), ctx);
-        Box::pin(async move {
-            rx.await.unwrap_or(Err(TwinError::Stopped)).map(|r| Reported { version: r.version })
-        })
+        self.handle(ReportShadow { shadow: None, patch: msg.0 }, ctx)
     }
 }
 
@@ -702,7 +959,7 @@ impl Handler<WatchDesired> for TwinActor {
     type Result = MessageResult<WatchDesired>;
 
     fn handle(&mut self, msg: WatchDesired, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.args.settings.shared.watch(msg.0))
+        MessageResult(self.args.settings.shared.watch(None, msg.0))
     }
 }
 
@@ -721,6 +978,7 @@ impl Handler<Received> for TwinActor {
         match msg.0 {
             Inbound::StateResponse(r) => self.on_response(r, ctx),
             Inbound::DesiredPatch(p) => self.on_desired(p),
+            Inbound::StateDocuments(d) => self.on_documents(d),
             other => debug!(kind = other.kind(), "not for the TwinActor"),
         }
     }
@@ -814,13 +1072,62 @@ impl TwinHandle {
     /// next connection reaches it.
     pub fn desired(&self, capacity: usize) -> (WatchId, impl Stream<Item = DesiredUpdate> + Unpin) {
         let (tx, mut rx) = mpsc::channel(capacity.max(1));
-        let id = self.shared.watch(DesiredSink::Channel(tx));
+        let id = self.shared.watch(None, DesiredSink::Channel(tx));
         (id, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 
     /// Desired changes to an actor.
     pub fn watch(&self, recipient: Recipient<DesiredChanged>) -> WatchId {
-        self.shared.watch(DesiredSink::Recipient(recipient))
+        self.shared.watch(None, DesiredSink::Recipient(recipient))
+    }
+
+    /// Fetches a document (`None`: the classic one; `Some(name)`: an AWS named shadow).
+    pub async fn get_shadow(&self, shadow: Option<&str>) -> Result<TwinDocument, TwinError> {
+        self.send(GetShadow { shadow: shadow.map(str::to_owned) }).await?
+    }
+
+    /// Patches a document's reported state.
+    pub async fn report_shadow(&self, shadow: Option<&str>, patch: &Value) -> Result<Reported, TwinError> {
+        let patch = Bytes::from(patch.to_string());
+        self.send(ReportShadow { shadow: shadow.map(str::to_owned), patch }).await?
+    }
+
+    /// Updates a document with a `{"desired":…,"reported":…}` state, at `version` if given.
+    pub async fn update_shadow(
+        &self,
+        shadow: Option<&str>,
+        state: &Value,
+        version: Option<u64>,
+    ) -> Result<Reported, TwinError> {
+        let state = Bytes::from(state.to_string());
+        self.send(UpdateShadow { shadow: shadow.map(str::to_owned), state, version }).await?
+    }
+
+    /// Deletes a document.
+    pub async fn delete_shadow(&self, shadow: Option<&str>) -> Result<Reported, TwinError> {
+        self.send(DeleteShadow { shadow: shadow.map(str::to_owned) }).await?
+    }
+
+    /// Desired changes (AWS deltas) of one document as a stream. For a named shadow its
+    /// subscriptions are made once and kept, and every (re)connection catches up on it.
+    pub async fn shadow_desired(
+        &self,
+        shadow: Option<&str>,
+        capacity: usize,
+    ) -> Result<(WatchId, impl Stream<Item = DesiredUpdate> + Unpin), TwinError> {
+        let (tx, mut rx) = mpsc::channel(capacity.max(1));
+        let id = self
+            .send(WatchShadow { shadow: shadow.map(str::to_owned), sink: DesiredSink::Channel(tx) })
+            .await?;
+        Ok((id, futures::stream::poll_fn(move |cx| rx.poll_recv(cx))))
+    }
+
+    /// The previous and current documents after every accepted update (AWS
+    /// `update/documents`) of the documents in use, as a stream.
+    pub fn documents(&self, capacity: usize) -> (WatchId, impl Stream<Item = StateDocuments> + Unpin) {
+        let (tx, mut rx) = mpsc::channel(capacity.max(1));
+        let id = self.shared.watch_documents(tx);
+        (id, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 
     /// Stops a watcher; `false` if the id was unknown.
@@ -828,9 +1135,14 @@ impl TwinHandle {
         self.shared.unwatch(id)
     }
 
-    /// The newest desired version delivered to watchers so far.
+    /// The newest desired version delivered to watchers so far (of the classic document).
     pub fn last_desired_version(&self) -> Option<u64> {
-        self.shared.inner.lock().last_version
+        self.shared.inner.lock().last(&None)
+    }
+
+    /// The newest desired version seen of a document.
+    pub fn shadow_version(&self, shadow: Option<&str>) -> Option<u64> {
+        self.shared.inner.lock().last(&shadow.map(str::to_owned))
     }
 }
 
@@ -986,7 +1298,7 @@ mod tests {
     async fn duplicate_stale_and_malformed_desired_patches_are_dropped() {
         let (twin, shared) = actor();
         let (tx, mut rx) = mpsc::channel(16);
-        shared.watch(DesiredSink::Channel(tx));
+        shared.watch(None, DesiredSink::Channel(tx));
         let table: [(Option<u64>, &'static [u8], bool); 8] = [
             (Some(5), br#"{"a":1}"#, true),
             (Some(5), br#"{"a":1}"#, false),
@@ -1007,7 +1319,7 @@ mod tests {
                 Err(_) => assert!(!delivered, "{version:?} {body:?} not delivered"),
             }
         }
-        assert_eq!(shared.inner.lock().last_version, Some(7));
+        assert_eq!(shared.inner.lock().last(&None), Some(7));
     }
 
     #[actix_rt::test]
@@ -1026,8 +1338,8 @@ mod tests {
     fn shared_watchers_are_kept_by_id() {
         let s = TwinShared::default();
         let (tx, _rx) = mpsc::channel(1);
-        let a = s.watch(DesiredSink::Channel(tx.clone()));
-        let b = s.watch(DesiredSink::Channel(tx));
+        let a = s.watch(None, DesiredSink::Channel(tx.clone()));
+        let b = s.watch(Some("n".into()), DesiredSink::Channel(tx));
         assert_ne!(a, b);
         assert!(s.unwatch(a));
         assert!(!s.unwatch(a));

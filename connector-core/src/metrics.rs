@@ -31,6 +31,8 @@ pub struct ConnectorMetrics {
     twin_desired_version: IntGaugeVec,
     twin_desired_updates: IntCounterVec,
     method_calls: IntCounterVec,
+    job_requests: IntCounterVec,
+    jobs_finished: IntCounterVec,
 }
 
 const LABELS: [&str; 2] = ["provider", "client"];
@@ -129,6 +131,16 @@ impl ConnectorMetrics {
                 "Direct-method calls answered, by the status sent back.",
                 &["status"],
             ),
+            job_requests: counter(
+                "connector_job_requests_total",
+                "Jobs requests by operation (get_pending, start_next, describe, update) and outcome.",
+                &["op", "outcome"],
+            ),
+            jobs_finished: counter(
+                "connector_jobs_total",
+                "Job executions run by this device's handlers, by the status they ended in.",
+                &["status"],
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.published.clone()),
@@ -151,6 +163,8 @@ impl ConnectorMetrics {
             Box::new(m.twin_desired_version.clone()),
             Box::new(m.twin_desired_updates.clone()),
             Box::new(m.method_calls.clone()),
+            Box::new(m.job_requests.clone()),
+            Box::new(m.jobs_finished.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
@@ -268,6 +282,14 @@ impl ConnectionMetrics {
     pub fn method_answered(&self, status: u16) {
         let status = status.to_string();
         self.families.method_calls.with_label_values(&self.l(&[status.as_str()])).inc();
+    }
+    /// Counts a jobs request outcome (`op`: get_pending, start_next, describe, update).
+    pub fn job_request(&self, op: &str, outcome: &str) {
+        self.families.job_requests.with_label_values(&self.l(&[op, outcome])).inc();
+    }
+    /// Counts a job execution ended by a handler with `status` (`SUCCEEDED`, `FAILED`, …).
+    pub fn job_finished(&self, status: &str) {
+        self.families.jobs_finished.with_label_values(&self.l(&[status])).inc();
     }
 }
 
