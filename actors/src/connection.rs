@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
+use crate::jobs::{JobsActor, JobsArgs, JobsSettings};
 use crate::messages::{ChildExited, Event, LinkDown, LinkUp, Route, Shutdown};
 use crate::methods::{MethodsActor, MethodsArgs, MethodsSetup};
 use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs, PublisherPort};
@@ -97,6 +98,8 @@ pub struct ConnectionActor {
     sub_args: SubscriberArgs,
     /// The TwinActor, when the provider has device state.
     twin: Option<(Child<Addr<TwinActor>>, TwinArgs)>,
+    /// The JobsActor, when the provider has a jobs channel.
+    jobs: Option<(Child<Addr<JobsActor>>, JobsArgs)>,
     methods: Child<Addr<MethodsActor>>,
     methods_args: MethodsArgs,
 }
@@ -107,6 +110,7 @@ pub(crate) struct Tree {
     pub publisher: PublisherSlot,
     pub subscriber: Slot<Subscriber>,
     pub twin: Option<Slot<TwinActor>>,
+    pub jobs: Option<Slot<JobsActor>>,
     pub methods: (Slot<MethodsActor>, MethodsArgs),
 }
 
@@ -116,10 +120,12 @@ impl ConnectionActor {
         pub_args: PublisherArgs,
         sub_args: SubscriberArgs,
         twin: Option<TwinSettings>,
+        jobs: Option<JobsSettings>,
         methods_setup: MethodsSetup,
     ) -> Tree {
         let mut slots = None;
         let mut twin_slot = None;
+        let mut jobs_slot = None;
         let addr = ConnectionActor::create(|ctx| {
             let me = ctx.address().recipient::<ChildExited>();
             let publisher = Publisher::spawn(
@@ -140,6 +146,15 @@ impl ConnectionActor {
                 s.listeners.push(EventSink::Recipient(addr.clone().recipient()));
                 let slot = Arc::new(RwLock::new(addr));
                 twin_slot = Some(slot.clone());
+                (Child { slot, incarnation: 0, tracker: RestartTracker::default() }, args)
+            });
+            let jobs = jobs.map(|settings| {
+                let args = JobsArgs { settings, publisher: p.clone(), subscriber: sub.clone() };
+                let guard = ChildGuard { kind: ChildKind::Jobs, incarnation: 0, supervisor: me.clone() };
+                let addr = JobsActor::new(args.clone(), Some(guard)).start();
+                s.listeners.push(EventSink::Recipient(addr.clone().recipient()));
+                let slot = Arc::new(RwLock::new(addr));
+                jobs_slot = Some(slot.clone());
                 (Child { slot, incarnation: 0, tracker: RestartTracker::default() }, args)
             });
             let methods_args = methods_setup.with_publisher(p.clone());
@@ -167,12 +182,13 @@ impl ConnectionActor {
                 subscriber: Child { slot: sub, incarnation: 0, tracker: RestartTracker::default() },
                 sub_args,
                 twin,
+                jobs,
                 methods: Child { slot: m, incarnation: 0, tracker: RestartTracker::default() },
                 methods_args,
             }
         });
         let (publisher, subscriber, methods) = slots.expect("create runs its closure before returning");
-        Tree { conn: addr, publisher, subscriber, twin: twin_slot, methods }
+        Tree { conn: addr, publisher, subscriber, twin: twin_slot, jobs: jobs_slot, methods }
     }
 
     fn set_state(&mut self, state: ConnectionState) {
@@ -336,6 +352,7 @@ impl ConnectionActor {
             ChildKind::Subscriber => self.subscriber.tracker.allow(&policy, now),
             ChildKind::Twin => self.twin.as_mut().is_none_or(|(c, _)| c.tracker.allow(&policy, now)),
             ChildKind::Methods => self.methods.tracker.allow(&policy, now),
+            ChildKind::Jobs => self.jobs.as_mut().is_none_or(|(c, _)| c.tracker.allow(&policy, now)),
         };
         if !allowed {
             error!(child = kind.label(), "restart limit exceeded; stopping the connection");
@@ -378,6 +395,17 @@ impl ConnectionActor {
                 }
                 *child.slot.write() = addr;
             }
+            ChildKind::Jobs => {
+                let Some((child, args)) = self.jobs.as_mut() else { return };
+                child.incarnation += 1;
+                let guard = ChildGuard { kind, incarnation: child.incarnation, supervisor: me };
+                let addr = JobsActor::new(args.clone(), Some(guard)).start();
+                self.s.listeners.push(EventSink::Recipient(addr.clone().recipient()));
+                if link.is_some() {
+                    addr.do_send(Event(ConnectionEvent::Connected { session_present: true }));
+                }
+                *child.slot.write() = addr;
+            }
             ChildKind::Methods => {
                 self.methods.incarnation += 1;
                 let guard = ChildGuard { kind, incarnation: self.methods.incarnation, supervisor: me };
@@ -411,6 +439,9 @@ impl ConnectionActor {
             act.subscriber.slot.read().do_send(Shutdown);
             if let Some((twin, _)) = &act.twin {
                 twin.slot.read().do_send(Shutdown);
+            }
+            if let Some((jobs, _)) = &act.jobs {
+                jobs.slot.read().do_send(Shutdown);
             }
             act.methods.slot.read().do_send(Shutdown);
             act.set_state(ConnectionState::Stopped);
@@ -456,6 +487,7 @@ impl Handler<ChildExited> for ConnectionActor {
             ChildKind::Subscriber => self.subscriber.incarnation,
             ChildKind::Twin => self.twin.as_ref().map_or(u64::MAX, |(c, _)| c.incarnation),
             ChildKind::Methods => self.methods.incarnation,
+            ChildKind::Jobs => self.jobs.as_ref().map_or(u64::MAX, |(c, _)| c.incarnation),
         };
         if self.stopping || msg.incarnation != current {
             return;

@@ -19,6 +19,7 @@ use crate::connection::{
     AddListener, ConnectionActor, DropLink, EventSink, PublisherSlot, Settings, Slot, Stop,
 };
 use crate::error::{ConnectorError, PublishError, SubscribeError};
+use crate::jobs::{JobsHandle, JobsSettings, JobsShared};
 use crate::messages::{
     Event, GetStats, MessageId, PublishAck, PublisherStats, Sink, Subscribe, SubscriptionId, Unsubscribe,
 };
@@ -198,6 +199,13 @@ impl ConnectorBuilder {
             metrics: metrics.clone(),
         });
         let twin_shared = twin_settings.as_ref().map(|t| t.shared.clone());
+        let jobs_settings = self.provider.jobs().is_some().then(|| JobsSettings {
+            provider: self.provider.clone(),
+            timeout: self.operation_timeout,
+            shared: Arc::new(JobsShared::default()),
+            metrics: metrics.clone(),
+        });
+        let jobs_shared = jobs_settings.as_ref().map(|j| j.shared.clone());
         let table: SharedTable = SharedTable::default();
         let methods_setup = MethodsSetup {
             provider: self.provider.clone(),
@@ -211,13 +219,26 @@ impl ConnectorBuilder {
             table,
             metrics: metrics.clone(),
         };
-        let tree = ConnectionActor::start_tree(settings, pub_args, sub_args, twin_settings, methods_setup);
+        let tree = ConnectionActor::start_tree(
+            settings,
+            pub_args,
+            sub_args,
+            twin_settings,
+            jobs_settings,
+            methods_setup,
+        );
         let (publisher, subscriber) = (tree.publisher, tree.subscriber);
         let twin = tree.twin.zip(twin_shared).map(|(slot, shared)| TwinHandle { slot, shared });
+        let jobs = tree.jobs.zip(jobs_shared).map(|(slot, shared)| JobsHandle {
+            slot,
+            shared,
+            metrics: metrics.clone(),
+        });
         let (methods, methods_args) = tree.methods;
         Connector {
             conn: tree.conn,
             twin,
+            jobs,
             methods: MethodsHandle::new(methods, subscriber.clone(), methods_args),
             publisher: PublisherHandle { slot: publisher },
             subscriber: SubscriberHandle { slot: subscriber },
@@ -236,6 +257,7 @@ pub struct Connector {
     publisher: PublisherHandle,
     subscriber: SubscriberHandle,
     twin: Option<TwinHandle>,
+    jobs: Option<JobsHandle>,
     state: watch::Receiver<ConnectionState>,
     registry: Registry,
     metrics: ConnectionMetrics,
@@ -282,6 +304,12 @@ impl Connector {
     /// (`conn.twin()?.send(GetTwin).await??`, or [`TwinHandle::get`]).
     pub fn twin(&self) -> Option<TwinHandle> {
         self.twin.clone()
+    }
+
+    /// The JobsActor (device jobs), when the provider has a jobs channel (AWS IoT Jobs;
+    /// Azure has none): requests, events and the handler registry.
+    pub fn jobs(&self) -> Option<JobsHandle> {
+        self.jobs.clone()
     }
 
     /// The direct-method dispatcher: register handlers by name, a default, or streams.

@@ -6,7 +6,8 @@
 //! | [`ConnectionActor`] | the connection state machine; supervises the children |
 //! | [`Publisher`] | outbound: QoS 0/1, acknowledgements, offline queue, on-disk store |
 //! | [`Subscriber`] | inbound: subscription table, re-subscription, typed routing |
-//! | [`TwinActor`] | device state (Azure twin, AWS shadow): get, report, desired changes, catch-up |
+//! | [`TwinActor`] | device state (Azure twin, AWS shadow): get, report, desired changes, catch-up; AWS named shadows, update, delete, documents |
+//! | [`JobsActor`] | device jobs (AWS IoT Jobs): requests, notifications, a handler registry that runs job documents |
 //! | [`messages`] | the actix messages |
 //! | [`methods`] | direct methods: handlers by name, a default, streams with responders |
 //! | [`MetricsServer`] | `/metrics`, `/healthz`, `/readyz` |
@@ -30,6 +31,7 @@
 mod connection;
 mod connector;
 pub mod error;
+pub mod jobs;
 pub mod messages;
 pub mod methods;
 mod metrics_exporter;
@@ -42,6 +44,7 @@ pub mod twin;
 pub use connection::{AddListener, ConnectionActor, DropLink, EventSink, GetState, Stop};
 pub use connector::{Connector, ConnectorBuilder, PublisherHandle, SubscriberHandle};
 pub use error::{ConnectorError, PublishError, SubscribeError};
+pub use jobs::{JobError, JobEvent, JobOutcome, JobRun, JobsActor, JobsHandle, JobsOptions};
 pub use methods::{MethodCall, MethodError, MethodResponse, MethodsActor, MethodsHandle};
 pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};
 pub use publisher::{Publisher, PublisherOptions};

@@ -25,6 +25,8 @@ pub enum ChildKind {
     Twin,
     /// The direct-method dispatcher.
     Methods,
+    /// The JobsActor (device jobs).
+    Jobs,
 }
 
 impl ChildKind {
@@ -35,6 +37,7 @@ impl ChildKind {
             ChildKind::Subscriber => "subscriber",
             ChildKind::Twin => "twin",
             ChildKind::Methods => "methods",
+            ChildKind::Jobs => "jobs",
         }
     }
 }

@@ -593,15 +593,7 @@ impl TwinActor {
     }
 
     fn is_pending(&self, rid: &str) -> bool {
-        let rid = rid.to_owned();
-        match self.pending.complete(&rid) {
-            Some(p) => {
-                let deadline = p.deadline;
-                self.pending.insert(rid, deadline, p);
-                true
-            }
-            None => false,
-        }
+        self.pending.contains(&rid.to_owned())
     }
 
     fn schedule_timer(&mut self, ctx: &mut Context<Self>) {

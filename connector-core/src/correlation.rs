@@ -40,6 +40,11 @@ impl<K: Eq + Hash + Clone, V> CorrelationTable<K, V> {
         self.pending.remove(id).map(|(_, (_, v))| v)
     }
 
+    /// Whether a request is pending.
+    pub fn contains(&self, id: &K) -> bool {
+        self.pending.contains_key(id)
+    }
+
     /// Removes and returns every request whose deadline is at or before `now`.
     pub fn expire(&self, now: Instant) -> Vec<(K, V)> {
         let overdue: Vec<K> =
