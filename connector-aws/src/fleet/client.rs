@@ -1,0 +1,552 @@
+//! The fleet-provisioning client: the claim exchange run over MQTT through the real actor
+//! tree ([`Connector`]), the identity store, then the device connection.
+//!
+//! * [`FleetProvider`]: the claim connection as the connection actor sees it (the claim
+//!   provider's connect parameters; answers on the fleet topics classified as messages).
+//! * [`provision`]: connect with the claim, subscribe to the accepted/rejected topics
+//!   *before* publishing, CreateKeysAndCertificate or CreateCertificateFromCsr, then
+//!   RegisterThing with the ownership token and the template parameters, all bounded by
+//!   [`ProvisioningOptions::timeout`]; returns the [`FleetIdentity`] or a typed
+//!   [`ProvisioningError`]. The claim connection is always stopped.
+//! * [`provision_or_load`]: the stored identity when the store holds a valid one,
+//!   otherwise [`provision`] and save.
+//! * [`provision_then_connect`]: the above, then a started [`Connector`] connected as the
+//!   thing with its new certificate.
+//!
+//! Everything here runs inside an actix system (`#[actix_rt::main]`, `actix_rt::System`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use connector_actors::{Connector, PublishError};
+use connector_core::{
+    BackoffPolicy, ConnectFailure, ConnectParams, ConnectionEvent, Inbound, InboundMessage, Limits,
+    MqttVersion, Provider, ProviderError, Publish, QoS, SubscriptionSpec,
+};
+use futures::stream::{select_all, Stream, StreamExt};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::codec::{self, ErrorDocument, FleetAnswer, ThingRegistered};
+use super::error::{FleetError, KeyError, StoreError};
+use super::keys::{self, KeyAlgorithm, KeyPair};
+use super::store::{FleetIdentity, IdentityStore};
+use super::topics::{FleetApi, FleetTopic, TemplateName, TopicKind};
+
+/// The claim connection as a [`Provider`]: connect parameters, limits and protocol
+/// version of the claim provider; fleet answers stay [`Inbound::Message`] (routed by
+/// topic to the waiting client), anything else is [`Inbound::Malformed`]. Telemetry has
+/// no meaning here and is refused.
+#[derive(Clone)]
+pub struct FleetProvider {
+    claim: Arc<dyn Provider>,
+}
+
+impl std::fmt::Debug for FleetProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetProvider").field("claim", &self.claim.name()).finish()
+    }
+}
+
+impl FleetProvider {
+    /// The fleet-provisioning view of the claim connection.
+    pub fn new(claim: impl Provider) -> Self {
+        Self { claim: Arc::new(claim) }
+    }
+}
+
+impl Provider for FleetProvider {
+    fn name(&self) -> &'static str {
+        "aws-fleet"
+    }
+
+    fn connect_params(&self, now: SystemTime) -> Result<ConnectParams, ProviderError> {
+        let mut p = self.claim.connect_params(now)?;
+        // Nothing to resume: the exchange starts over on a new connection.
+        p.clean_session = true;
+        Ok(p)
+    }
+
+    fn telemetry_topic(&self, _publish: &Publish) -> Result<String, ProviderError> {
+        Err(ProviderError::Unsupported { what: "telemetry on a fleet-provisioning claim connection".into() })
+    }
+
+    fn mqtt_version(&self) -> MqttVersion {
+        self.claim.mqtt_version()
+    }
+
+    fn limits(&self) -> Limits {
+        self.claim.limits()
+    }
+
+    /// None: the client subscribes to exactly the answers it waits for.
+    fn subscriptions(&self) -> Vec<SubscriptionSpec> {
+        Vec::new()
+    }
+
+    fn classify(&self, message: InboundMessage) -> Inbound {
+        match FleetTopic::parse(&message.topic) {
+            Ok(FleetTopic { kind: TopicKind::Accepted | TopicKind::Rejected, .. }) => {
+                Inbound::Message(message)
+            }
+            Ok(_) => Inbound::Malformed {
+                topic: message.topic,
+                reason: "a fleet-provisioning request topic, not expected inbound".into(),
+            },
+            Err(e) => Inbound::Malformed { topic: message.topic, reason: e.to_string() },
+        }
+    }
+}
+
+/// How the device obtains its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateRequest {
+    /// CreateKeysAndCertificate: AWS generates the key pair (the key crosses the network
+    /// once, inside TLS).
+    CreateKeysAndCertificate,
+    /// CreateCertificateFromCsr: the key pair is generated here and never leaves the device.
+    FromCsr {
+        /// The key's algorithm.
+        algorithm: KeyAlgorithm,
+        /// The CSR subject's CN.
+        common_name: String,
+    },
+}
+
+/// What to provision: the template, its parameters and the certificate method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetRequest {
+    /// The provisioning template.
+    pub template: TemplateName,
+    /// RegisterThing `parameters`.
+    pub parameters: BTreeMap<String, String>,
+    /// How the certificate is obtained.
+    pub certificate: CertificateRequest,
+}
+
+impl FleetRequest {
+    /// CreateKeysAndCertificate then RegisterThing through `template`, no parameters.
+    pub fn new(template: TemplateName) -> Self {
+        Self {
+            template,
+            parameters: BTreeMap::new(),
+            certificate: CertificateRequest::CreateKeysAndCertificate,
+        }
+    }
+
+    /// Adds a template parameter.
+    pub fn parameter(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.parameters.insert(name.into(), value.into());
+        self
+    }
+
+    /// Uses CreateCertificateFromCsr with a new key of `algorithm` and subject CN
+    /// `common_name`.
+    pub fn from_csr(mut self, algorithm: KeyAlgorithm, common_name: impl Into<String>) -> Self {
+        self.certificate = CertificateRequest::FromCsr { algorithm, common_name: common_name.into() };
+        self
+    }
+}
+
+/// How the exchange runs.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ProvisioningOptions {
+    /// Bound on the whole exchange: connecting, both requests and their answers
+    /// (default 60 s).
+    pub timeout: Duration,
+    /// Reconnect backoff of the claim connection.
+    pub backoff: BackoffPolicy,
+}
+
+impl Default for ProvisioningOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(60), backoff: BackoffPolicy::default() }
+    }
+}
+
+impl ProvisioningOptions {
+    /// Sets the bound on the whole exchange.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Sets the reconnect backoff of the claim connection.
+    pub fn backoff(mut self, backoff: BackoffPolicy) -> Self {
+        self.backoff = backoff;
+        self
+    }
+}
+
+/// Why provisioning (or connecting after it) failed. No message carries a private key or
+/// an ownership token.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProvisioningError {
+    /// An API answered on its `/rejected` topic.
+    #[error("{api} rejected ({status_code} {error_code}): {error_message}")]
+    Rejected {
+        /// `CreateKeysAndCertificate`, `CreateCertificateFromCsr` or `RegisterThing`.
+        api: &'static str,
+        /// `statusCode`.
+        status_code: u16,
+        /// `errorCode`.
+        error_code: String,
+        /// `errorMessage`.
+        error_message: String,
+    },
+    /// The claim certificate was refused: CONNACK 4 or 5.
+    #[error("claim connection not authorized: {reason}")]
+    Unauthorized {
+        /// The CONNACK reason.
+        reason: String,
+    },
+    /// The broker refused the CONNECT for another reason that retrying cannot fix.
+    #[error("claim connection refused (code {code}): {reason}")]
+    Refused {
+        /// CONNACK return code.
+        code: u8,
+        /// Its meaning.
+        reason: String,
+    },
+    /// The claim provider could not produce connect parameters.
+    #[error("claim credentials: {message}")]
+    Credentials {
+        /// What the provider said.
+        message: String,
+    },
+    /// The exchange did not finish within [`ProvisioningOptions::timeout`].
+    #[error("provisioning timed out after {after:?} while {stage}{}", last_failure.as_ref().map(|f| format!(" (last connect failure: {f})")).unwrap_or_default())]
+    Timeout {
+        /// The time allowed.
+        after: Duration,
+        /// What the client was doing: `connecting`, `waiting for the RegisterThing answer`, …
+        stage: &'static str,
+        /// The last failed connect attempt, when there was one.
+        last_failure: Option<ConnectFailure>,
+    },
+    /// An answer could not be understood.
+    #[error("malformed answer")]
+    Malformed(#[from] FleetError),
+    /// The issued certificate is unusable: unreadable, or not for the device's key.
+    #[error("issued certificate")]
+    Certificate(#[source] KeyError),
+    /// The key pair or CSR could not be made.
+    #[error("key pair")]
+    Key(#[from] KeyError),
+    /// Subscribing or publishing through the claim connection failed.
+    #[error("claim connection: {message}")]
+    Connector {
+        /// What failed.
+        message: String,
+    },
+    /// The identity store could not be read or written.
+    #[error("identity store")]
+    Store(#[from] StoreError),
+    /// The device connection could not be configured from the identity.
+    #[error("device connection: {message}")]
+    Device {
+        /// What the provider said.
+        message: String,
+    },
+}
+
+impl ProvisioningError {
+    fn rejected(api: &FleetApi, e: ErrorDocument) -> Self {
+        Self::Rejected {
+            api: api.name(),
+            status_code: e.status_code,
+            error_code: e.error_code,
+            error_message: e.error_message,
+        }
+    }
+}
+
+/// Runs the claim exchange over a connection made with `claim` (an X.509 provider with the
+/// claim certificate) and returns the new identity. Needs a running actix system. The
+/// claim connection is stopped before this returns, whatever the outcome.
+pub async fn provision(
+    claim: impl Provider,
+    request: &FleetRequest,
+    opts: &ProvisioningOptions,
+) -> Result<FleetIdentity, ProvisioningError> {
+    let deadline = Instant::now() + opts.timeout;
+    // The key (CSR flow) is made before connecting: the claim's window stays short.
+    let own_key = match &request.certificate {
+        CertificateRequest::CreateKeysAndCertificate => None,
+        CertificateRequest::FromCsr { algorithm, common_name } => {
+            let key = KeyPair::generate(*algorithm)?;
+            let csr = key.csr_pem(common_name)?;
+            Some((key, csr))
+        }
+    };
+    let (tx, events) = mpsc::channel(64);
+    let conn =
+        Connector::builder(FleetProvider::new(claim)).backoff(opts.backoff.clone()).events_to(tx).start();
+    info!(template = %request.template, csr = own_key.is_some(), "fleet provisioning started");
+    let mut exchange = Exchange { conn: &conn, opts, events, deadline, last_failure: None };
+    let result = exchange.run(request, own_key).await;
+    conn.stop().await;
+    match &result {
+        Ok(id) => info!(
+            thing_name = %id.thing_name,
+            certificate_id = %id.certificate_id,
+            "fleet provisioning done"
+        ),
+        Err(e) => warn!(template = %request.template, error = %e, "fleet provisioning failed"),
+    }
+    result
+}
+
+/// Whether [`provision_or_load`] provisioned or reused a stored identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// Provisioned now (and saved).
+    Provisioned,
+    /// Loaded from the store; no request was made.
+    Stored,
+}
+
+/// The identity in `store` when it holds one that is valid now; otherwise [`provision`]
+/// and save the result. A store that cannot be read (corrupt, incomplete, files others
+/// may read) is an error, never silently replaced; an expired certificate is provisioned
+/// anew.
+pub async fn provision_or_load(
+    claim: impl Provider,
+    request: &FleetRequest,
+    store: &IdentityStore,
+    opts: &ProvisioningOptions,
+) -> Result<(FleetIdentity, Origin), ProvisioningError> {
+    if let Some(id) = store.load()? {
+        if id.is_valid_at(SystemTime::now()) {
+            info!(thing_name = %id.thing_name, dir = %store.dir().display(), "using the stored fleet identity");
+            return Ok((id, Origin::Stored));
+        }
+        warn!(thing_name = %id.thing_name, "the stored certificate is not valid now; provisioning again");
+    }
+    let id = provision(claim, request, opts).await?;
+    store.save(&id)?;
+    Ok((id, Origin::Provisioned))
+}
+
+struct Exchange<'a> {
+    conn: &'a Connector,
+    opts: &'a ProvisioningOptions,
+    events: mpsc::Receiver<ConnectionEvent>,
+    deadline: Instant,
+    last_failure: Option<ConnectFailure>,
+}
+
+impl Exchange<'_> {
+    fn timeout(&self, stage: &'static str) -> ProvisioningError {
+        ProvisioningError::Timeout {
+            after: self.opts.timeout,
+            stage,
+            last_failure: self.last_failure.clone(),
+        }
+    }
+
+    /// Handles one lifecycle event: `Ok(true)` once connected, `Ok(false)` to keep waiting.
+    fn on_event(&mut self, event: Option<ConnectionEvent>) -> Result<bool, ProvisioningError> {
+        match event {
+            None => Err(ProvisioningError::Connector { message: "the claim connection stopped".into() }),
+            Some(ConnectionEvent::Connected { .. }) => Ok(true),
+            Some(ConnectionEvent::ConnectionFailed { reason, retry_in }) => {
+                debug!(reason = %reason, retry_in = ?retry_in, "claim connect attempt failed");
+                match reason {
+                    ConnectFailure::Refused { code: 4 | 5 | 0x86 | 0x87, reason } => {
+                        Err(ProvisioningError::Unauthorized { reason })
+                    }
+                    ConnectFailure::Refused { code: code @ (1 | 2 | 0x84 | 0x85), reason } => {
+                        Err(ProvisioningError::Refused { code, reason })
+                    }
+                    ConnectFailure::Credentials { message } => {
+                        Err(ProvisioningError::Credentials { message })
+                    }
+                    other => {
+                        self.last_failure = Some(other);
+                        Ok(false)
+                    }
+                }
+            }
+            Some(ConnectionEvent::Stopped { reason }) => Err(ProvisioningError::Connector {
+                message: format!("the claim connection stopped: {reason}"),
+            }),
+            Some(_) => Ok(false),
+        }
+    }
+
+    async fn until_connected(&mut self) -> Result<(), ProvisioningError> {
+        loop {
+            let event = tokio::time::timeout_at(self.deadline, self.events.recv())
+                .await
+                .map_err(|_| self.timeout("connecting with the claim certificate"))?;
+            if self.on_event(event)? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        request: &FleetRequest,
+        own_key: Option<(KeyPair, String)>,
+    ) -> Result<FleetIdentity, ProvisioningError> {
+        self.until_connected().await?;
+        let create = match own_key {
+            None => FleetApi::CreateKeysAndCertificate,
+            Some(_) => FleetApi::CreateCertificateFromCsr,
+        };
+        let register = FleetApi::RegisterThing(request.template.clone());
+        // Every answer topic is subscribed (SUBACK received) before the first request.
+        let subscriber = self.conn.subscriber();
+        let mut streams = Vec::new();
+        for api in [&create, &register] {
+            for kind in [TopicKind::Accepted, TopicKind::Rejected] {
+                let filter = FleetTopic::new(api.clone(), kind).assemble();
+                let subscribed = subscriber.stream(filter.clone(), QoS::AtLeastOnce, 8);
+                let (_, stream) = tokio::time::timeout_at(self.deadline, subscribed)
+                    .await
+                    .map_err(|_| self.timeout("subscribing to the answer topics"))?
+                    .map_err(|e| ProvisioningError::Connector {
+                        message: format!("subscribe `{filter}`: {e}"),
+                    })?;
+                streams.push(stream);
+            }
+        }
+        let mut answers = select_all(streams);
+
+        let (certificate_id, certificate_pem, private_key, token) = match own_key {
+            None => {
+                let answer = self.call(&create, codec::create_keys_body(), &mut answers).await?;
+                let FleetAnswer::KeysAndCertificate(k) = answer else {
+                    return Err(unexpected(&create));
+                };
+                (k.certificate_id, k.certificate_pem, k.private_key, k.ownership_token)
+            }
+            Some((key, csr)) => {
+                let answer = self.call(&create, codec::create_from_csr_body(&csr), &mut answers).await?;
+                let FleetAnswer::CertificateFromCsr(c) = answer else {
+                    return Err(unexpected(&create));
+                };
+                (c.certificate_id, c.certificate_pem, key.private_key().clone(), c.ownership_token)
+            }
+        };
+        check_issued(&certificate_pem, &private_key)?;
+        debug!(certificate_id = %certificate_id, "certificate issued; registering the thing");
+
+        let body = codec::register_thing_body(&token, &request.parameters);
+        let FleetAnswer::ThingRegistered { answer, .. } = self.call(&register, body, &mut answers).await?
+        else {
+            return Err(unexpected(&register));
+        };
+        let ThingRegistered { thing_name, device_configuration } = answer;
+        Ok(FleetIdentity::new(thing_name, certificate_id, certificate_pem, private_key, device_configuration))
+    }
+
+    /// Publishes the request of `api` and waits for its answer; a rejection is an error.
+    /// The request is sent again when the connection drops and comes back before the
+    /// answer (AWS answers only on the connection that asked).
+    async fn call(
+        &mut self,
+        api: &FleetApi,
+        body: Vec<u8>,
+        answers: &mut (impl Stream<Item = Inbound> + Unpin),
+    ) -> Result<FleetAnswer, ProvisioningError> {
+        loop {
+            debug!(api = api.name(), "fleet request");
+            let publish = Publish::to_topic(api.request_topic(), body.clone()).qos(QoS::AtLeastOnce);
+            match tokio::time::timeout_at(self.deadline, self.conn.publisher().publish(publish)).await {
+                Err(_) => return Err(self.timeout("sending a request")),
+                Ok(Err(
+                    e @ (PublishError::Invalid(_) | PublishError::Stopped | PublishError::Persistence(_)),
+                )) => {
+                    return Err(ProvisioningError::Connector { message: format!("publish: {e}") });
+                }
+                Ok(Err(e)) => {
+                    // No PUBACK (link lost, ack timeout): the request may still have
+                    // arrived. Wait for its answer; it is sent again after a reconnect.
+                    debug!(error = %e, api = api.name(), "fleet request not acknowledged");
+                }
+                Ok(Ok(_)) => {}
+            }
+            if let Some(answer) = self.answer(api, answers).await? {
+                return match answer {
+                    FleetAnswer::Rejected { api, error } => Err(ProvisioningError::rejected(&api, error)),
+                    accepted => Ok(accepted),
+                };
+            }
+        }
+    }
+
+    /// The answer of `api` (answers of other APIs are skipped), or `None` when the request
+    /// should be sent again because the link dropped and came back.
+    async fn answer(
+        &mut self,
+        api: &FleetApi,
+        answers: &mut (impl Stream<Item = Inbound> + Unpin),
+    ) -> Result<Option<FleetAnswer>, ProvisioningError> {
+        let stage = match api {
+            FleetApi::CreateKeysAndCertificate => "waiting for the CreateKeysAndCertificate answer",
+            FleetApi::CreateCertificateFromCsr => "waiting for the CreateCertificateFromCsr answer",
+            _ => "waiting for the RegisterThing answer",
+        };
+        let mut dropped = false;
+        loop {
+            tokio::select! {
+                event = self.events.recv() => {
+                    if matches!(event, Some(ConnectionEvent::Disconnected { .. })) {
+                        debug!(api = api.name(), "claim connection dropped while waiting for an answer");
+                        dropped = true;
+                    } else if self.on_event(event)? && dropped {
+                        return Ok(None);
+                    }
+                }
+                inbound = answers.next() => {
+                    let Some(Inbound::Message(m)) = inbound else {
+                        return Err(ProvisioningError::Connector { message: "the answer stream ended".into() });
+                    };
+                    let answer = FleetAnswer::parse(&m.topic, &m.payload)?;
+                    let of = match &answer {
+                        FleetAnswer::KeysAndCertificate(_) => FleetApi::CreateKeysAndCertificate,
+                        FleetAnswer::CertificateFromCsr(_) => FleetApi::CreateCertificateFromCsr,
+                        FleetAnswer::ThingRegistered { template, .. } => FleetApi::RegisterThing(template.clone()),
+                        FleetAnswer::Rejected { api, .. } => api.clone(),
+                    };
+                    if &of == api {
+                        debug!(api = api.name(), topic = %m.topic, "fleet answer");
+                        return Ok(Some(answer));
+                    }
+                    debug!(api = of.name(), expected = api.name(), "stale fleet answer skipped");
+                }
+                () = tokio::time::sleep_until(self.deadline) => return Err(self.timeout(stage)),
+            }
+        }
+    }
+}
+
+fn unexpected(api: &FleetApi) -> ProvisioningError {
+    // `answer` returns only answers of the API asked; kept typed rather than a panic.
+    ProvisioningError::Connector { message: format!("an answer of another API than {}", api.name()) }
+}
+
+/// The issued certificate must parse and carry the public key of the private key.
+fn check_issued(
+    certificate_pem: &str,
+    private_key: &connector_core::Secret,
+) -> Result<(), ProvisioningError> {
+    let cert = keys::certificate(certificate_pem).map_err(ProvisioningError::Certificate)?;
+    let key = keys::private_key(private_key).map_err(ProvisioningError::Certificate)?;
+    if !keys::key_matches(&cert, &key).map_err(ProvisioningError::Certificate)? {
+        return Err(ProvisioningError::Certificate(KeyError::InvalidCertificate {
+            reason: "the issued certificate is not for the device's key".into(),
+        }));
+    }
+    Ok(())
+}
