@@ -128,7 +128,7 @@ async fn shadow_semantics_over_mqtt() {
 }
 
 #[tokio::test]
-async fn telemetry_faults_and_unwired_services() {
+async fn telemetry_faults_and_unserved_reserved_topics() {
     let env = Env::start();
     let dir = tempfile::tempdir().unwrap();
     let (_, cert, key) = aws_thing_with_cert(&env, "pump", dir.path()).await;
@@ -150,9 +150,9 @@ async fn telemetry_faults_and_unwired_services() {
     assert_eq!(next_json(&dev, "429").await.1["code"], 429);
     dev.publish("$aws/things/pump/shadow/get", "", 1).await.unwrap();
     assert_eq!(next_json(&dev, "404 once the fault is used up").await.1["code"], 404);
-    // Jobs are not wired: the publish closes the connection.
-    dev.publish("$aws/things/pump/jobs/get", "{}", 0).await.unwrap();
-    dev.lost("jobs refused").await;
+    // A reserved service the emulator does not serve (Device Defender) closes the connection.
+    dev.publish("$aws/things/pump/defender/metrics/json", "{}", 0).await.unwrap();
+    dev.lost("defender refused").await;
     // Refused CONNECT, then drop.
     env.ctl
         .aws_faults("pump", &AwsFaults { refuse_connect: Some(3), count: Some(1), ..Default::default() })

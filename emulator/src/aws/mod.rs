@@ -1,26 +1,32 @@
 //! The AWS IoT Core device endpoint's back end: registry (things, certificates, access
 //! keys, custom authorizers), live connections and their subscriptions, the Device
-//! Shadow service, captured telemetry and faults. The transport (TLS, ALPN, WebSocket
-//! with SigV4) is in [`transport`]; the MQTT wiring in `broker/aws.rs`.
+//! Shadow, Jobs and Fleet Provisioning services, captured telemetry and faults. The
+//! transport (TLS, ALPN, WebSocket with SigV4) is in [`transport`]; the MQTT wiring in
+//! `broker/aws.rs`.
 //!
 //! All state sits behind one mutex in [`AwsCore`], never held across an `.await`;
 //! connections are reached through their command channel ([`AwsCmd`]).
 //!
 //! # Service dispatch
-//! PUBLISHes on `$aws/things/{thing}/shadow/...` go to [`shadow`]. Jobs
+//! PUBLISHes on `$aws/things/{thing}/shadow/...` go to [`shadow`]; jobs
 //! (`$aws/things/{thing}/jobs/...`) and fleet provisioning (`$aws/certificates/...`,
-//! `$aws/provisioning-templates/...`) reach [`unwired_service`], the one place where
-//! those services are to be plugged in; today it refuses them with
-//! [`ServiceRefusal::NotImplemented`], which closes the connection (what AWS IoT does
-//! for an unsupported reserved topic). Their SUBSCRIBE filters are already accepted.
+//! `$aws/provisioning-templates/...`) reach [`dispatch_service`], which hands them to
+//! [`jobs`] and [`provisioning`]. Shadow answers and jobs notifications go to every
+//! subscriber; jobs and provisioning answers go to the requesting client only (when it
+//! subscribed to them). Jobs timers and ownership-token expiry run on the service clock
+//! ([`AwsCore::service_now`]: real time plus an offset the control API can advance),
+//! checked before each request and by a one-second tick ([`start_ticker`]).
 
+pub(crate) mod jobs;
+pub(crate) mod provisioning;
 pub(crate) mod shadow;
 pub(crate) mod sigv4;
 pub(crate) mod topics;
 pub(crate) mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::channel::mpsc::UnboundedSender;
@@ -29,7 +35,7 @@ use openssl::x509::X509;
 use parking_lot::{Mutex, MutexGuard};
 
 use self::shadow::{ShadowError, ShadowKey, ShadowOp, Shadows};
-use self::topics::{AwsPublish, Unwired};
+use self::topics::{AwsPublish, Service};
 use crate::ca::CertificateAuthority;
 use crate::control::aws_api::{
     AccessKey, Authorizer, AwsConnection, AwsFaults, AwsTelemetry, CertificateStatus,
@@ -130,28 +136,62 @@ pub(crate) struct AwsState {
     pub conns: HashMap<String, AwsLive>,
     pub telemetry: VecDeque<AwsTelemetry>,
     pub faults: HashMap<String, AwsFaults>,
+    pub jobs: jobs::Jobs,
+    pub provisioning: provisioning::Provisioning,
+    /// Seconds the service clock runs ahead of real time.
+    pub clock_offset: u64,
 }
 
-/// Why a reserved service refused a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ServiceRefusal {
-    /// The service is not wired into this emulator (yet).
-    #[error("the {service} service is not implemented by the emulator")]
-    NotImplemented { service: &'static str },
-}
-
-/// The dispatch point of the jobs and fleet-provisioning services: returns the
-/// messages to publish (topic, payload), or a refusal that closes the connection.
-pub(crate) fn unwired_service(
-    _core: &AwsCore,
-    _st: &mut AwsState,
-    request: &Unwired,
-    _payload: &[u8],
-) -> Result<Vec<(String, Vec<u8>)>, ServiceRefusal> {
+/// The dispatch point of the jobs and fleet-provisioning services: hands the request
+/// to its service and publishes the outcome (answers to `client_id` only).
+pub(crate) fn dispatch_service(
+    core: &AwsCore,
+    st: &mut AwsState,
+    client_id: &str,
+    principal: &Principal,
+    request: &Service,
+    payload: &[u8],
+) {
+    let now = core.service_now(st);
     match request {
-        Unwired::Jobs { .. } => Err(ServiceRefusal::NotImplemented { service: "jobs" }),
-        Unwired::Provisioning { .. } => Err(ServiceRefusal::NotImplemented { service: "fleet provisioning" }),
+        Service::Jobs { thing, rest } => {
+            let out = if consume_flag(&mut st.faults, client_id, |f| f.throttle_jobs) {
+                let e = jobs::JobsError::new(jobs::Code::RequestThrottled, "Rate exceeded");
+                vec![jobs::rejection(thing, rest, &e, payload, now)]
+            } else {
+                st.jobs.handle(thing, rest, payload, now)
+            };
+            tracing::debug!(client_id, thing = %thing, request = %rest, "jobs request");
+            core.publish_jobs(st, Some(client_id), &out);
+        }
+        Service::Provisioning { api, cbor, topic } => {
+            let (t, p) = if consume_flag(&mut st.faults, client_id, |f| f.throttle_provisioning) {
+                let e = provisioning::ProvisioningError::new(429, "Throttling", "Rate exceeded");
+                (format!("{topic}/rejected"), e.encode(*cbor))
+            } else {
+                provisioning::handle(&core.ca, st, &principal.id, api, *cbor, topic, payload, now)
+            };
+            if !core.reply(st, client_id, &t, &p) {
+                tracing::info!(client_id, topic = %t, "provisioning answer dropped: no matching subscription");
+            }
+        }
     }
+}
+
+/// Starts the one-second tick that applies jobs timers and token expiry (once per core;
+/// it ends with the runtime or when the core is dropped). Needs an ntex runtime.
+pub(crate) fn start_ticker(core: &Arc<AwsCore>) {
+    if core.ticker_started.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let weak: Weak<AwsCore> = Arc::downgrade(core);
+    ntex_rt::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let Some(core) = weak.upgrade() else { break };
+            core.tick();
+        }
+    });
 }
 
 /// The shared back end.
@@ -160,6 +200,7 @@ pub(crate) struct AwsCore {
     pub ca: CertificateAuthority,
     state: Mutex<AwsState>,
     next_id: AtomicU64,
+    ticker_started: AtomicBool,
 }
 
 /// Lower-case hex SHA-256 of the DER certificate: the certificate id.
@@ -183,7 +224,13 @@ pub(crate) fn username_params(username: &str) -> Vec<(String, String)> {
 
 impl AwsCore {
     pub fn new(settings: AwsSettings, ca: CertificateAuthority) -> AwsCore {
-        AwsCore { settings, ca, state: Mutex::new(AwsState::default()), next_id: AtomicU64::new(1) }
+        AwsCore {
+            settings,
+            ca,
+            state: Mutex::new(AwsState::default()),
+            next_id: AtomicU64::new(1),
+            ticker_started: AtomicBool::new(false),
+        }
     }
 
     /// Locks the state. Never hold the guard across an `.await`.
@@ -199,6 +246,63 @@ impl AwsCore {
     /// Unix seconds now.
     pub fn now(&self) -> u64 {
         unix_secs(SystemTime::now())
+    }
+
+    /// Unix seconds on the service clock of jobs and provisioning (real time plus the
+    /// offset set through the control API).
+    pub fn service_now(&self, st: &AwsState) -> u64 {
+        self.now() + st.clock_offset
+    }
+
+    /// Moves the service clock forward and applies what expired; the new offset and time.
+    pub fn advance_clock(&self, secs: u64) -> (u64, u64) {
+        let mut st = self.lock();
+        st.clock_offset = st.clock_offset.saturating_add(secs);
+        let now = self.service_now(&st);
+        self.expire(&mut st, now);
+        (st.clock_offset, now)
+    }
+
+    /// The periodic tick: jobs timers and ownership-token expiry.
+    pub fn tick(&self) {
+        let mut st = self.lock();
+        let now = self.service_now(&st);
+        self.expire(&mut st, now);
+    }
+
+    fn expire(&self, st: &mut AwsState, now: u64) {
+        let out = st.jobs.expire(now);
+        self.publish_jobs(st, None, &out);
+        provisioning::expire_tokens(st, now);
+    }
+
+    /// Publishes jobs service output: answers to `requester` only, notifications to
+    /// every subscriber.
+    pub fn publish_jobs(&self, st: &AwsState, requester: Option<&str>, out: &[jobs::Outgoing]) {
+        for o in out {
+            let payload = o.document.to_string();
+            match (o.reply, requester) {
+                (true, Some(c)) => {
+                    if !self.reply(st, c, &o.topic, payload.as_bytes()) {
+                        tracing::debug!(client_id = c, topic = %o.topic, "jobs answer dropped: no matching subscription");
+                    }
+                }
+                (true, None) => {}
+                (false, _) => {
+                    self.deliver(st, &o.topic, payload.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// Sends a message to one client, when it has a matching subscription (at the
+    /// highest QoS among them). True when sent.
+    pub fn reply(&self, st: &AwsState, client_id: &str, topic: &str, payload: &[u8]) -> bool {
+        let Some(live) = st.conns.get(client_id) else { return false };
+        let qos = live.subs.iter().filter(|(f, _)| topics::matches(f, topic)).map(|(_, q)| *q).max();
+        let Some(qos) = qos else { return false };
+        let cmd = AwsCmd::Publish { topic: topic.to_string(), payload: payload.to_vec(), qos };
+        live.tx.unbounded_send(cmd).is_ok()
     }
 
     /// True when `host` is one of the endpoint's host names (SNI check).
@@ -385,10 +489,7 @@ impl AwsCore {
                 Ok(())
             }
             AwsPublish::Service(req) => {
-                let out = unwired_service(self, &mut st, &req, payload).map_err(|e| e.to_string())?;
-                for (t, p) in out {
-                    self.deliver(&st, &t, &p);
-                }
+                dispatch_service(self, &mut st, client_id, principal, &req, payload);
                 Ok(())
             }
         }
@@ -474,7 +575,16 @@ fn consume_refusal(faults: &mut HashMap<String, AwsFaults>, client_id: &str) -> 
 
 /// Uses up a throttle fault; true while it applies.
 fn consume_throttle(faults: &mut HashMap<String, AwsFaults>, client_id: &str) -> bool {
-    if !faults.get(client_id).is_some_and(|f| f.throttle_shadow) {
+    consume_flag(faults, client_id, |f| f.throttle_shadow)
+}
+
+/// Uses up a fault selected by `flag`; true while it applies.
+fn consume_flag(
+    faults: &mut HashMap<String, AwsFaults>,
+    client_id: &str,
+    flag: impl Fn(&AwsFaults) -> bool,
+) -> bool {
+    if !faults.get(client_id).is_some_and(flag) {
         return false;
     }
     consume(faults, client_id)

@@ -8,15 +8,25 @@ pub(crate) const MAX_TOPIC_BYTES: usize = 256;
 /// Most levels of a topic or filter (7 slashes).
 pub(crate) const MAX_TOPIC_LEVELS: usize = 8;
 
-/// A reserved service the emulator does not serve on this branch yet (jobs, fleet
-/// provisioning): the publish reaches [`super::unwired_service`], which refuses it.
+/// A fleet-provisioning API (`aws-fleet-provisioning.md` §1).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Unwired {
-    /// `$aws/things/{thing}/jobs/...`.
+pub(crate) enum ProvisioningApi {
+    /// `$aws/certificates/create/{fmt}`.
+    CreateKeysAndCertificate,
+    /// `$aws/certificates/create-from-csr/{fmt}`.
+    CreateCertificateFromCsr,
+    /// `$aws/provisioning-templates/{template}/provision/{fmt}`.
+    RegisterThing { template: String },
+}
+
+/// A request to a reserved service other than the shadow, routed by
+/// [`super::dispatch_service`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Service {
+    /// `$aws/things/{thing}/jobs/{rest}`.
     Jobs { thing: String, rest: String },
-    /// `$aws/certificates/create[-from-csr]/{fmt}` and
-    /// `$aws/provisioning-templates/{t}/provision/{fmt}`.
-    Provisioning { topic: String },
+    /// Fleet provisioning; `cbor` is the payload format (`json` otherwise).
+    Provisioning { api: ProvisioningApi, cbor: bool, topic: String },
 }
 
 /// What a device PUBLISH is.
@@ -24,8 +34,8 @@ pub(crate) enum Unwired {
 pub(crate) enum AwsPublish {
     /// A Device Shadow request.
     Shadow { key: ShadowKey, op: ShadowOp },
-    /// A reserved service that is routed to a dispatch point.
-    Service(Unwired),
+    /// Jobs or fleet provisioning.
+    Service(Service),
     /// An ordinary (non-`$`) topic: telemetry, delivered to subscribers too.
     User,
 }
@@ -96,11 +106,19 @@ pub(crate) fn classify(topic: &str) -> Result<AwsPublish, TopicError> {
             if !valid_thing_name(thing) {
                 return Err(TopicError::Name);
             }
-            Ok(AwsPublish::Service(Unwired::Jobs { thing: thing.to_string(), rest: rest.join("/") }))
+            Ok(AwsPublish::Service(Service::Jobs { thing: thing.to_string(), rest: rest.join("/") }))
         }
-        ["$aws", "certificates", "create" | "create-from-csr", "json" | "cbor"]
-        | ["$aws", "provisioning-templates", _, "provision", "json" | "cbor"] => {
-            Ok(AwsPublish::Service(Unwired::Provisioning { topic: topic.to_string() }))
+        ["$aws", "certificates", api @ ("create" | "create-from-csr"), fmt @ ("json" | "cbor")] => {
+            let api = if *api == "create" {
+                ProvisioningApi::CreateKeysAndCertificate
+            } else {
+                ProvisioningApi::CreateCertificateFromCsr
+            };
+            Ok(AwsPublish::Service(Service::Provisioning { api, cbor: *fmt == "cbor", topic: topic.into() }))
+        }
+        ["$aws", "provisioning-templates", t, "provision", fmt @ ("json" | "cbor")] => {
+            let api = ProvisioningApi::RegisterThing { template: t.to_string() };
+            Ok(AwsPublish::Service(Service::Provisioning { api, cbor: *fmt == "cbor", topic: topic.into() }))
         }
         _ => Err(TopicError::Reserved(topic.into())),
     }
@@ -169,15 +187,28 @@ mod tests {
                 op: ShadowOp::Get
             })
         );
+        assert_eq!(
+            classify("$aws/things/lamp/jobs/j1/update"),
+            Ok(AwsPublish::Service(Service::Jobs { thing: "lamp".into(), rest: "j1/update".into() }))
+        );
+        assert_eq!(
+            classify("$aws/provisioning-templates/t/provision/cbor"),
+            Ok(AwsPublish::Service(Service::Provisioning {
+                api: ProvisioningApi::RegisterThing { template: "t".into() },
+                cbor: true,
+                topic: "$aws/provisioning-templates/t/provision/cbor".into()
+            }))
+        );
         assert!(matches!(
-            classify("$aws/things/lamp/jobs/get"),
-            Ok(AwsPublish::Service(Unwired::Jobs { .. }))
+            classify("$aws/certificates/create-from-csr/json"),
+            Ok(AwsPublish::Service(Service::Provisioning {
+                api: ProvisioningApi::CreateCertificateFromCsr,
+                cbor: false,
+                ..
+            }))
         ));
-        assert!(matches!(
-            classify("$aws/provisioning-templates/t/provision/json"),
-            Ok(AwsPublish::Service(Unwired::Provisioning { .. }))
-        ));
-        assert!(matches!(classify("$aws/certificates/create/json"), Ok(AwsPublish::Service(_))));
+        assert!(matches!(classify("$aws/certificates/create/xml"), Err(TopicError::Reserved(_))));
+        assert!(matches!(classify("$aws/things/lamp/jobs"), Err(TopicError::Reserved(_))));
         assert_eq!(classify("sensors/lamp/temp"), Ok(AwsPublish::User));
         assert_eq!(classify("a/+/b"), Err(TopicError::Wildcard));
         assert!(matches!(classify("$aws/things/lamp/shadow/update/accepted"), Err(TopicError::Reserved(_))));

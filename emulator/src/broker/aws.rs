@@ -1,8 +1,9 @@
 //! The AWS IoT MQTT 3.1.1 server on the internal relay listener (see
 //! `aws/transport.rs`): CONNECT authentication from what the transport registered,
 //! SUBSCRIBE/UNSUBSCRIBE, PUBLISH routing to [`AwsCore::on_publish`], and the task that
-//! owns each connection's outbound side. MQTT 5 CONNECTs are refused (ntex-mqtt's
-//! default protocol handler closes them); QoS 2 closes the connection.
+//! owns each connection's outbound side, and the start of the services' one-second tick
+//! ([`crate::aws::start_ticker`]). MQTT 5 CONNECTs are refused (ntex-mqtt's default
+//! protocol handler closes them); QoS 2 closes the connection.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -54,6 +55,7 @@ pub(crate) fn aws_mqtt_service<F: Filter>(
     core: Arc<AwsCore>,
     peers: Arc<AwsRelayPeers>,
 ) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ServerError>, InitError = ()> {
+    crate::aws::start_ticker(&core);
     let (c_hs, c_ctl, c_pub) = (core.clone(), core.clone(), core);
     MqttServer::new().v3(
         v3::MqttServer::new(async move |hs: v3::Handshake| handshake(&c_hs, &peers, hs).await)

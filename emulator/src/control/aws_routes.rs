@@ -4,9 +4,11 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::aws_api::{
-    Authorizer, AwsFaults, CertificateInfo, CertificateStatus, CertificateUpdate, CreateCertificate, Thing,
+    AdvanceClock, Authorizer, AwsFaults, CancelJob, CertificateInfo, CertificateStatus, CertificateUpdate,
+    CreateCertificate, CreateJob, JobExecutionStatus, ProvisioningTemplate, ServiceClock, Thing,
 };
 use super::routes::ApiError;
+use crate::aws::jobs::AdminError;
 use crate::aws::shadow::{ShadowKey, ShadowOp};
 use crate::aws::topics::{valid_shadow_name, valid_thing_name};
 use crate::aws::{certificate_id, AwsCore, AwsState, CertRecord};
@@ -76,6 +78,7 @@ pub(crate) fn route(core: &AwsCore, m: &Method, rest: &[&str], query: &str, body
                 c.things.remove(*t);
             }
             st.shadows.remove_thing(t);
+            st.jobs.remove_thing(t);
             ok(json!({}))
         }
         (Method::GET, ["things", t, "shadow"]) => shadow(core, t, query, ShadowOp::Get, b""),
@@ -107,7 +110,7 @@ pub(crate) fn route(core: &AwsCore, m: &Method, rest: &[&str], query: &str, body
             let c = st.certs.get_mut(*id).ok_or_else(|| not_found(format!("certificate {id}")))?;
             c.status = u.status;
             let info = cert_info(id, c);
-            if u.status == CertificateStatus::Inactive {
+            if u.status != CertificateStatus::Active {
                 core.close_principal(&st, id, "certificate deactivated");
             }
             ok(info)
@@ -192,6 +195,88 @@ pub(crate) fn route(core: &AwsCore, m: &Method, rest: &[&str], query: &str, body
             let _ = live.tx.unbounded_send(crate::aws::AwsCmd::Close("dropped by fault injection"));
             ok(json!({}))
         }
+        (Method::GET, ["jobs"]) => ok(core.lock().jobs.list()),
+        (Method::POST, ["jobs"]) => create_job(core, parse(body)?),
+        (Method::GET, ["jobs", id]) => {
+            ok(core.lock().jobs.job(id).ok_or_else(|| not_found(format!("job {id}")))?)
+        }
+        (Method::POST, ["jobs", id, "cancel"]) => {
+            let c: CancelJob = parse(body)?;
+            let mut st = core.lock();
+            let now = core.service_now(&st);
+            let (info, out) = st.jobs.cancel_job(id, c.force, now).map_err(admin)?;
+            core.publish_jobs(&st, None, &out);
+            ok(info)
+        }
+        (Method::GET, ["things", t, "jobs"]) => {
+            let st = core.lock();
+            if !st.things.contains_key(*t) {
+                return Err(not_found(format!("thing {t}")));
+            }
+            ok(st.jobs.executions(t, core.service_now(&st)))
+        }
+        (Method::GET, ["things", t, "jobs", id]) => {
+            let number = match query_param(query, "executionNumber") {
+                Some(n) => Some(
+                    n.parse::<u64>()
+                        .map_err(|_| ApiError::bad_request("executionNumber must be a number"))?,
+                ),
+                None => None,
+            };
+            let st = core.lock();
+            let now = core.service_now(&st);
+            ok(st
+                .jobs
+                .execution(t, id, number, now)
+                .ok_or_else(|| not_found(format!("execution of job {id} on {t}")))?)
+        }
+        (Method::POST, ["things", t, "jobs", id, "cancel"]) => {
+            let c: CancelJob = parse(body)?;
+            end_execution(core, t, id, JobExecutionStatus::Canceled, c.force)
+        }
+        (Method::DELETE, ["things", t, "jobs", id]) => {
+            end_execution(core, t, id, JobExecutionStatus::Removed, true)
+        }
+        (Method::GET, ["provisioning-templates"]) => {
+            ok(core.lock().provisioning.templates.values().cloned().collect::<Vec<_>>())
+        }
+        (Method::PUT, ["provisioning-templates", name]) => {
+            let valid = !name.is_empty()
+                && name.len() <= 36
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            if !valid {
+                return Err(ApiError::bad_request("template names are 1-36 characters of [0-9A-Za-z_-]"));
+            }
+            let mut t: ProvisioningTemplate = parse(body)?;
+            t.template_name = name.to_string();
+            crate::aws::provisioning::check_template(&mut t).map_err(ApiError::bad_request)?;
+            core.lock().provisioning.templates.insert(name.to_string(), t.clone());
+            ok(t)
+        }
+        (Method::GET, ["provisioning-templates", name]) => ok(core
+            .lock()
+            .provisioning
+            .templates
+            .get(*name)
+            .cloned()
+            .ok_or_else(|| not_found(format!("provisioning template {name}")))?),
+        (Method::DELETE, ["provisioning-templates", name]) => {
+            core.lock()
+                .provisioning
+                .templates
+                .remove(*name)
+                .ok_or_else(|| not_found(format!("provisioning template {name}")))?;
+            ok(json!({}))
+        }
+        (Method::POST, ["clock"]) => {
+            let a: AdvanceClock = parse(body)?;
+            let (offset_seconds, now) = core.advance_clock(a.advance_seconds);
+            ok(ServiceClock { offset_seconds, now })
+        }
+        (Method::GET, ["clock"]) => {
+            let st = core.lock();
+            ok(ServiceClock { offset_seconds: st.clock_offset, now: core.service_now(&st) })
+        }
         (Method::GET, ["faults"]) => ok(&core.lock().faults),
         (Method::PUT, ["faults", c]) => {
             let f: AwsFaults = parse(body)?;
@@ -207,6 +292,34 @@ pub(crate) fn route(core: &AwsCore, m: &Method, rest: &[&str], query: &str, body
         }
         _ => Err(ApiError::new(404, 404_000, format!("no route {m} /aws/{}", rest.join("/")))),
     }
+}
+
+fn admin(e: AdminError) -> ApiError {
+    match e {
+        AdminError::NotFound(what) => not_found(what),
+        AdminError::Conflict(m) => ApiError::new(409, 409_000, m),
+        AdminError::Invalid(m) => ApiError::bad_request(m),
+    }
+}
+
+fn create_job(core: &AwsCore, spec: CreateJob) -> Answer {
+    let mut st = core.lock();
+    if let Some(t) = spec.targets.iter().find(|t| !st.things.contains_key(*t)) {
+        return Err(not_found(format!("thing {t}")));
+    }
+    let now = core.service_now(&st);
+    let (info, out) = st.jobs.create_job(&spec, now).map_err(admin)?;
+    tracing::info!(job = %spec.job_id, targets = ?spec.targets, "job created");
+    core.publish_jobs(&st, None, &out);
+    ok(info)
+}
+
+fn end_execution(core: &AwsCore, thing: &str, id: &str, status: JobExecutionStatus, force: bool) -> Answer {
+    let mut st = core.lock();
+    let now = core.service_now(&st);
+    let (info, out) = st.jobs.end_execution(thing, id, status, force, now).map_err(admin)?;
+    core.publish_jobs(&st, None, &out);
+    ok(info)
 }
 
 fn shadow(core: &AwsCore, thing: &str, query: &str, op: ShadowOp, body: &[u8]) -> Answer {
