@@ -82,6 +82,8 @@ pub struct PublisherStats {
     pub resent_total: u64,
     /// Messages the transport failed for good since start.
     pub failed_total: u64,
+    /// Times sending waited for the provider's publish rate (token bucket) since start.
+    pub paced_total: u64,
 }
 
 /// A lifecycle event, as delivered to a `Recipient<Event>`.

@@ -221,3 +221,38 @@ async fn bad_topics_filters_and_payloads_are_typed_errors() {
     assert!(publisher.publish(Publish::to_topic("a/b", &b"ok"[..])).await.is_ok());
     conn.stop().await;
 }
+
+#[actix_rt::test]
+async fn publishes_are_paced_to_the_providers_rate_and_none_is_lost() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let sub = Connector::builder(provider(&broker.url(), "rate-sub")).backoff(fast_backoff()).start();
+    sub.wait_connected(WAIT).await.unwrap();
+    let (_, mut inbox) = sub.subscriber().stream("rate/#", QoS::AtLeastOnce, 64).await.unwrap();
+    let p = provider_with(&broker.url(), "rate-pub", |mut o| {
+        o.limits = Limits { max_publish_rate: Some(20), ..Limits::default() };
+        o
+    });
+    let publ = Connector::builder(p).backoff(fast_backoff()).start();
+    publ.wait_connected(WAIT).await.unwrap();
+    let publisher = publ.publisher();
+    let n = 45;
+    let acks =
+        join_all((0..n).map(|i| {
+            publisher.publish(Publish::to_topic(format!("rate/{i}"), &b"x"[..]).qos(QoS::AtLeastOnce))
+        }))
+        .await;
+    assert!(acks.iter().all(Result::is_ok), "{acks:?}");
+    // The burst is one second's worth (20): the rest waited for tokens.
+    let stats = publisher.stats().await.unwrap();
+    assert!(stats.paced_total > 0, "{stats:?}");
+    assert_eq!(stats.acked_total, n as u64);
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let m = next_within(&mut inbox, WAIT, "a paced message").await;
+        seen.push(m.topic().to_owned());
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("rate/{i}")).collect();
+    assert_eq!(seen, want, "every message arrived, in order");
+    publ.stop().await;
+    sub.stop().await;
+}

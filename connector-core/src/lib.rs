@@ -8,6 +8,7 @@
 //! | [`backoff`] | reconnect backoff with jitter, reset after a stable period |
 //! | [`offline`] | the offline queue and its drop policy |
 //! | [`correlation`] | request/response correlation with deadlines |
+//! | [`rate`] | the token bucket that paces publishes to a service's per-connection rate |
 //! | [`topic`] | topic name/filter validation and matching |
 //! | [`metrics`] | Prometheus metric families |
 //! | [`secret`] | [`Secret`], redacted in `Debug` and `Display` |
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod offline;
 pub mod provider;
+pub mod rate;
 pub mod secret;
 pub mod topic;
 

@@ -211,6 +211,9 @@ pub struct Publisher {
     incomplete_bytes: usize,
     draining: Option<SpawnHandle>,
     busy_retry: Option<SpawnHandle>,
+    /// Paces sends to the provider's per-connection publish rate, if it has one.
+    rate: Option<connector_core::rate::TokenBucket>,
+    rate_retry: Option<SpawnHandle>,
     store: Option<Store>,
     stats: PublisherStats,
     _guard: Option<ChildGuard>,
@@ -227,7 +230,14 @@ impl Publisher {
 
     pub(crate) fn new(args: PublisherArgs, guard: Option<ChildGuard>) -> Self {
         let queue = OfflineQueue::new(args.options.offline.capacity, args.options.offline.drop);
+        let rate = args
+            .provider
+            .limits()
+            .max_publish_rate
+            .map(|r| connector_core::rate::TokenBucket::new(r, r, Instant::now()));
         Self {
+            rate,
+            rate_retry: None,
             deadlines: Deadlines::new(args.options.ack_timeout),
             args,
             entries: Outbox::default(),
@@ -408,6 +418,21 @@ impl Publisher {
         let window = self.args.options.inflight_window;
         let mut now = None;
         while budget > 0 && self.inflight < window {
+            if let Some(bucket) = &mut self.rate {
+                let t = *now.get_or_insert_with(Instant::now);
+                if !self.queue.is_empty() && !bucket.try_take(t) {
+                    // Over the service's rate: send the rest when the next token is there.
+                    if self.rate_retry.is_none() {
+                        self.stats.paced_total += 1;
+                        let wait = bucket.wait_time(t).max(Duration::from_millis(1));
+                        self.rate_retry = Some(ctx.run_later(wait, |act, ctx| {
+                            act.rate_retry = None;
+                            act.pump(ctx);
+                        }));
+                    }
+                    break;
+                }
+            }
             let Some(seq) = self.queue.pop() else { break };
             let Some(entry) = self.entries.get_mut(seq) else { continue };
             match link.publish(&entry.packet) {
