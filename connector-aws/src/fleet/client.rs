@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use connector_actors::{Connector, PublishError};
+use connector_actors::{Connector, ConnectorBuilder, PublishError};
 use connector_core::{
     BackoffPolicy, ConnectFailure, ConnectParams, ConnectionEvent, Inbound, InboundMessage, Limits,
     MqttVersion, Provider, ProviderError, Publish, QoS, SubscriptionSpec,
@@ -35,6 +35,10 @@ use super::error::{FleetError, KeyError, StoreError};
 use super::keys::{self, KeyAlgorithm, KeyPair};
 use super::store::{FleetIdentity, IdentityStore};
 use super::topics::{FleetApi, FleetTopic, TemplateName, TopicKind};
+use crate::error::AwsError;
+use crate::options::{AwsAuth, AwsOptions};
+use crate::provider::AwsProvider;
+use crate::x509::X509Credentials;
 
 /// The claim connection as a [`Provider`]: connect parameters, limits and protocol
 /// version of the claim provider; fleet answers stay [`Inbound::Message`] (routed by
@@ -248,12 +252,13 @@ pub enum ProvisioningError {
     /// The identity store could not be read or written.
     #[error("identity store")]
     Store(#[from] StoreError),
+    /// The claim connection could not be configured (unreadable claim certificate, bad
+    /// endpoint…).
+    #[error("claim configuration")]
+    Claim(#[source] AwsError),
     /// The device connection could not be configured from the identity.
-    #[error("device connection: {message}")]
-    Device {
-        /// What the provider said.
-        message: String,
-    },
+    #[error("device configuration")]
+    Device(#[source] AwsError),
 }
 
 impl ProvisioningError {
@@ -323,16 +328,99 @@ pub async fn provision_or_load(
     store: &IdentityStore,
     opts: &ProvisioningOptions,
 ) -> Result<(FleetIdentity, Origin), ProvisioningError> {
-    if let Some(id) = store.load()? {
-        if id.is_valid_at(SystemTime::now()) {
-            info!(thing_name = %id.thing_name, dir = %store.dir().display(), "using the stored fleet identity");
-            return Ok((id, Origin::Stored));
-        }
-        warn!(thing_name = %id.thing_name, "the stored certificate is not valid now; provisioning again");
+    if let Some(id) = stored(store)? {
+        return Ok((id, Origin::Stored));
     }
     let id = provision(claim, request, opts).await?;
     store.save(&id)?;
     Ok((id, Origin::Provisioned))
+}
+
+/// The stored identity when it is valid now.
+fn stored(store: &IdentityStore) -> Result<Option<FleetIdentity>, ProvisioningError> {
+    let Some(id) = store.load()? else { return Ok(None) };
+    if id.is_valid_at(SystemTime::now()) {
+        info!(thing_name = %id.thing_name, dir = %store.dir().display(), "using the stored fleet identity");
+        return Ok(Some(id));
+    }
+    warn!(thing_name = %id.thing_name, "the stored certificate is not valid now; provisioning again");
+    Ok(None)
+}
+
+/// The device's connection options: the claim's (endpoint, port, trust roots, protocol,
+/// timeouts, telemetry topic…) with the thing as client id and its new certificate.
+/// A claim on 443 with ALPN stays there; any other claim auth gives MQTT/TLS on 8883.
+pub fn device_options(claim: &AwsOptions, identity: &FleetIdentity) -> AwsOptions {
+    let credentials =
+        X509Credentials::from_pem(identity.certificate_pem.clone(), identity.private_key.expose());
+    let mut opts = claim.clone();
+    opts.thing_name = identity.thing_name.clone();
+    opts.client_id = None;
+    opts.auth = match &claim.auth {
+        AwsAuth::CertificateAlpn(_) => AwsAuth::CertificateAlpn(credentials),
+        AwsAuth::Certificate(_) => AwsAuth::Certificate(credentials),
+        _ => {
+            opts.port = None;
+            AwsAuth::Certificate(credentials)
+        }
+    };
+    opts
+}
+
+/// A provisioned device: its identity, where it came from, and its running connection.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Provisioned {
+    /// The identity the device connects with.
+    pub identity: FleetIdentity,
+    /// Provisioned now or loaded from the store.
+    pub origin: Origin,
+    /// The started device connection (it may still be connecting: see
+    /// [`Connector::wait_connected`]).
+    pub connector: Connector,
+}
+
+/// Provisions (or reuses the stored identity), then starts the device connection with
+/// default connector settings (see [`provision_then_connect_with`]).
+pub async fn provision_then_connect(
+    claim: &AwsOptions,
+    request: &FleetRequest,
+    store: &IdentityStore,
+    opts: &ProvisioningOptions,
+) -> Result<Provisioned, ProvisioningError> {
+    provision_then_connect_with(claim, request, store, opts, |b| b).await
+}
+
+/// The identity in `store` when valid, else the claim exchange with a provider built from
+/// `claim` (only then: the claim certificate need not exist once the device is
+/// provisioned) and the result saved; then an [`AwsProvider`] with [`device_options`]
+/// and a [`Connector`] on it, after `configure` has set the builder (backoff, offline
+/// queue, metrics…).
+pub async fn provision_then_connect_with(
+    claim: &AwsOptions,
+    request: &FleetRequest,
+    store: &IdentityStore,
+    opts: &ProvisioningOptions,
+    configure: impl FnOnce(ConnectorBuilder) -> ConnectorBuilder,
+) -> Result<Provisioned, ProvisioningError> {
+    let (identity, origin) = match stored(store)? {
+        Some(id) => (id, Origin::Stored),
+        None => {
+            let provider = AwsProvider::new(claim.clone()).map_err(ProvisioningError::Claim)?;
+            let id = provision(provider, request, opts).await?;
+            store.save(&id)?;
+            (id, Origin::Provisioned)
+        }
+    };
+    let provider = AwsProvider::new(device_options(claim, &identity)).map_err(ProvisioningError::Device)?;
+    info!(
+        thing_name = %identity.thing_name,
+        endpoint = %claim.endpoint,
+        origin = ?origin,
+        "connecting with the fleet identity"
+    );
+    let connector = configure(Connector::builder(provider)).start();
+    Ok(Provisioned { identity, origin, connector })
 }
 
 struct Exchange<'a> {

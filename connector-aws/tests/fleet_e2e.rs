@@ -1,0 +1,344 @@
+//! Fleet provisioning by claim against the emulator's AWS IoT endpoint over real TLS,
+//! through the real actor tree: CreateKeysAndCertificate and CreateCertificateFromCsr
+//! each followed by RegisterThing, the new identity connecting and publishing telemetry
+//! the emulator captured, typed rejections (missing template parameter, unknown
+//! template, throttling), a refused claim, a timeout, the stored identity reused without
+//! a second registration, and the identity files readable by their owner only.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use connector_aws::fleet::client::{
+    provision, provision_then_connect_with, FleetRequest, Origin, ProvisioningError, ProvisioningOptions,
+};
+use connector_aws::fleet::{IdentityStore, KeyAlgorithm, StoreError, TemplateName};
+use connector_aws::{AwsAuth, AwsOptions, AwsProvider, X509Credentials};
+use connector_core::{BackoffPolicy, Jitter, PemSource, Publish, QoS};
+use connector_emulator::control::aws_api::{
+    AwsFaults, CertificateInfo, CertificateStatus, CreateCertificate, ProvisioningTemplate,
+};
+use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+const TEMPLATE: &str = "SensorFleet";
+
+fn fast_backoff() -> BackoffPolicy {
+    BackoffPolicy {
+        min: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        stable_after: Duration::from_secs(5),
+        jitter: Jitter::Full,
+    }
+}
+
+fn fast() -> ProvisioningOptions {
+    ProvisioningOptions::default().timeout(Duration::from_secs(20)).backoff(fast_backoff())
+}
+
+/// `sensor-{SerialNumber}`, located at `Location` (default `lab`), certificate activated.
+fn template_body() -> serde_json::Value {
+    json!({
+        "Parameters": {
+            "SerialNumber": {"Type": "String"},
+            "Location": {"Type": "String", "Default": "lab"}
+        },
+        "Resources": {
+            "thing": {
+                "Type": "AWS::IoT::Thing",
+                "Properties": {
+                    "ThingName": {"Fn::Join": ["", ["sensor-", {"Ref": "SerialNumber"}]]},
+                    "AttributePayload": {"location": {"Ref": "Location"}}
+                }
+            },
+            "certificate": {
+                "Type": "AWS::IoT::Certificate",
+                "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}
+            }
+        },
+        "DeviceConfiguration": {"Interval": "30", "Location": {"Ref": "Location"}}
+    })
+}
+
+struct Env {
+    emu: EmulatorHandle,
+    claim: CertificateInfo,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// An emulator with the template and a registered ACTIVE claim certificate.
+    async fn start() -> Env {
+        let emu = Emulator::start(EmulatorConfig::ephemeral()).unwrap();
+        let ctl = emu.control();
+        ctl.aws_put_provisioning_template(TEMPLATE, &ProvisioningTemplate::new(template_body()))
+            .await
+            .unwrap();
+        let claim = ctl
+            .aws_create_certificate(&CreateCertificate {
+                common_name: Some("fleet-claim".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        Env { emu, claim, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// MQTT/TLS on the 8883-style port with the claim certificate, trusting the emulator CA.
+    fn claim_options(&self, client_id: &str) -> AwsOptions {
+        let cert = X509Credentials::from_pem(
+            self.claim.certificate_pem.clone(),
+            self.claim.private_key_pem.clone().unwrap(),
+        );
+        AwsOptions::new(self.emu.aws_endpoint(), client_id, AwsAuth::Certificate(cert))
+            .port(self.emu.aws_mqtt_port().unwrap())
+            .trust_roots(PemSource::File(self.emu.ca_path().to_owned()))
+    }
+
+    fn store(&self, name: &str) -> IdentityStore {
+        IdentityStore::new(self.dir.path().join(name))
+    }
+
+    fn request(&self, serial: &str) -> FleetRequest {
+        FleetRequest::new(TemplateName::new(TEMPLATE).unwrap()).parameter("SerialNumber", serial)
+    }
+
+    /// The payloads the emulator captured from client id `thing`.
+    async fn telemetry_of(&self, thing: &str) -> Vec<String> {
+        self.emu
+            .control()
+            .aws_telemetry(Some(thing), None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| m.payload)
+            .collect()
+    }
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn assert_owner_only(store: &IdentityStore) {
+    for f in ["certificate.pem", "private.key", "identity.json"] {
+        let p = store.dir().join(f);
+        assert!(p.is_file(), "{f} written");
+        #[cfg(unix)]
+        assert_eq!(mode(&p), 0o600, "{f}");
+    }
+}
+
+#[actix_rt::test]
+async fn create_keys_register_thing_then_publish_as_the_new_thing() {
+    let env = Env::start().await;
+    let store = env.store("keys");
+    let done = provision_then_connect_with(
+        &env.claim_options("claim-1"),
+        &env.request("0001").parameter("Location", "roof"),
+        &store,
+        &fast(),
+        |b| b.backoff(fast_backoff()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.origin, Origin::Provisioned);
+    let id = &done.identity;
+    assert_eq!(id.thing_name, "sensor-0001");
+    assert_eq!(id.certificate_id.len(), 64);
+    assert_eq!(
+        id.device_configuration,
+        BTreeMap::from([
+            ("Interval".to_owned(), "30".to_owned()),
+            ("Location".to_owned(), "roof".to_owned())
+        ])
+    );
+    assert!(!format!("{done:?}").contains("PRIVATE KEY"));
+    done.connector.wait_connected(WAIT).await.unwrap();
+    done.connector
+        .publisher()
+        .publish(Publish::telemetry(r#"{"t":21.5}"#).qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(env.telemetry_of("sensor-0001").await, [r#"{"t":21.5}"#]);
+    // The emulator knows the connection as the thing, authenticated by the new certificate.
+    let ctl = env.emu.control();
+    let conns = ctl.aws_connections().await.unwrap();
+    let device: Vec<_> = conns.iter().filter(|c| c.client_id == "sensor-0001").collect();
+    assert_eq!(device.len(), 1);
+    assert_eq!((device[0].auth.as_str(), device[0].principal.as_str()), ("x509", id.certificate_id.as_str()));
+    let things = ctl.aws_things().await.unwrap();
+    let thing = things.iter().find(|t| t.thing_name == "sensor-0001").unwrap();
+    assert_eq!(thing.principals, [id.certificate_id.clone()]);
+    assert_eq!(thing.attributes.get("location").map(String::as_str), Some("roof"));
+    // The identity was saved, owner-only, and loads back equal.
+    assert_owner_only(&store);
+    assert_eq!(store.load().unwrap().as_ref(), Some(id));
+    done.connector.stop().await;
+    env.emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn certificate_from_csr_keeps_the_key_on_the_device() {
+    let env = Env::start().await;
+    let store = env.store("csr");
+    let request = env.request("0002").from_csr(KeyAlgorithm::EcP256, "sensor-0002");
+    let done = provision_then_connect_with(&env.claim_options("claim-2"), &request, &store, &fast(), |b| {
+        b.backoff(fast_backoff())
+    })
+    .await
+    .unwrap();
+    let id = &done.identity;
+    assert_eq!(id.thing_name, "sensor-0002");
+    // Our PKCS#8 EC key (the emulator's CreateKeysAndCertificate keys are PKCS#1 RSA).
+    assert!(id.private_key.expose().starts_with("-----BEGIN PRIVATE KEY-----"));
+    let cert = openssl::x509::X509::from_pem(id.certificate_pem.as_bytes()).unwrap();
+    let key = openssl::pkey::PKey::private_key_from_pem(id.private_key.expose().as_bytes()).unwrap();
+    assert!(cert.public_key().unwrap().public_eq(&key));
+    assert_eq!(key.id(), openssl::pkey::Id::EC);
+    let cn = cert.subject_name().entries_by_nid(openssl::nid::Nid::COMMONNAME).next().unwrap();
+    assert_eq!(cn.data().to_string().unwrap(), "sensor-0002");
+    done.connector.wait_connected(WAIT).await.unwrap();
+    done.connector.publisher().publish(Publish::telemetry("from csr").qos(QoS::AtLeastOnce)).await.unwrap();
+    assert_eq!(env.telemetry_of("sensor-0002").await, ["from csr"]);
+    assert_owner_only(&store);
+    done.connector.stop().await;
+    env.emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn rejections_are_typed_and_nothing_is_stored() {
+    let env = Env::start().await;
+    let store = env.store("rejected");
+    let claim = env.claim_options("claim-3");
+    // The template requires SerialNumber.
+    let no_serial = FleetRequest::new(TemplateName::new(TEMPLATE).unwrap());
+    match provision_then_connect_with(&claim, &no_serial, &store, &fast(), |b| b).await {
+        Err(ProvisioningError::Rejected { api, status_code, error_code, error_message }) => {
+            assert_eq!((api, status_code, error_code.as_str()), ("RegisterThing", 400, "InvalidPayload"));
+            assert!(error_message.contains("SerialNumber"), "{error_message}");
+        }
+        other => panic!("expected a RegisterThing rejection, got {other:?}"),
+    }
+    // An unknown template.
+    let unknown =
+        FleetRequest::new(TemplateName::new("NoSuchTemplate").unwrap()).parameter("SerialNumber", "9");
+    match provision(AwsProvider::new(claim.clone()).unwrap(), &unknown, &fast()).await {
+        Err(ProvisioningError::Rejected { api, status_code, error_code, .. }) => {
+            assert_eq!((api, status_code, error_code.as_str()), ("RegisterThing", 404, "ResourceNotFound"));
+        }
+        other => panic!("expected a RegisterThing rejection, got {other:?}"),
+    }
+    // Throttled certificate creation.
+    let faults = AwsFaults { throttle_provisioning: true, count: Some(1), ..Default::default() };
+    env.emu.control().aws_faults("claim-3", &faults).await.unwrap();
+    match provision(AwsProvider::new(claim.clone()).unwrap(), &env.request("9"), &fast()).await {
+        Err(ProvisioningError::Rejected { api, status_code, error_code, .. }) => {
+            assert_eq!(
+                (api, status_code, error_code.as_str()),
+                ("CreateKeysAndCertificate", 429, "Throttling")
+            );
+        }
+        other => panic!("expected a throttled CreateKeysAndCertificate, got {other:?}"),
+    }
+    assert!(store.load().unwrap().is_none(), "nothing stored after a failure");
+    assert!(!store.dir().join("identity.json").exists());
+    let things = env.emu.control().aws_things().await.unwrap();
+    assert!(things.iter().all(|t| !t.thing_name.starts_with("sensor-")), "{things:?}");
+    env.emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn the_stored_identity_is_reused_without_a_second_registration() {
+    let env = Env::start().await;
+    let store = env.store("reuse");
+    let claim = env.claim_options("claim-4");
+    let first = provision_then_connect_with(&claim, &env.request("0004"), &store, &fast(), |b| {
+        b.backoff(fast_backoff())
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.origin, Origin::Provisioned);
+    first.connector.wait_connected(WAIT).await.unwrap();
+    first.connector.stop().await;
+    // Without a valid claim any provisioning attempt would now fail: deactivate it.
+    let ctl = env.emu.control();
+    ctl.aws_set_certificate_status(&env.claim.certificate_id, CertificateStatus::Inactive).await.unwrap();
+    let second = provision_then_connect_with(&claim, &env.request("0004"), &store, &fast(), |b| {
+        b.backoff(fast_backoff())
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.origin, Origin::Stored);
+    assert_eq!(second.identity, first.identity);
+    second.connector.wait_connected(WAIT).await.unwrap();
+    second.connector.publisher().publish(Publish::telemetry("again").qos(QoS::AtLeastOnce)).await.unwrap();
+    assert_eq!(env.telemetry_of("sensor-0004").await, ["again"]);
+    // One thing with one certificate: no second registration happened.
+    let things = ctl.aws_things().await.unwrap();
+    let sensors: Vec<_> = things.iter().filter(|t| t.thing_name.starts_with("sensor-")).collect();
+    assert_eq!(sensors.len(), 1);
+    assert_eq!(sensors[0].principals, [first.identity.certificate_id.clone()]);
+    // And with the claim refused, a real provisioning attempt is a typed error.
+    let other_store = env.store("other");
+    match provision_then_connect_with(&claim, &env.request("0005"), &other_store, &fast(), |b| b).await {
+        Err(ProvisioningError::Unauthorized { .. }) => {}
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    second.connector.stop().await;
+    env.emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn a_corrupt_store_is_an_error_not_a_new_registration() {
+    let env = Env::start().await;
+    let store = env.store("corrupt");
+    std::fs::create_dir_all(store.dir()).unwrap();
+    for (f, text) in [("identity.json", "{oops"), ("certificate.pem", "x"), ("private.key", "y")] {
+        let p = store.dir().join(f);
+        std::fs::write(&p, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    match provision_then_connect_with(
+        &env.claim_options("claim-5"),
+        &env.request("0006"),
+        &store,
+        &fast(),
+        |b| b,
+    )
+    .await
+    {
+        Err(ProvisioningError::Store(StoreError::Corrupt { path, .. })) => {
+            assert!(path.ends_with("identity.json"), "{}", path.display())
+        }
+        other => panic!("expected a corrupt store, got {other:?}"),
+    }
+    assert!(env.emu.control().aws_things().await.unwrap().iter().all(|t| t.thing_name != "sensor-0006"));
+    env.emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn an_unreachable_endpoint_times_out_with_the_last_failure() {
+    let env = Env::start().await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let claim = env.claim_options("claim-6").port(port);
+    let opts = fast().timeout(Duration::from_secs(2));
+    match provision(AwsProvider::new(claim).unwrap(), &env.request("0007"), &opts).await {
+        Err(ProvisioningError::Timeout { stage, last_failure, after }) => {
+            assert_eq!(after, Duration::from_secs(2));
+            assert!(stage.starts_with("connecting"), "{stage}");
+            assert!(last_failure.is_some());
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    env.emu.shutdown();
+}
