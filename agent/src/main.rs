@@ -1,3 +1,53 @@
-//! The device agent (work in progress).
+//! `connector-agent`: see `connector-agent --help` and the crate docs.
 
-fn main() {}
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use connector_agent::cli::Cli;
+use connector_agent::config::{self, ConfigError, ENV_KEYS};
+use connector_agent::ops::LockError;
+use connector_agent::run::{self, AgentError, RunOptions};
+
+/// Exit codes: 0 done, 1 runtime failure, 2 configuration error, 3 another instance runs.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ConfigError>().is_some() {
+        return 2;
+    }
+    match e.downcast_ref::<AgentError>() {
+        Some(AgentError::Config(_)) => 2,
+        Some(AgentError::Lock(LockError::Held { .. })) => 3,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match agent(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("connector-agent: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn agent(cli: Cli) -> anyhow::Result<()> {
+    if cli.help_env {
+        for (key, _) in ENV_KEYS {
+            println!("{:<48} {key}", config::env_var_for(key));
+        }
+        return Ok(());
+    }
+    let overrides = cli.overrides();
+    let settings = config::load_from_process(cli.config.as_deref(), &overrides)?;
+    if cli.check_config {
+        println!("{}", run::describe(&settings));
+        return Ok(());
+    }
+    let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);
+    let opts = RunOptions { exit_after: cli.exit_after, overrides, log };
+    let system = actix_rt::System::new();
+    system.block_on(run::run(settings, opts)).context("agent")?;
+    Ok(())
+}

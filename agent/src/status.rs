@@ -1,0 +1,91 @@
+//! The periodic status line (stdout, and `STATUS=` to systemd):
+//!
+//! ```text
+//! status: connected device=connector-agent sent=12 acked=12 queue=0 inflight=0 twin=v3 up=30s
+//! ```
+//!
+//! `sent` counts messages the agent handed to the Publisher and it accepted (device stats
+//! and ingested batches), `acked` those the cloud acknowledged, `queue` those waiting to be
+//! sent, `inflight` those sent and not yet acknowledged, `twin` the last desired-state
+//! version seen.
+
+use std::fmt;
+use std::time::Duration;
+
+use connector_core::ConnectionState;
+
+/// One status snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Connection state.
+    pub state: ConnectionState,
+    /// Device id / thing name (empty before provisioning).
+    pub device: String,
+    /// Messages accepted by the Publisher.
+    pub sent: u64,
+    /// Messages acknowledged.
+    pub acked: u64,
+    /// Messages waiting to be sent.
+    pub queued: usize,
+    /// Messages in flight.
+    pub inflight: usize,
+    /// Last desired version.
+    pub twin_version: Option<u64>,
+    /// Time since start.
+    pub uptime: Duration,
+}
+
+/// The word for a connection state.
+pub fn state_word(s: ConnectionState) -> &'static str {
+    match s {
+        ConnectionState::Disconnected => "disconnected",
+        ConnectionState::Connecting => "connecting",
+        ConnectionState::Connected => "connected",
+        ConnectionState::Backoff => "reconnecting",
+        ConnectionState::Stopped => "stopped",
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "status: {} device={} sent={} acked={} queue={} inflight={} twin={} up={}s",
+            state_word(self.state),
+            if self.device.is_empty() { "-" } else { &self.device },
+            self.sent,
+            self.acked,
+            self.queued,
+            self.inflight,
+            self.twin_version.map_or_else(|| "-".to_owned(), |v| format!("v{v}")),
+            self.uptime.as_secs(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_with_every_field() {
+        let s = Status {
+            state: ConnectionState::Connected,
+            device: "d".into(),
+            sent: 3,
+            acked: 2,
+            queued: 1,
+            inflight: 0,
+            twin_version: Some(4),
+            uptime: Duration::from_secs(9),
+        };
+        assert_eq!(
+            s.to_string(),
+            "status: connected device=d sent=3 acked=2 queue=1 inflight=0 twin=v4 up=9s"
+        );
+        let s = Status { twin_version: None, device: String::new(), state: ConnectionState::Backoff, ..s };
+        assert!(
+            s.to_string().starts_with("status: reconnecting device=- ") && s.to_string().contains("twin=-")
+        );
+    }
+}
