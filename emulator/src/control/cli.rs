@@ -212,7 +212,8 @@ pub enum CtlCommand {
     Cert(CertCmd),
     /// Shared access policies.
     Policies,
-    /// The AWS IoT endpoint: things, certificates, keys, authorizers, shadows, telemetry, faults.
+    /// The AWS IoT endpoint: things, certificates, keys, authorizers, shadows, jobs,
+    /// provisioning templates, telemetry, faults.
     #[command(subcommand)]
     Aws(AwsCmd),
 }
@@ -285,12 +286,75 @@ pub enum AwsCmd {
         #[arg(long)]
         count: Option<u32>,
     },
-    /// Answer a client's shadow requests with 429.
+    /// Answer a client's shadow requests with 429 (or its jobs / provisioning requests).
     Throttle {
         client_id: String,
         #[arg(long)]
         count: Option<u32>,
+        /// Throttle jobs requests (RequestThrottled) instead of shadow requests.
+        #[arg(long)]
+        jobs: bool,
+        /// Throttle fleet-provisioning requests (429) instead of shadow requests.
+        #[arg(long)]
+        provisioning: bool,
     },
+    /// Create a job with a QUEUED execution on each thing.
+    CreateJob {
+        job_id: String,
+        /// Job document (JSON object).
+        document: String,
+        /// Target thing (repeatable).
+        #[arg(long = "thing", required = true)]
+        things: Vec<String>,
+        /// Job-level in-progress timeout, minutes.
+        #[arg(long)]
+        in_progress_timeout: Option<u64>,
+        /// Retries after FAILED / TIMED_OUT.
+        #[arg(long)]
+        retries: Option<u32>,
+    },
+    /// List jobs, or show one.
+    Jobs { job_id: Option<String> },
+    /// Cancel a job (QUEUED executions; IN_PROGRESS ones too with --force).
+    CancelJob {
+        job_id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// A thing's job executions, or one of them.
+    Executions {
+        thing: String,
+        job_id: Option<String>,
+        #[arg(long)]
+        execution_number: Option<u64>,
+    },
+    /// Cancel a thing's execution of a job (IN_PROGRESS only with --force).
+    CancelExecution {
+        thing: String,
+        job_id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mark a thing's execution of a job REMOVED.
+    RemoveExecution { thing: String, job_id: String },
+    /// List fleet-provisioning templates.
+    Templates,
+    /// Create or replace a fleet-provisioning template.
+    CreateTemplate {
+        name: String,
+        /// Template body: JSON, or @FILE.
+        body: String,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// Principal (claim certificate id) allowed to use it (repeatable; default: any).
+        #[arg(long = "allow")]
+        allowed_principals: Vec<String>,
+    },
+    /// Delete a fleet-provisioning template.
+    DeleteTemplate { name: String },
+    /// Move the jobs/provisioning service clock forward (timers, token expiry).
+    AdvanceClock { seconds: u64 },
     /// Clear a client's faults.
     ClearFaults { client_id: String },
 }
@@ -572,11 +636,70 @@ fn aws_request(cmd: AwsCmd) -> anyhow::Result<(Method, String, Option<Value>)> {
             format!("/aws/faults/{}", pct_encode(&client_id)),
             Some(json!({ "refuseConnect": code, "count": count })),
         ),
-        AwsCmd::Throttle { client_id, count } => (
+        AwsCmd::Throttle { client_id, count, jobs, provisioning } => (
             Method::PUT,
             format!("/aws/faults/{}", pct_encode(&client_id)),
-            Some(json!({ "throttleShadow": true, "count": count })),
+            Some(json!({
+                "throttleShadow": !jobs && !provisioning, "throttleJobs": jobs,
+                "throttleProvisioning": provisioning, "count": count,
+            })),
         ),
+        AwsCmd::CreateJob { job_id, document, things, in_progress_timeout, retries } => {
+            let mut body = json!({ "jobId": job_id, "document": parse_json(&document)?, "targets": things });
+            if let Some(m) = in_progress_timeout {
+                body["timeoutConfig"] = json!({ "inProgressTimeoutInMinutes": m });
+            }
+            if let Some(n) = retries {
+                body["retryConfig"] = json!({ "numberOfRetries": n });
+            }
+            (Method::POST, "/aws/jobs".into(), Some(body))
+        }
+        AwsCmd::Jobs { job_id: None } => (Method::GET, "/aws/jobs".into(), None),
+        AwsCmd::Jobs { job_id: Some(id) } => (Method::GET, format!("/aws/jobs/{}", pct_encode(&id)), None),
+        AwsCmd::CancelJob { job_id, force } => (
+            Method::POST,
+            format!("/aws/jobs/{}/cancel", pct_encode(&job_id)),
+            Some(json!({ "force": force })),
+        ),
+        AwsCmd::Executions { thing, job_id: None, .. } => {
+            (Method::GET, format!("/aws/things/{}/jobs", pct_encode(&thing)), None)
+        }
+        AwsCmd::Executions { thing, job_id: Some(id), execution_number } => {
+            let mut path = format!("/aws/things/{}/jobs/{}", pct_encode(&thing), pct_encode(&id));
+            if let Some(n) = execution_number {
+                path.push_str(&format!("?executionNumber={n}"));
+            }
+            (Method::GET, path, None)
+        }
+        AwsCmd::CancelExecution { thing, job_id, force } => (
+            Method::POST,
+            format!("/aws/things/{}/jobs/{}/cancel", pct_encode(&thing), pct_encode(&job_id)),
+            Some(json!({ "force": force })),
+        ),
+        AwsCmd::RemoveExecution { thing, job_id } => {
+            (Method::DELETE, format!("/aws/things/{}/jobs/{}", pct_encode(&thing), pct_encode(&job_id)), None)
+        }
+        AwsCmd::Templates => (Method::GET, "/aws/provisioning-templates".into(), None),
+        AwsCmd::CreateTemplate { name, body, disabled, allowed_principals } => {
+            let text = match body.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)?,
+                None => body,
+            };
+            (
+                Method::PUT,
+                format!("/aws/provisioning-templates/{}", pct_encode(&name)),
+                Some(json!({
+                    "templateBody": parse_json(&text)?, "enabled": !disabled,
+                    "allowedPrincipals": allowed_principals,
+                })),
+            )
+        }
+        AwsCmd::DeleteTemplate { name } => {
+            (Method::DELETE, format!("/aws/provisioning-templates/{}", pct_encode(&name)), None)
+        }
+        AwsCmd::AdvanceClock { seconds } => {
+            (Method::POST, "/aws/clock".into(), Some(json!({ "advanceSeconds": seconds })))
+        }
         AwsCmd::ClearFaults { client_id } => {
             (Method::DELETE, format!("/aws/faults/{}", pct_encode(&client_id)), None)
         }

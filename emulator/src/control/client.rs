@@ -16,8 +16,9 @@ use super::api::{
     MethodInvocation, MethodResult, PendingC2d, RefuseConnect, TelemetryMessage, Throttle, TwinUpdate,
 };
 use super::aws_api::{
-    AccessKey, Authorizer, AwsConnection, AwsFaults, AwsTelemetry, CertificateInfo, CertificateStatus,
-    CertificateUpdate, CreateCertificate, Thing,
+    AccessKey, AdvanceClock, Authorizer, AwsConnection, AwsFaults, AwsTelemetry, CancelJob, CertificateInfo,
+    CertificateStatus, CertificateUpdate, CreateCertificate, CreateJob, JobExecutionInfo, JobInfo,
+    ProvisioningTemplate, ServiceClock, Thing,
 };
 use crate::error::ControlError;
 use crate::util::pct_encode;
@@ -436,7 +437,133 @@ impl ControlClient {
         .map(|_| ())
     }
 
-    /// `PUT /aws/faults/{clientId}`: refuse CONNECT and/or throttle shadow requests (429).
+    /// `GET /aws/certificates/{id}`.
+    pub async fn aws_certificate(&self, id: &str) -> Result<CertificateInfo, ControlError> {
+        self.request(Method::GET, &format!("/aws/certificates/{}", pct_encode(id)), None::<&()>).await
+    }
+
+    /// `GET /aws/things/{name}`: the thing with its attributes and certificates.
+    pub async fn aws_thing(&self, name: &str) -> Result<Thing, ControlError> {
+        self.request(Method::GET, &format!("/aws/things/{}", pct_encode(name)), None::<&()>).await
+    }
+
+    /// `POST /aws/jobs`: creates a job; each target thing gets a QUEUED execution and its
+    /// subscribers `notify` / `notify-next`.
+    pub async fn aws_create_job(&self, job: &CreateJob) -> Result<JobInfo, ControlError> {
+        self.request(Method::POST, "/aws/jobs", Some(job)).await
+    }
+
+    /// `GET /aws/jobs`.
+    pub async fn aws_jobs(&self) -> Result<Vec<JobInfo>, ControlError> {
+        self.request(Method::GET, "/aws/jobs", None::<&()>).await
+    }
+
+    /// `GET /aws/jobs/{jobId}`.
+    pub async fn aws_job(&self, job_id: &str) -> Result<JobInfo, ControlError> {
+        self.request(Method::GET, &format!("/aws/jobs/{}", pct_encode(job_id)), None::<&()>).await
+    }
+
+    /// `POST /aws/jobs/{jobId}/cancel`: QUEUED executions (and IN_PROGRESS ones with
+    /// `force`) become CANCELED.
+    pub async fn aws_cancel_job(&self, job_id: &str, force: bool) -> Result<JobInfo, ControlError> {
+        self.request(
+            Method::POST,
+            &format!("/aws/jobs/{}/cancel", pct_encode(job_id)),
+            Some(&CancelJob { force }),
+        )
+        .await
+    }
+
+    /// `GET /aws/things/{thing}/jobs`: every execution of the thing (terminal ones too).
+    pub async fn aws_job_executions(&self, thing: &str) -> Result<Vec<JobExecutionInfo>, ControlError> {
+        self.request(Method::GET, &format!("/aws/things/{}/jobs", pct_encode(thing)), None::<&()>).await
+    }
+
+    /// `GET /aws/things/{thing}/jobs/{jobId}[?executionNumber=]`: one execution (default:
+    /// the latest attempt).
+    pub async fn aws_job_execution(
+        &self,
+        thing: &str,
+        job_id: &str,
+        execution_number: Option<u64>,
+    ) -> Result<JobExecutionInfo, ControlError> {
+        let mut path = format!("/aws/things/{}/jobs/{}", pct_encode(thing), pct_encode(job_id));
+        if let Some(n) = execution_number {
+            path.push_str(&format!("?executionNumber={n}"));
+        }
+        self.request(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /aws/things/{thing}/jobs/{jobId}/cancel`: the latest execution becomes
+    /// CANCELED (an IN_PROGRESS one only with `force`, else 409).
+    pub async fn aws_cancel_job_execution(
+        &self,
+        thing: &str,
+        job_id: &str,
+        force: bool,
+    ) -> Result<JobExecutionInfo, ControlError> {
+        self.request(
+            Method::POST,
+            &format!("/aws/things/{}/jobs/{}/cancel", pct_encode(thing), pct_encode(job_id)),
+            Some(&CancelJob { force }),
+        )
+        .await
+    }
+
+    /// `DELETE /aws/things/{thing}/jobs/{jobId}`: the latest execution becomes REMOVED
+    /// (the thing left the job's targets).
+    pub async fn aws_remove_job_execution(
+        &self,
+        thing: &str,
+        job_id: &str,
+    ) -> Result<JobExecutionInfo, ControlError> {
+        self.request(
+            Method::DELETE,
+            &format!("/aws/things/{}/jobs/{}", pct_encode(thing), pct_encode(job_id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `PUT /aws/provisioning-templates/{name}`: creates or replaces a fleet-provisioning
+    /// template (checked by evaluating it; 400 with the reason otherwise).
+    pub async fn aws_put_provisioning_template(
+        &self,
+        name: &str,
+        template: &ProvisioningTemplate,
+    ) -> Result<ProvisioningTemplate, ControlError> {
+        self.request(
+            Method::PUT,
+            &format!("/aws/provisioning-templates/{}", pct_encode(name)),
+            Some(template),
+        )
+        .await
+    }
+
+    /// `GET /aws/provisioning-templates`.
+    pub async fn aws_provisioning_templates(&self) -> Result<Vec<ProvisioningTemplate>, ControlError> {
+        self.request(Method::GET, "/aws/provisioning-templates", None::<&()>).await
+    }
+
+    /// `DELETE /aws/provisioning-templates/{name}`.
+    pub async fn aws_delete_provisioning_template(&self, name: &str) -> Result<(), ControlError> {
+        self.request::<Value>(
+            Method::DELETE,
+            &format!("/aws/provisioning-templates/{}", pct_encode(name)),
+            None::<&()>,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /aws/clock`: moves the jobs / provisioning service clock forward by
+    /// `seconds` and applies what expired (step and in-progress timers, ownership tokens).
+    pub async fn aws_advance_clock(&self, seconds: u64) -> Result<ServiceClock, ControlError> {
+        self.request(Method::POST, "/aws/clock", Some(&AdvanceClock { advance_seconds: seconds })).await
+    }
+
+    /// `PUT /aws/faults/{clientId}`: refuse CONNECT and/or throttle shadow (429), jobs
+    /// (`RequestThrottled`) or provisioning (429 `Throttling`) requests.
     pub async fn aws_faults(&self, client_id: &str, f: &AwsFaults) -> Result<(), ControlError> {
         self.request::<Value>(Method::PUT, &format!("/aws/faults/{}", pct_encode(client_id)), Some(f))
             .await

@@ -436,3 +436,34 @@ impl Env {
         aws_connect(self.emu.ca_path(), c).await
     }
 }
+
+impl Device {
+    /// Next message within [`WAIT`] as (topic, JSON payload).
+    pub async fn recv_json(&self, what: &str) -> (String, serde_json::Value) {
+        let m = self.recv(what).await;
+        let v = serde_json::from_slice(m.payload())
+            .unwrap_or_else(|e| panic!("{what}: payload on {} is not JSON: {e}", m.topic()));
+        (m.topic().to_string(), v)
+    }
+
+    /// Next message, which must arrive on `topic`, as JSON.
+    pub async fn expect_json(&self, topic: &str) -> serde_json::Value {
+        let (t, v) = self.recv_json(topic).await;
+        assert_eq!(t, topic, "unexpected message {v}");
+        v
+    }
+}
+
+/// An ACTIVE certificate from the emulator CA attached to no thing (a fleet-provisioning
+/// claim certificate); returns its id and the (cert, key) PEM paths inside `dir`.
+pub async fn aws_claim_cert(env: &Env, name: &str, dir: &Path) -> (String, PathBuf, PathBuf) {
+    use connector_emulator::control::aws_api::CreateCertificate;
+    let c = env
+        .ctl
+        .aws_create_certificate(&CreateCertificate { common_name: Some(name.into()), ..Default::default() })
+        .await
+        .expect("create claim certificate");
+    let cert = write_pem(dir, &format!("{name}.pem"), &c.certificate_pem);
+    let key = write_pem(dir, &format!("{name}.key"), c.private_key_pem.as_deref().expect("issued key"));
+    (c.certificate_id, cert, key)
+}
