@@ -173,7 +173,7 @@ async fn create_keys_register_thing_then_publish_as_the_new_thing() {
     assert_eq!((device[0].auth.as_str(), device[0].principal.as_str()), ("x509", id.certificate_id.as_str()));
     let things = ctl.aws_things().await.unwrap();
     let thing = things.iter().find(|t| t.thing_name == "sensor-0001").unwrap();
-    assert_eq!(thing.principals, [id.certificate_id.clone()]);
+    assert_eq!(thing.principals, [id.certificate_id.as_str()]);
     assert_eq!(thing.attributes.get("location").map(String::as_str), Some("roof"));
     // The identity was saved, owner-only, and loads back equal.
     assert_owner_only(&store);
@@ -282,7 +282,7 @@ async fn the_stored_identity_is_reused_without_a_second_registration() {
     let things = ctl.aws_things().await.unwrap();
     let sensors: Vec<_> = things.iter().filter(|t| t.thing_name.starts_with("sensor-")).collect();
     assert_eq!(sensors.len(), 1);
-    assert_eq!(sensors[0].principals, [first.identity.certificate_id.clone()]);
+    assert_eq!(sensors[0].principals, [first.identity.certificate_id.as_str()]);
     // And with the claim refused, a real provisioning attempt is a typed error.
     let other_store = env.store("other");
     match provision_then_connect_with(&claim, &env.request("0005"), &other_store, &fast(), |b| b).await {
