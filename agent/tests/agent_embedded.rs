@@ -1,0 +1,141 @@
+//! The embedded default end to end: the agent binary with no configuration starts the
+//! emulator in-process, provisions through DPS, connects over TLS, sends device stats,
+//! serves /metrics, and stops on SIGTERM with exit 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{http_get, parse_prometheus, rt, sample, Agent, WITHIN};
+use connector_emulator::ControlClient;
+use nix::sys::signal::Signal;
+use test_support::wait_until;
+
+#[test]
+fn embedded_default_sends_stats_serves_metrics_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let mut agent = Agent::start(&[
+        "--state-dir",
+        state,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--telemetry-interval",
+        "200ms",
+        "--status-interval",
+        "300ms",
+        "--log-level",
+        "warn",
+    ]);
+    let url = agent.wait_value("emulator: control API ");
+    let url = url.split(',').next().unwrap().to_owned();
+    let metrics = agent.wait_value("metrics: http://");
+    let metrics_addr = metrics.trim_end_matches("/metrics").to_owned();
+    agent.wait_line("provisioned through DPS", |l| {
+        l.starts_with("identity: device connector-agent") && l.contains("DPS")
+    });
+    agent.wait_line("a connected status line", |l| l.starts_with("status: connected device=connector-agent"));
+
+    // Device stats reach the hub as telemetry.
+    let rt = rt();
+    let ctl = ControlClient::new(&url).unwrap();
+    let mut stats = Vec::new();
+    wait_until(WITHIN, "two device-stats messages at the emulator", || {
+        let got = rt.block_on(ctl.telemetry("connector-agent", None)).unwrap();
+        stats = got
+            .into_iter()
+            .filter(|m| m.properties.get("source").cloned().flatten().as_deref() == Some("device-stats"))
+            .collect();
+        stats.len() >= 2
+    });
+    let body: serde_json::Value = serde_json::from_str(stats[1].payload.as_deref().unwrap()).unwrap();
+    for key in ["mem_total_bytes", "disk_free_bytes", "uptime_secs", "process_rss_bytes"] {
+        assert!(body[key].as_u64().is_some(), "{key} in {body}");
+    }
+    assert!(body["cpu_percent"].is_number(), "{body}");
+
+    // The twin carries the agent's reported state.
+    let twin = rt.block_on(ctl.twin("connector-agent", None)).unwrap();
+    let mut reported = twin.pointer("/properties/reported/agent/version").cloned();
+    wait_until(WITHIN, "the agent's reported state", || {
+        if reported.is_none() {
+            let t = rt.block_on(ctl.twin("connector-agent", None)).unwrap();
+            reported = t.pointer("/properties/reported/agent/version").cloned();
+        }
+        reported.is_some()
+    });
+
+    // /metrics parses as Prometheus text and shows the connection and the agent's counters.
+    let (code, text) = http_get(&metrics_addr, "/metrics");
+    assert_eq!(code, 200);
+    let samples = parse_prometheus(&text);
+    assert_eq!(
+        sample(&samples, "connector_connected", &[("client", "connector-agent")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &samples,
+            "connector_agent_messages_total",
+            &[("source", "device_stats"), ("outcome", "accepted")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&samples, "connector_agent_info", &[("cloud", "azure"), ("device", "connector-agent")]),
+        Some(1.0)
+    );
+    assert_eq!(http_get(&metrics_addr, "/healthz").0, 200);
+    assert_eq!(http_get(&metrics_addr, "/readyz").0, 200);
+
+    // SIGTERM: flush, DISCONNECT, exit 0.
+    agent.signal(Signal::SIGTERM);
+    let st = agent.wait_exit();
+    let out = agent.output();
+    assert_eq!(st.code(), Some(0), "{out}");
+    let stopped = out.lines().find(|l| l.starts_with("stopped (SIGTERM)")).unwrap_or_else(|| panic!("{out}"));
+    assert!(stopped.contains("pending=0"), "{stopped}");
+    // The lock and the socket are released: the directory can be used again at once.
+    assert!(!dir.path().join("ingest.sock").exists());
+}
+
+#[test]
+fn a_second_instance_on_the_same_state_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let args = ["--state-dir", state, "--metrics-addr", "off", "--log-level", "warn"];
+    let mut first = Agent::start(&args);
+    first.wait_line("the first agent connected", |l| l.starts_with("status: connected"));
+    let (code, out) = common::run_to_end(&args, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("another connector-agent")
+            && out.contains(&format!("pid {}", first.pid()))
+            && out.contains("refusing to start"),
+        "{out}"
+    );
+    first.signal(Signal::SIGINT);
+    assert_eq!(first.wait_exit().code(), Some(0), "{}", first.output());
+}
+
+#[test]
+fn exit_after_bounds_a_demo_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let mut agent = Agent::start(&[
+        "--state-dir",
+        state,
+        "--metrics-addr",
+        "off",
+        "--exit-after",
+        "3s",
+        "--log-level",
+        "warn",
+    ]);
+    let st = agent.wait_exit();
+    let out = agent.output();
+    assert_eq!(st.code(), Some(0), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("stopped (--exit-after)")), "{out}");
+}
