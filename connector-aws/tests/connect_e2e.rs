@@ -1,0 +1,182 @@
+//! Every way into AWS IoT Core against the emulator over real TLS, through the real actor
+//! tree (`connector_actors::Connector`): X.509 on the 8883-style port, X.509 with ALPN
+//! `x-amzn-mqtt-ca` on the 443-style port, SigV4 WebSockets (explicit credentials, with a
+//! session token, CRT-style `connection;host`, through an HTTP proxy), custom authorizers
+//! (ALPN `mqtt` with the token in the user name, signed and unsigned; WebSocket headers
+//! through an HTTP proxy); each publishes QoS 1 telemetry the emulator captured. Expired
+//! and forged signatures and denied tokens end in typed connection failures.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use connector_aws::sigv4::SignedHeaders;
+use connector_aws::{AwsAuth, AwsCredentials, AwsProvider, CustomAuth, SigV4Auth};
+use connector_core::{ConnectFailure, ConnectionEvent, Publish};
+use connector_emulator::control::aws_api::Authorizer;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use test_support::HttpProxy;
+
+fn only_failures(events: &[ConnectionEvent], check: impl Fn(&ConnectFailure) -> bool) {
+    assert!(events.iter().any(|e| matches!(e, ConnectionEvent::ConnectionFailed { .. })));
+    for e in events {
+        match e {
+            ConnectionEvent::AttemptingConnect { .. } => {}
+            ConnectionEvent::ConnectionFailed { reason, .. } => {
+                assert!(check(reason), "{reason:?} in {events:?}")
+            }
+            other => panic!("unexpected {other:?} in {events:?}"),
+        }
+    }
+}
+
+async fn access_key(emu: &connector_emulator::EmulatorHandle) -> AwsCredentials {
+    let k = emu.control().aws_create_access_key().await.unwrap();
+    AwsCredentials::new(k.access_key_id, k.secret_access_key).unwrap()
+}
+
+fn sigv4(emu: &connector_emulator::EmulatorHandle, creds: AwsCredentials) -> SigV4Auth {
+    SigV4Auth::explicit(creds).region(emu.aws_region())
+}
+
+#[actix_rt::test]
+async fn x509_on_the_mqtt_port() {
+    let emu = start();
+    let creds = thing_with_cert(&emu, "lamp-1").await;
+    let provider = AwsProvider::new(options(&emu, "lamp-1", AwsAuth::Certificate(creds))).unwrap();
+    let id = provider.certificate_id().unwrap().to_owned();
+    let conn = telemetry_round_trip(&emu, provider, "dt/lamp-1/telemetry").await;
+    assert_eq!(connection_of(&emu, "lamp-1").await, ("x509".to_string(), id));
+    conn.stop().await;
+    emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn x509_with_alpn_on_the_443_port_and_a_custom_client_id_and_topic() {
+    let emu = start();
+    let creds = thing_with_cert(&emu, "lamp-2").await;
+    let opts = options(&emu, "lamp-2", AwsAuth::CertificateAlpn(creds))
+        .client_id("lamp-2-client")
+        .telemetry_topic("fleet/{thing}/{client_id}");
+    let provider = AwsProvider::new(opts).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "fleet/lamp-2/lamp-2-client").await;
+    assert_eq!(connection_of(&emu, "lamp-2-client").await.0, "x509");
+    conn.stop().await;
+    emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn sigv4_websocket_with_explicit_credentials() {
+    let emu = start();
+    let creds = access_key(&emu).await;
+    let key_id = creds.access_key_id().to_owned();
+    let provider = AwsProvider::new(options(&emu, "ws-1", AwsAuth::SigV4(sigv4(&emu, creds)))).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "dt/ws-1/telemetry").await;
+    assert_eq!(connection_of(&emu, "ws-1").await, ("sigv4".to_string(), key_id));
+    conn.stop().await;
+    emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn sigv4_with_a_session_token_crt_style_through_a_proxy() {
+    let emu = start();
+    let proxy = HttpProxy::start();
+    let creds = access_key(&emu).await.with_session_token("FwoGZXIvYXdzEXAMPLE/session+token==");
+    let mut auth = sigv4(&emu, creds);
+    auth.signed_headers = SignedHeaders::ConnectionHost;
+    auth.expires = None;
+    let opts = options(&emu, "ws-2", AwsAuth::SigV4(auth)).http_proxy(proxy.url());
+    let provider = AwsProvider::new(opts).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "dt/ws-2/telemetry").await;
+    assert_eq!(connection_of(&emu, "ws-2").await.0, "sigv4");
+    let target = format!("localhost:{}", emu.aws_port().unwrap());
+    assert!(proxy.connect_targets().iter().all(|t| *t == target), "{:?}", proxy.connect_targets());
+    assert!(proxy.tunnels() >= 1);
+    conn.stop().await;
+    emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn sigv4_expired_or_forged_signatures_are_refused() {
+    let emu = start();
+    let creds = access_key(&emu).await;
+    // Signed two hours ago, valid for five minutes.
+    let provider =
+        AwsProvider::new(options(&emu, "ws-3", AwsAuth::SigV4(sigv4(&emu, creds.clone())))).unwrap();
+    let events = failures(Skewed { inner: provider, skew: Duration::from_secs(7200) }, 2).await;
+    only_failures(&events, |f| matches!(f, ConnectFailure::Transport { .. }));
+    // The right key id with a secret that is not its own.
+    let forged = AwsCredentials::new(creds.access_key_id(), "not-the-secret").unwrap();
+    let provider = AwsProvider::new(options(&emu, "ws-3", AwsAuth::SigV4(sigv4(&emu, forged)))).unwrap();
+    let events = failures(provider, 2).await;
+    only_failures(&events, |f| matches!(f, ConnectFailure::Transport { .. }));
+    assert!(emu.control().aws_connections().await.unwrap().is_empty());
+    emu.shutdown();
+}
+
+fn authorizer(tokens: &[&str], signing_key: Option<String>) -> Authorizer {
+    Authorizer {
+        token_key_name: "token".into(),
+        token_signing_public_key: signing_key,
+        allowed_tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        default: false,
+    }
+}
+
+#[actix_rt::test]
+async fn custom_authorizer_unsigned_token_in_the_user_name() {
+    let emu = start();
+    emu.control().aws_put_authorizer("plain-auth", &authorizer(&["good-token"], None)).await.unwrap();
+    let auth =
+        CustomAuth::new(Some("plain-auth")).token("token", "good-token").username("device").password("pw");
+    let provider = AwsProvider::new(options(&emu, "ca-1", AwsAuth::CustomAuthorizer(auth))).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "dt/ca-1/telemetry").await;
+    assert_eq!(connection_of(&emu, "ca-1").await, ("custom-auth".to_string(), "plain-auth".to_string()));
+    conn.stop().await;
+    // A token the authorizer denies: CONNACK not authorized.
+    let auth = CustomAuth::new(Some("plain-auth")).token("token", "bad-token");
+    let provider = AwsProvider::new(options(&emu, "ca-1", AwsAuth::CustomAuthorizer(auth))).unwrap();
+    let events = failures(provider, 2).await;
+    only_failures(&events, |f| matches!(f, ConnectFailure::Refused { code: 5, .. }));
+    emu.shutdown();
+}
+
+#[actix_rt::test]
+async fn custom_authorizer_signed_token_over_mqtt_and_websocket_through_a_proxy() {
+    let emu = start();
+    let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let public = String::from_utf8(rsa.public_key_to_pem().unwrap()).unwrap();
+    let private = rsa.private_key_to_pem_pkcs8().unwrap();
+    emu.control()
+        .aws_put_authorizer("signed-auth", &authorizer(&["signed-token"], Some(public)))
+        .await
+        .unwrap();
+    let signed =
+        CustomAuth::new(Some("signed-auth")).token("token", "signed-token").sign_with(&private).unwrap();
+    // ALPN `mqtt`, signature in the user name.
+    let provider =
+        AwsProvider::new(options(&emu, "ca-2", AwsAuth::CustomAuthorizer(signed.clone()))).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "dt/ca-2/telemetry").await;
+    conn.stop().await;
+    // WebSocket headers, through a proxy.
+    let proxy = HttpProxy::start();
+    let opts = options(&emu, "ca-3", AwsAuth::CustomAuthorizer(signed.clone().over_websocket()))
+        .http_proxy(proxy.url());
+    let conn = telemetry_round_trip(&emu, AwsProvider::new(opts).unwrap(), "dt/ca-3/telemetry").await;
+    assert_eq!(connection_of(&emu, "ca-3").await, ("custom-auth".to_string(), "signed-auth".to_string()));
+    assert!(proxy.tunnels() >= 1);
+    conn.publisher().publish(Publish::to_topic("sensors/ca-3/extra", &b"2"[..])).await.unwrap();
+    let extra = emu.control().aws_telemetry(Some("ca-3"), Some("sensors/#")).await.unwrap();
+    assert_eq!(extra.len(), 1);
+    conn.stop().await;
+    // A signature made with another key does not verify.
+    let other = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap().private_key_to_pem_pkcs8().unwrap();
+    let forged =
+        CustomAuth::new(Some("signed-auth")).token("token", "signed-token").sign_with(&other).unwrap();
+    let provider = AwsProvider::new(options(&emu, "ca-4", AwsAuth::CustomAuthorizer(forged))).unwrap();
+    only_failures(&failures(provider, 2).await, |f| matches!(f, ConnectFailure::Refused { code: 5, .. }));
+    emu.shutdown();
+}
