@@ -10,17 +10,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use connector_actors::Connector;
 use connector_aws::fleet::client::{
     provision, provision_then_connect_with, FleetRequest, Origin, ProvisioningError, ProvisioningOptions,
 };
-use connector_aws::fleet::{IdentityStore, KeyAlgorithm, StoreError, TemplateName};
+use connector_aws::fleet::{FleetError, IdentityStore, KeyAlgorithm, StoreError, TemplateName};
 use connector_aws::{AwsAuth, AwsOptions, AwsProvider, X509Credentials};
-use connector_core::{BackoffPolicy, Jitter, PemSource, Publish, QoS};
+use connector_core::{BackoffPolicy, Inbound, Jitter, MqttOptions, MqttProvider, PemSource, Publish, QoS};
 use connector_emulator::control::aws_api::{
     AwsFaults, CertificateInfo, CertificateStatus, CreateCertificate, ProvisioningTemplate,
 };
 use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use futures::stream::{select_all, StreamExt};
 use serde_json::json;
+use test_support::Mosquitto;
 
 const WAIT: Duration = Duration::from_secs(10);
 const TEMPLATE: &str = "SensorFleet";
@@ -341,4 +344,156 @@ async fn an_unreachable_endpoint_times_out_with_the_last_failure() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     env.emu.shutdown();
+}
+
+// ---- The client against a scripted service --------------------------------------------
+//
+// Answers the emulator never gives (malformed documents, a certificate for another key,
+// silence, duplicates) come from a test client playing the service on a real mosquitto:
+// it subscribes to the request topics and answers as scripted. The claim connection is a
+// plain MQTT provider there (the client takes any provider for the claim).
+
+type Script = Box<dyn Fn(&str, &[u8]) -> Vec<(String, Vec<u8>)>>;
+
+/// Starts the scripted service on `broker`; each request gets the answers `script` returns.
+async fn scripted_service(broker: &Mosquitto, script: Script) -> Connector {
+    let provider = MqttProvider::new(MqttOptions::new(broker.url(), "fleet-service")).unwrap();
+    let svc = Connector::builder(provider).backoff(fast_backoff()).start();
+    svc.wait_connected(WAIT).await.unwrap();
+    let mut streams = Vec::new();
+    for filter in [
+        "$aws/certificates/create/json",
+        "$aws/certificates/create-from-csr/json",
+        "$aws/provisioning-templates/+/provision/json",
+    ] {
+        streams.push(svc.subscriber().stream(filter, QoS::AtLeastOnce, 8).await.unwrap().1);
+    }
+    let publisher = svc.publisher();
+    actix_rt::spawn(async move {
+        let mut requests = select_all(streams);
+        while let Some(Inbound::Message(m)) = requests.next().await {
+            for (topic, body) in script(&m.topic, &m.payload) {
+                publisher.publish(Publish::to_topic(topic, body).qos(QoS::AtLeastOnce)).await.unwrap();
+            }
+        }
+    });
+    svc
+}
+
+fn claim_on(broker: &Mosquitto) -> MqttProvider {
+    MqttProvider::new(MqttOptions::new(broker.url(), "fleet-claim")).unwrap()
+}
+
+/// A certificate and its key (PKCS#8 PEM), signed by a throwaway CA.
+fn issued(cn: &str) -> (String, String) {
+    let (ca, ca_key) = test_support::pki::generate_ca("scripted-ca");
+    let (cert, key) = test_support::pki::issue_cert(&ca, &ca_key, cn, &[], &[], false);
+    (
+        String::from_utf8(cert.to_pem().unwrap()).unwrap(),
+        String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+    )
+}
+
+fn keys_answer(cert: &str, key: &str) -> Vec<u8> {
+    json!({
+        "certificateId": "ab".repeat(32),
+        "certificatePem": cert,
+        "privateKey": key,
+        "certificateOwnershipToken": "scripted-token"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn answer(topic: &str, kind: &str, body: impl Into<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+    vec![(format!("{topic}/{kind}"), body.into())]
+}
+
+#[actix_rt::test]
+async fn a_malformed_answer_is_a_typed_error() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let svc = scripted_service(&broker, Box::new(|topic, _| answer(topic, "accepted", "{not json"))).await;
+    match provision(claim_on(&broker), &FleetRequest::new(TemplateName::new("T").unwrap()), &fast()).await {
+        Err(ProvisioningError::Malformed(FleetError::MalformedAnswer { api, .. })) => {
+            assert_eq!(api, "CreateKeysAndCertificate")
+        }
+        other => panic!("expected a malformed answer, got {other:?}"),
+    }
+    svc.stop().await;
+    // RegisterThing accepted without `thingName`.
+    let (cert, key) = issued("t");
+    let script: Script = Box::new(move |topic, _| {
+        if topic.starts_with("$aws/certificates/") {
+            answer(topic, "accepted", keys_answer(&cert, &key))
+        } else {
+            answer(topic, "accepted", r#"{"deviceConfiguration":{}}"#)
+        }
+    });
+    let svc = scripted_service(&broker, script).await;
+    match provision(claim_on(&broker), &FleetRequest::new(TemplateName::new("T").unwrap()), &fast()).await {
+        Err(ProvisioningError::Malformed(FleetError::MissingField { api, field })) => {
+            assert_eq!((api, field), ("RegisterThing", "thingName"))
+        }
+        other => panic!("expected a missing thingName, got {other:?}"),
+    }
+    svc.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_certificate_for_another_key_is_refused() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let (cert, _) = issued("someone-else");
+    let script: Script = Box::new(move |topic, _| {
+        let body = json!({"certificateOwnershipToken": "t", "certificateId": "cd".repeat(32), "certificatePem": cert});
+        answer(topic, "accepted", body.to_string())
+    });
+    let svc = scripted_service(&broker, script).await;
+    let request = FleetRequest::new(TemplateName::new("T").unwrap()).from_csr(KeyAlgorithm::Rsa2048, "dev");
+    match provision(claim_on(&broker), &request, &fast()).await {
+        Err(ProvisioningError::Certificate(e)) => {
+            assert!(e.to_string().contains("not for the device's key"), "{e}")
+        }
+        other => panic!("expected a certificate error, got {other:?}"),
+    }
+    svc.stop().await;
+}
+
+#[actix_rt::test]
+async fn no_answer_ends_in_a_timeout_naming_the_stage() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let svc = scripted_service(&broker, Box::new(|_, _| Vec::new())).await;
+    let opts = fast().timeout(Duration::from_secs(2));
+    match provision(claim_on(&broker), &FleetRequest::new(TemplateName::new("T").unwrap()), &opts).await {
+        Err(ProvisioningError::Timeout { stage, last_failure, .. }) => {
+            assert_eq!(stage, "waiting for the CreateKeysAndCertificate answer");
+            assert_eq!(last_failure, None);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    svc.stop().await;
+}
+
+/// A service answering every request twice, RegisterThing first with a duplicate of the
+/// certificate answer: stale answers are skipped, the exchange completes.
+#[actix_rt::test]
+async fn duplicate_and_stale_answers_are_skipped() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let (cert, key) = issued("dup");
+    let script: Script = Box::new(move |topic, body| {
+        if topic.starts_with("$aws/certificates/") {
+            let a = keys_answer(&cert, &key);
+            vec![(format!("{topic}/accepted"), a.clone()), (format!("{topic}/accepted"), a)]
+        } else {
+            let req: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(req["certificateOwnershipToken"], "scripted-token");
+            assert_eq!(req["parameters"]["SerialNumber"], "42");
+            answer(topic, "accepted", r#"{"thingName":"dup-thing","deviceConfiguration":{"k":"v"}}"#)
+        }
+    });
+    let svc = scripted_service(&broker, script).await;
+    let request = FleetRequest::new(TemplateName::new("T").unwrap()).parameter("SerialNumber", "42");
+    let id = provision(claim_on(&broker), &request, &fast()).await.unwrap();
+    assert_eq!(id.thing_name, "dup-thing");
+    assert_eq!(id.device_configuration.get("k").map(String::as_str), Some("v"));
+    svc.stop().await;
 }
