@@ -477,3 +477,225 @@ fn cbor_error(status: u16, code: &str, message: &str) -> Vec<u8> {
     cbor_text(&mut out, message);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> Value {
+        json!({
+            "Parameters": {
+                "SerialNumber": {"Type": "String"},
+                "Location": {"Type": "String", "Default": "lab"}
+            },
+            "Resources": {
+                "thing": {"Type": "AWS::IoT::Thing", "Properties": {
+                    "ThingName": {"Fn::Join": ["-", ["dev", {"Ref": "SerialNumber"}]]},
+                    "AttributePayload": {"location": {"Ref": "Location"}, "cert": {"Ref": CERT_ID_PARAM}}
+                }},
+                "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
+                    "CertificateId": {"Ref": CERT_ID_PARAM}, "Status": "ACTIVE"
+                }},
+                "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "DevicePolicy"}}
+            },
+            "DeviceConfiguration": {"Fallback": "https://example.com", "Owner": {"Ref": CERT_CN_PARAM}}
+        })
+    }
+
+    fn params(p: &[(&str, &str)]) -> BTreeMap<String, String> {
+        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn templates_evaluate_ref_join_defaults_and_device_configuration() {
+        let plan = evaluate(&template(), &params(&[("SerialNumber", "42")]), "abc", "claim", false).unwrap();
+        assert_eq!(plan.thing_name, "dev-42");
+        assert_eq!(plan.attributes, params(&[("cert", "abc"), ("location", "lab")]));
+        assert_eq!(plan.certificate_status, CertificateStatus::Active);
+        assert_eq!(
+            plan.device_configuration,
+            params(&[("Fallback", "https://example.com"), ("Owner", "claim")])
+        );
+        let given = params(&[("SerialNumber", "7"), ("Location", "dock"), ("Unused", "x")]);
+        assert_eq!(evaluate(&template(), &given, "abc", "", false).unwrap().attributes["location"], "dock");
+        // Errors, by table: (mutation of the template, parameters, expected message part).
+        let cases: Vec<(Value, &[(&str, &str)], &str)> = vec![
+            (template(), &[], "Missing required parameter: SerialNumber"),
+            (template(), &[("SerialNumber", "a b")], "is not 1-128 characters"),
+            (json!({"Resources": {}}), &[], "exactly one AWS::IoT::Thing"),
+            (
+                json!({"Resources": {"t": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Fn::Sub": "x"}}}}}),
+                &[],
+                "unsupported intrinsic function Fn::Sub",
+            ),
+            (
+                json!({"Resources": {"t": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "Nope"}}}}}),
+                &[],
+                "undeclared parameter: Nope",
+            ),
+            (
+                json!({"Resources": {"t": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": "a"}}},
+                       "DeviceConfiguration": {"nested": {"a": "b", "c": "d"}}}),
+                &[],
+                "nested objects are not supported",
+            ),
+            (
+                json!({"Resources": {"t": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": "a"}},
+                       "c": {"Type": "AWS::IoT::Certificate", "Properties": {"Status": "REVOKED"}}}}),
+                &[],
+                "is not ACTIVE or INACTIVE",
+            ),
+            (json!([1]), &[], "must be a JSON object"),
+        ];
+        for (body, p, want) in cases {
+            let err = evaluate(&body, &params(p), "id", "cn", false).unwrap_err();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+        let inactive = json!({"Resources": {"t": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": "a"}},
+                                "c": {"Type": "AWS::IoT::Certificate", "Properties": {"Status": "INACTIVE"}}}});
+        assert_eq!(
+            evaluate(&inactive, &params(&[]), "i", "c", false).unwrap().certificate_status,
+            CertificateStatus::Inactive
+        );
+    }
+
+    #[test]
+    fn check_template_parses_string_bodies_and_refuses_bad_ones() {
+        let mut t = ProvisioningTemplate::new(Value::String(template().to_string()));
+        check_template(&mut t).unwrap();
+        assert!(t.template_body.is_object());
+        let mut bad = ProvisioningTemplate::new(json!({"Resources": {}}));
+        assert!(check_template(&mut bad).is_err());
+        let mut not_json = ProvisioningTemplate::new(json!("{"));
+        assert!(check_template(&mut not_json).unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn keys_token_register_flow_and_single_use_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let mut st = AwsState::default();
+        let mut t = ProvisioningTemplate::new(template());
+        t.allowed_principals = vec!["claim".into()];
+        st.provisioning.templates.insert("fleet".into(), t);
+        let create = ProvisioningApi::CreateKeysAndCertificate;
+        let (topic, body) =
+            handle(&ca, &mut st, "claim", &create, false, "$aws/certificates/create/json", b"", 10);
+        assert_eq!(topic, "$aws/certificates/create/json/accepted");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let id = v["certificateId"].as_str().unwrap().to_string();
+        assert!(v["privateKey"].as_str().unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        assert_eq!(st.certs[&id].status, CertificateStatus::PendingActivation);
+        let token = v["certificateOwnershipToken"].as_str().unwrap().to_string();
+        // The token never shows in Debug.
+        assert!(!format!("{:?}", st.provisioning).contains(&token));
+        let register = |st: &mut AwsState, who: &str, tpl: &str, body: Value| {
+            let api = ProvisioningApi::RegisterThing { template: tpl.into() };
+            let topic = format!("$aws/provisioning-templates/{tpl}/provision/json");
+            let (t, b) = handle(&ca, st, who, &api, false, &topic, body.to_string().as_bytes(), 20);
+            (t.rsplit('/').next().unwrap().to_string(), serde_json::from_slice::<Value>(&b).unwrap())
+        };
+        let good = json!({"certificateOwnershipToken": token, "parameters": {"SerialNumber": "9"}});
+        let cases = [
+            (
+                "claim",
+                "fleet",
+                json!({"parameters": {"SerialNumber": "9"}}),
+                400,
+                "InvalidCertificateOwnershipToken",
+            ),
+            (
+                "claim",
+                "fleet",
+                json!({"certificateOwnershipToken": "nope"}),
+                400,
+                "InvalidCertificateOwnershipToken",
+            ),
+            ("claim", "fleet", json!({"certificateOwnershipToken": token}), 400, "InvalidPayload"),
+            (
+                "claim",
+                "fleet",
+                json!({"certificateOwnershipToken": token, "parameters": {"SerialNumber": 9}}),
+                400,
+                "InvalidPayload",
+            ),
+            ("claim", "other", good.clone(), 404, "ResourceNotFound"),
+            ("intruder", "fleet", good.clone(), 403, "AccessDenied"),
+        ];
+        for (who, tpl, body, status, code) in cases {
+            let (kind, v) = register(&mut st, who, tpl, body.clone());
+            assert_eq!(
+                (kind.as_str(), v["statusCode"].as_u64(), v["errorCode"].as_str()),
+                ("rejected", Some(status), Some(code)),
+                "{body}"
+            );
+        }
+        let (kind, v) = register(&mut st, "claim", "fleet", good.clone());
+        assert_eq!(
+            (kind.as_str(), &v),
+            (
+                "accepted",
+                &json!({"thingName": "dev-9", "deviceConfiguration": {"Fallback": "https://example.com", "Owner": CREATED_CN}})
+            )
+        );
+        assert_eq!(st.certs[&id].status, CertificateStatus::Active);
+        assert!(st.certs[&id].things.contains("dev-9"));
+        assert_eq!(st.things["dev-9"]["cert"], id);
+        // Single use.
+        assert_eq!(
+            register(&mut st, "claim", "fleet", good).1["errorCode"],
+            "InvalidCertificateOwnershipToken"
+        );
+    }
+
+    #[test]
+    fn expired_tokens_delete_unused_certificates_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let mut st = AwsState::default();
+        let create = ProvisioningApi::CreateKeysAndCertificate;
+        let topic = "$aws/certificates/create/json";
+        let (_, a) = handle(&ca, &mut st, "c", &create, false, topic, b"{}", 0);
+        let (_, b) = handle(&ca, &mut st, "c", &create, false, topic, b"{}", 0);
+        let id = |b: &[u8]| {
+            serde_json::from_slice::<Value>(b).unwrap()["certificateId"].as_str().unwrap().to_string()
+        };
+        let (a, b) = (id(&a), id(&b));
+        st.certs.get_mut(&b).unwrap().status = CertificateStatus::Active;
+        expire_tokens(&mut st, TOKEN_LIFETIME_SECS - 1);
+        assert!(st.certs.contains_key(&a));
+        expire_tokens(&mut st, TOKEN_LIFETIME_SECS);
+        assert!(!st.certs.contains_key(&a) && st.certs.contains_key(&b));
+        assert!(st.provisioning.tokens.is_empty());
+        // Bad request bodies.
+        let (t, body) = handle(&ca, &mut st, "c", &create, false, topic, b"[1]", 0);
+        assert_eq!(
+            (t.as_str(), serde_json::from_slice::<Value>(&body).unwrap()["errorCode"].as_str()),
+            ("$aws/certificates/create/json/rejected", Some("InvalidPayload"))
+        );
+        let csr = ProvisioningApi::CreateCertificateFromCsr;
+        for body in [&br#"{}"#[..], br#"{"certificateSigningRequest":"garbage"}"#] {
+            let (t, _) =
+                handle(&ca, &mut st, "c", &csr, false, "$aws/certificates/create-from-csr/json", body, 0);
+            assert!(t.ends_with("/rejected"));
+        }
+    }
+
+    #[test]
+    fn cbor_requests_get_a_cbor_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let mut st = AwsState::default();
+        let api = ProvisioningApi::CreateKeysAndCertificate;
+        let (t, body) = handle(&ca, &mut st, "c", &api, true, "$aws/certificates/create/cbor", b"", 0);
+        assert_eq!(t, "$aws/certificates/create/cbor/rejected");
+        // {"statusCode": 400, ...}: map(3), text(10) "statusCode", uint8 400.
+        assert_eq!(&body[..15], b"\xa3\x6astatusCode\x19\x01\x90");
+        assert!(String::from_utf8_lossy(&body).contains("CBOR payloads are not implemented"));
+        assert!(st.certs.is_empty());
+        assert_eq!(
+            cbor_error(200, "a", ""),
+            b"\xa3\x6astatusCode\x18\xc8\x69errorCode\x61a\x6cerrorMessage\x60"
+        );
+    }
+}
