@@ -519,7 +519,8 @@ mod tests {
         let given = params(&[("SerialNumber", "7"), ("Location", "dock"), ("Unused", "x")]);
         assert_eq!(evaluate(&template(), &given, "abc", "", false).unwrap().attributes["location"], "dock");
         // Errors, by table: (mutation of the template, parameters, expected message part).
-        let cases: Vec<(Value, &[(&str, &str)], &str)> = vec![
+        type Case = (Value, &'static [(&'static str, &'static str)], &'static str);
+        let cases: Vec<Case> = vec![
             (template(), &[], "Missing required parameter: SerialNumber"),
             (template(), &[("SerialNumber", "a b")], "is not 1-128 characters"),
             (json!({"Resources": {}}), &[], "exactly one AWS::IoT::Thing"),
