@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use connector_actors::{Connector, MetricsServer, PublisherHandle};
+use connector_actors::{Connector, MethodCall, MethodResponse, MetricsServer, PublisherHandle};
 use connector_azure::dps::client::{provision, ProvisioningOptions};
 use connector_azure::dps::{DpsAuth, DpsOptions, DpsRegistration};
 use connector_azure::{
@@ -33,6 +33,7 @@ use crate::config::{
     self, AzureAuth, AzureSettings, Cloud, ConfigError, DpsAttestation, Overrides, Settings,
 };
 use crate::embedded::{self, EmbeddedError};
+use crate::handlers::{HandlerError, HandlerOptions, HandlerRunner};
 use crate::identity::{CachedIdentity, IdentityCache};
 use crate::ingest::{Batch, IngestError, IngestOptions, IngestServer};
 use crate::logging::LogHandle;
@@ -74,6 +75,9 @@ pub enum AgentError {
     /// Metric families could not be registered.
     #[error("metrics registry: {0}")]
     Registry(#[from] prometheus::Error),
+    /// The handler directory or run-as user is unusable.
+    #[error("handlers: {0}")]
+    Handlers(#[from] HandlerError),
     /// The cloud is not supported by this build yet.
     #[error("{0}")]
     Unsupported(String),
@@ -452,6 +456,65 @@ async fn ingest_consumer(
     }
 }
 
+/// The handler runner the settings describe (`None` without a handler directory).
+fn handler_runner(s: &Settings) -> Result<Option<HandlerRunner>, HandlerError> {
+    let Some(dir) = &s.handlers.dir else { return Ok(None) };
+    let mut o = HandlerOptions::new(dir.clone(), s.handlers.allow.iter().cloned());
+    o.timeout = s.handlers.timeout;
+    o.max_output_bytes = s.handlers.max_output_bytes;
+    o.run_as = s.handlers.run_as.clone();
+    HandlerRunner::new(o).map(Some)
+}
+
+/// The current handler runner, swapped by a reload.
+type SharedRunner = Arc<std::sync::RwLock<Option<HandlerRunner>>>;
+
+/// Every direct method runs the allow-listed handler of its name; anything else is
+/// refused with the handler module's status (403 not allow-listed, 404 missing, …).
+fn register_methods(conn: &Connector, runner: &SharedRunner, metrics: &AgentMetrics) {
+    let runner = runner.clone();
+    let metrics = metrics.clone();
+    conn.methods().set_default(move |call: MethodCall| {
+        let current = runner.read().map(|r| r.clone()).unwrap_or(None);
+        let metrics = metrics.clone();
+        async move {
+            let name = call.name().to_owned();
+            let Some(runner) = current else {
+                metrics.handler_runs.with_label_values(&["refused"]).inc();
+                warn!(method = %name, "method refused: no handler directory is configured");
+                return MethodResponse::new(
+                    404,
+                    serde_json::json!({"error": "no handlers are configured on this device", "method": name}),
+                );
+            };
+            let payload: serde_json::Value = if call.payload().is_empty() {
+                serde_json::Value::Null
+            } else {
+                match serde_json::from_slice(call.payload()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        metrics.handler_runs.with_label_values(&["refused"]).inc();
+                        return MethodResponse::new(
+                            400,
+                            serde_json::json!({"error": format!("payload is not JSON: {e}")}),
+                        );
+                    }
+                }
+            };
+            let r = runner.run_method(&name, &payload).await;
+            let outcome = match r.status {
+                200 => "ok",
+                504 => "timeout",
+                400 | 403 | 404 => "refused",
+                _ => "failed",
+            };
+            metrics.handler_runs.with_label_values(&[outcome]).inc();
+            println!("method: {name} → {}", r.status);
+            MethodResponse::new(r.status, r.payload)
+        }
+    });
+}
+
 fn interval(d: Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
     i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -518,6 +581,18 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         None => None,
     };
 
+    let runner: SharedRunner = Arc::new(std::sync::RwLock::new(handler_runner(&settings)?));
+    if let Some(r) = runner.read().ok().as_ref().and_then(|r| r.as_ref()) {
+        println!(
+            "handlers: {} (allowed: {})",
+            r.dir().display(),
+            if settings.handlers.allow.is_empty() {
+                "none".to_owned()
+            } else {
+                settings.handlers.allow.join(", ")
+            }
+        );
+    }
     let shared = Arc::new(Shared::default());
     let (pub_tx, pub_rx) = watch::channel::<Option<PublisherHandle>>(None);
     let ingest = if settings.ingest.enabled {
@@ -579,6 +654,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         }
         metrics.info.with_label_values(&[env!("CARGO_PKG_VERSION"), cloud_name, &obtained.device]).set(1);
         let s = session.insert(start_session(obtained, &settings, &families, &registry));
+        register_methods(&s.conn, &runner, &metrics);
         let _ = pub_tx.send(Some(s.conn.publisher()));
         if !ready_sent {
             notifier.notify("READY=1\nSTATUS=started");
@@ -598,6 +674,17 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                             }
                             if new.status_interval != settings.status_interval {
                                 status_tick = maybe_interval(new.status_interval);
+                            }
+                            if new.handlers != settings.handlers {
+                                match handler_runner(&new) {
+                                    Ok(r) => {
+                                        if let Ok(mut cur) = runner.write() {
+                                            *cur = r;
+                                        }
+                                        println!("reload: handlers allowed: {}", if new.handlers.allow.is_empty() { "none".to_owned() } else { new.handlers.allow.join(", ") });
+                                    }
+                                    Err(e) => warn!(error = %e, "reload: handlers unusable; keeping the previous ones"),
+                                }
                             }
                             settings = new;
                             println!("reload: configuration applied");

@@ -1,0 +1,152 @@
+//! Bad configurations are refused up front: the binary exits 2 with a message naming the
+//! source (file, environment variable or flag), the key and the reason, and never a secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::run_to_end;
+
+/// A connection-string key that must never be printed.
+const SECRET: &str = "c2VjcmV0LWtleS1uZXZlci1wcmludGVkLTEyMzQ=";
+
+#[test]
+fn bad_files_are_named_errors_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("cs");
+    std::fs::write(&secret_file, format!("HostName=hub.example;SharedAccessKey={SECRET}")).unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "not base64 !!").unwrap();
+    let cs = format!("{secret_file:?}");
+    let key = format!("{key_file:?}");
+    // (file body, key named, words of the reason)
+    let table: Vec<(String, &str, &str)> = vec![
+        ("[telemetry\ninterval = 1".into(), "", "not valid TOML"),
+        ("[telemetry]\nintervall = \"1s\"\n".into(), "telemetry", "unknown field `intervall`"),
+        ("[telemetry]\ninterval = \"soon\"\n".into(), "telemetry.interval", "invalid duration"),
+        ("[telemetry]\ninterval = \"10ms\"\n".into(), "telemetry.interval", "at least 100ms"),
+        ("[store]\nmax_messages = \"many\"\n".into(), "store.max_messages", "invalid type"),
+        ("[store]\ndrop_policy = \"random\"\n".into(), "store.drop_policy", "expected `oldest` or `newest`"),
+        ("[store]\nmax_bytes = 10\n".into(), "store.max_bytes", "at least 1024"),
+        ("[cloud]\nprovider = \"gcp\"\n".into(), "cloud.provider", "unknown provider"),
+        ("[metrics]\naddr = \"localhost\"\n".into(), "metrics.addr", "not an address:port"),
+        ("[logging]\nlevel = \"info,=[\"\n".into(), "logging.level", ""),
+        ("[ingest]\nbatch_max_messages = 0\n".into(), "ingest.batch_max_messages", "at least 1"),
+        ("[handlers]\nallow = [\"reboot\"]\n".into(), "handlers.dir", "missing"),
+        ("[handlers]\ndir = \"/tmp\"\nallow = [\"../bin/sh\"]\n".into(), "handlers.allow", "not a plain file name"),
+        ("[azure]\n".into(), "azure", "no credentials"),
+        ("[azure]\nconnection_string_file = \"/nonexistent/cs\"\n".into(), "azure.connection_string_file", "cannot read"),
+        (format!("[azure]\nconnection_string_file = {cs}\n"), "azure.connection_string_file", "not a device connection string"),
+        (
+            format!("[azure]\nconnection_string_file = {cs}\n[azure.dps]\nid_scope = \"0ne0\"\nregistration_id = \"r\"\nsymmetric_key_file = {key}\n"),
+            "azure.dps",
+            "choose one",
+        ),
+        ("[azure.dps]\nregistration_id = \"r\"\nsymmetric_key_env = \"K\"\n".into(), "azure.dps.id_scope", "missing"),
+        ("[azure.dps]\nid_scope = \"0ne0\"\nregistration_id = \"r\"\n".into(), "azure.dps", "no attestation"),
+        (
+            format!("[azure.dps]\nid_scope = \"0ne0\"\nregistration_id = \"r\"\nsymmetric_key_file = {key}\n"),
+            "azure.dps.symmetric_key_file",
+            "not a base64 symmetric key",
+        ),
+        (
+            "[azure.dps]\nid_scope = \"0ne0\"\nregistration_id = \"r\"\nsymmetric_key_env = \"CONNECTOR_TEST_UNSET_KEY\"\n".into(),
+            "azure.dps.symmetric_key_env",
+            "is not set",
+        ),
+        ("[aws]\nendpoint = \"x.iot.amazonaws.com\"\ncert_file = \"/c\"\n".into(), "aws.key_file", "missing"),
+        ("[cloud]\nembedded = true\n[azure]\nconnection_string_env = \"X\"\n".into(), "cloud.embedded", "remove one"),
+    ];
+    let mut failures = Vec::new();
+    for (i, (body, key, reason)) in table.iter().enumerate() {
+        let file = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&file, body).unwrap();
+        let (code, out) = run_to_end(
+            &[
+                "--check-config",
+                "--config",
+                file.to_str().unwrap(),
+                "--state-dir",
+                dir.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        let file_named = out.contains(&file.display().to_string());
+        let key_named = key.is_empty() || out.contains(&format!("`{key}`"));
+        if code != 2 || !file_named || !key_named || !out.contains(reason) || out.contains(SECRET) {
+            failures.push(format!("case {i} ({body:?}): exit {code}, output:\n{out}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+#[test]
+fn environment_and_flags_are_named_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let (code, out) = run_to_end(
+        &["--check-config", "--state-dir", state],
+        &[("CONNECTOR_AGENT_STORE_MAX_MESSAGES", "lots")],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("environment variable CONNECTOR_AGENT_STORE_MAX_MESSAGES")
+            && out.contains("`store.max_messages`"),
+        "{out}"
+    );
+
+    let (code, out) = run_to_end(
+        &["--check-config", "--state-dir", state],
+        &[("CONNECTOR_AGENT_TELEMETRY_INTERVALL", "1s")],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("CONNECTOR_AGENT_TELEMETRY_INTERVALL") && out.contains("no such configuration key"),
+        "{out}"
+    );
+
+    let (code, out) =
+        run_to_end(&["--check-config", "--state-dir", state, "--telemetry-interval", "fast"], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("flag --telemetry-interval") && out.contains("`telemetry.interval`"), "{out}");
+
+    let missing = dir.path().join("missing.toml");
+    let (code, out) = run_to_end(&["--check-config", "--config", missing.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&missing.display().to_string()) && out.contains("cannot read"), "{out}");
+}
+
+#[test]
+fn good_files_check_ok_without_printing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("cs");
+    std::fs::write(&secret_file, format!("HostName=hub.example;DeviceId=dev-1;SharedAccessKey={SECRET}\n"))
+        .unwrap();
+    let file = dir.path().join("ok.toml");
+    std::fs::write(
+        &file,
+        format!("[azure]\nconnection_string_file = {secret_file:?}\n[store]\ndrop_policy = \"newest\"\n"),
+    )
+    .unwrap();
+    let (code, out) = run_to_end(
+        &["--check-config", "--config", file.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("configuration ok: cloud azure, connection string"), "{out}");
+    assert!(out.contains("drop Newest") && !out.contains(SECRET), "{out}");
+    // The example configurations shipped with the agent are valid.
+    for example in ["embedded.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(example);
+        let (code, out) = run_to_end(
+            &[
+                "--check-config",
+                "--config",
+                path.to_str().unwrap(),
+                "--state-dir",
+                dir.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{example}: {out}");
+    }
+}
