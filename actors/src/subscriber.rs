@@ -141,20 +141,25 @@ impl Subscriber {
         if filters.is_empty() {
             return;
         }
-        let n = filters.len();
-        let fut = tokio::time::timeout(self.args.timeout, link.subscribe(filters.clone()));
-        ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| match res {
-            Err(_) => warn!("re-subscribe timed out; retried on the next connection"),
-            Ok(Ok(granted)) => {
-                for ((f, _), g) in filters.iter().zip(granted) {
-                    if g.is_none() {
-                        warn!(filter = %f, "broker refused a re-subscription");
+        // Services that take a limited number of filters per SUBSCRIBE get several.
+        let per = self.args.provider.limits().max_filters_per_subscribe.unwrap_or(usize::MAX).max(1);
+        for chunk in filters.chunks(per) {
+            let filters = chunk.to_vec();
+            let n = filters.len();
+            let fut = tokio::time::timeout(self.args.timeout, link.subscribe(filters.clone()));
+            ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| match res {
+                Err(_) => warn!("re-subscribe timed out; retried on the next connection"),
+                Ok(Ok(granted)) => {
+                    for ((f, _), g) in filters.iter().zip(granted) {
+                        if g.is_none() {
+                            warn!(filter = %f, "broker refused a re-subscription");
+                        }
                     }
+                    debug!(filters = n, "re-subscribed");
                 }
-                debug!(filters = n, "re-subscribed");
-            }
-            Ok(Err(e)) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
-        }));
+                Ok(Err(e)) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
+            }));
+        }
     }
 }
 

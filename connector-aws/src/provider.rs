@@ -242,6 +242,9 @@ fn expand_template(template: &str, thing: &str, client_id: &str) -> Result<Strin
     Ok(topic)
 }
 
+/// Most topic filters AWS IoT Core takes in one SUBSCRIBE.
+const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
+
 impl Provider for AwsProvider {
     fn name(&self) -> &'static str {
         "aws"
@@ -371,14 +374,15 @@ impl Provider for AwsProvider {
         }
     }
 
-    /// 128 KB payloads, 256-byte topics of at most 8 levels, and the configured publish
-    /// rate (100/s by default, the service's limit).
+    /// 128 KB payloads, 256-byte topics of at most 8 levels, 8 filters per SUBSCRIBE, and
+    /// the configured publish rate (100/s by default, the service's limit).
     fn limits(&self) -> Limits {
         Limits {
             max_payload: MAX_PAYLOAD,
             max_topic_len: MAX_TOPIC_LEN,
             max_topic_levels: Some(MAX_TOPIC_LEVELS),
             max_publish_rate: Some(self.opts.publish_rate),
+            max_filters_per_subscribe: Some(MAX_FILTERS_PER_SUBSCRIBE),
         }
     }
 

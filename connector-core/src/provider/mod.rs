@@ -29,12 +29,21 @@ pub struct Limits {
     /// IoT Core: 100). The Publisher paces its sends with a token bucket of this rate (burst
     /// = one second's worth) instead of letting the service drop the connection.
     pub max_publish_rate: Option<u32>,
+    /// Most topic filters in one SUBSCRIBE packet, if limited (AWS IoT Core: 8); the
+    /// Subscriber splits larger sets into several SUBSCRIBEs.
+    pub max_filters_per_subscribe: Option<usize>,
 }
 
 impl Default for Limits {
     /// The MQTT wire format's own limits.
     fn default() -> Self {
-        Self { max_payload: 268_435_455, max_topic_len: 65_535, max_topic_levels: None, max_publish_rate: None }
+        Self {
+            max_payload: 268_435_455,
+            max_topic_len: 65_535,
+            max_topic_levels: None,
+            max_publish_rate: None,
+            max_filters_per_subscribe: None,
+        }
     }
 }
 
@@ -282,7 +291,8 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_before_sending() {
-        let limits = Limits { max_payload: 4, max_topic_len: 10, max_topic_levels: Some(3), max_publish_rate: None };
+        let limits =
+            Limits { max_payload: 4, max_topic_len: 10, max_topic_levels: Some(3), ..Limits::default() };
         let p = Publish::to_topic("a/b", &b"12345"[..]);
         assert_eq!(
             encode_with_mqtt5_properties("a/b".into(), &p, MqttVersion::V311, &limits),
