@@ -19,11 +19,12 @@
 //! | `ca.rs` | the emulator CA, server certificate, thumbprints, chain verification |
 //! | [`control`] | control API routes ([`control::api`] bodies), [`ControlClient`], the `ctl` CLI |
 //!
-//! | `aws/` | the AWS IoT Core back end: registry, shadow service, SigV4, topics, transports (TLS/ALPN/WSS) |
+//! | `aws/` | the AWS IoT Core back end: registry, shadow, jobs and fleet-provisioning services, SigV4, topics, transports (TLS/ALPN/WSS) |
 //! | `broker/aws.rs` | the AWS MQTT server on the internal relay listener |
 //!
 //! # AWS IoT Core endpoint
-//! Independent of `azure/`, from `shared/protocols/aws-iot-core.md` and `aws-shadow.md`.
+//! Independent of `azure/`, from `shared/protocols/aws-iot-core.md`, `aws-shadow.md`,
+//! `aws-jobs.md` and `aws-fleet-provisioning.md`.
 //! * **Transports** ([`EmulatorConfig::aws_mqtt_port`], [`EmulatorConfig::aws_port`]):
 //!   TLS ≥ 1.2 with SNI required to be the endpoint ([`EmulatorConfig::aws_endpoint`],
 //!   covered by the server certificate) or another configured host name. The
@@ -52,22 +53,59 @@
 //!   match `a`.
 //! * **PUBLISH**: user topics are captured as telemetry and delivered to subscribers;
 //!   `$aws/things/{t}/shadow[/name/{n}]/{get,update,delete}` go to the shadow service
-//!   (404 `Thing not found` for unknown things). Jobs and fleet-provisioning topics reach
-//!   one dispatch point (`aws::unwired_service`) that refuses them for now (typed
-//!   `ServiceRefusal::NotImplemented`), closing the connection. Other `$` topics,
-//!   retained publishes and payloads above 128 KB close the connection.
+//!   (404 `Thing not found` for unknown things); `$aws/things/{t}/jobs/…` to the jobs
+//!   service and `$aws/certificates/create[-from-csr]/{json,cbor}`,
+//!   `$aws/provisioning-templates/{name}/provision/{json,cbor}` to fleet provisioning (one
+//!   dispatch point, `aws::dispatch_service`). Other `$` topics, retained publishes and
+//!   payloads above 128 KB close the connection. Policies are allow-all: any connection
+//!   may use any thing's topics (as for the shadow).
 //! * **Shadow** (`aws-shadow.md` §4, §8): merge (`null` deletes, objects merge, arrays
 //!   replace), metadata timestamps, delta, versions (409 on conflict), clientToken echo,
 //!   `update/accepted` → `update/documents` → `update/delta` (when non-empty), 400/413/415
 //!   with the documented messages, 8 KB, depth 6. Control-API updates and deletes publish
 //!   the same messages.
+//! * **Jobs** (`aws-jobs.md`): jobs created through the control API queue one execution
+//!   per target thing. `get`, `start-next`, `{jobId}/get` (`$next`, `executionNumber`,
+//!   `includeJobDocument`), `{jobId}/update` (`expectedVersion` as number or numeric
+//!   string, `statusDetails`, `stepTimeoutInMinutes` incl. −1, `includeJobExecutionState`,
+//!   `includeJobDocument`); answers on `…/accepted` / `…/rejected` go to the requesting
+//!   client only (when it subscribed), with `clientToken` echoed and `timestamp`. States
+//!   QUEUED → IN_PROGRESS → SUCCEEDED / FAILED / REJECTED (device; QUEUED may go straight
+//!   to a terminal state), TIMED_OUT (step timer or the job's `inProgressTimeoutInMinutes`),
+//!   CANCELED / REMOVED (back end); `versionNumber` from 1, +1 per change. Rejections:
+//!   `InvalidTopic`, `InvalidJson`, `InvalidRequest` (fields, limits, statuses a device may
+//!   not set), `InvalidStateTransition` and `VersionMismatch` (with `executionState`),
+//!   `ResourceNotFound`, `TerminalStateReached` (describing a terminal execution of a job no
+//!   longer in progress), `RequestThrottled` (fault). `notify` when the pending set
+//!   changes (not on QUEUED → IN_PROGRESS, per the docs' example), `notify-next` when the
+//!   next execution changes; both to every subscriber. Retries (simplified
+//!   `retryConfig`) queue a new execution number after FAILED / TIMED_OUT. Timers run on
+//!   a service clock the control API can advance (`POST /aws/clock`), checked before
+//!   every request and by a one-second tick.
+//! * **Fleet provisioning** (`aws-fleet-provisioning.md`): CreateKeysAndCertificate (RSA
+//!   2048 key + certificate from the emulator CA) and CreateCertificateFromCsr (signature
+//!   verified; RSA ≥ 2048 or EC P-256/384/521) register the certificate
+//!   `PENDING_ACTIVATION` with a single-use ownership token valid for 1 h (service clock;
+//!   on expiry an unattached inactive certificate is deleted). RegisterThing evaluates a
+//!   template from the control API ([`control::aws_api::ProvisioningTemplate`]: `Ref`,
+//!   `Fn::Join`, parameter defaults, `AttributePayload`, certificate `Status`, flat
+//!   `DeviceConfiguration`), creates or updates the thing, attaches and activates the
+//!   certificate (the device can then connect with it) and answers `thingName` and
+//!   `deviceConfiguration`. Any authenticated connection may call them unless the
+//!   template lists `allowedPrincipals` (403 `AccessDenied`). Errors are
+//!   `{"statusCode","errorCode","errorMessage"}`: 400 `InvalidPayload` /
+//!   `InvalidCertificateOwnershipToken`, 404 `ResourceNotFound`, 429 `Throttling` (fault).
+//!   Answers go to the requesting client only.
 //!
 //! Refused on the AWS side: MQTT 5 (closed at CONNECT), QoS 2, retained messages,
 //! persistent sessions (CleanSession 0 is accepted with session-present 0 and nothing
 //! kept), lifecycle events (`$aws/events/…`), Device Defender, streams, tunnels, Basic
 //! Ingest, HTTPS publish, custom auth with credentials in the CONNECT over WebSocket, the
-//! 10-in-flight shadow limit (429 only by fault injection), jobs and fleet provisioning
-//! (see above).
+//! 10-in-flight shadow limit (429 only by fault injection); jobs: continuous jobs and
+//! thing groups, rollout/abort configurations, `$aws/events/job…` (a deleted thing's
+//! executions are forgotten, not REMOVED); fleet provisioning: CBOR payloads (answered on
+//! `…/rejected` with a CBOR-encoded 400 saying so), pre-provisioning hooks, `Fn::Sub` /
+//! `Fn::FindInMap` / `Mappings`, thing groups and types, policy evaluation.
 //!
 //! # Example
 //! ```no_run
@@ -181,7 +219,14 @@
 //! | `GET /aws/authorizers`, `PUT`, `DELETE /aws/authorizers/{name}` | custom authorizers |
 //! | `GET`, `DELETE /aws/telemetry[?clientId=&thingName=&topic=]` | captured user-topic publishes |
 //! | `GET /aws/connections`, `POST /aws/connections/{c}/drop` | live connections; drop one |
-//! | `GET /aws/faults`, `PUT`, `DELETE /aws/faults/{c}` | refuse CONNECT / throttle shadow (429) ([`control::aws_api::AwsFaults`]) |
+//! | `GET /aws/faults`, `PUT`, `DELETE /aws/faults/{c}` | refuse CONNECT / throttle shadow (429), jobs, provisioning ([`control::aws_api::AwsFaults`]) |
+//! | `GET`, `POST /aws/jobs` | list; create a job ([`control::aws_api::CreateJob`] → [`control::aws_api::JobInfo`]); targets get `notify`/`notify-next` |
+//! | `GET /aws/jobs/{id}`, `POST /aws/jobs/{id}/cancel` | show; cancel ([`control::aws_api::CancelJob`]: QUEUED, IN_PROGRESS too with `force`) |
+//! | `GET /aws/things/{t}/jobs` | the thing's executions ([`control::aws_api::JobExecutionInfo`]) |
+//! | `GET /aws/things/{t}/jobs/{id}[?executionNumber=]` | one execution (default the latest) |
+//! | `POST /aws/things/{t}/jobs/{id}/cancel`, `DELETE /aws/things/{t}/jobs/{id}` | execution → CANCELED (IN_PROGRESS with `force`, else 409); → REMOVED |
+//! | `GET /aws/provisioning-templates`, `PUT`, `GET`, `DELETE /aws/provisioning-templates/{name}` | fleet-provisioning templates ([`control::aws_api::ProvisioningTemplate`], checked on `PUT`) |
+//! | `GET`, `POST /aws/clock` | the jobs/provisioning service clock; advance it ([`control::aws_api::AdvanceClock`] → [`control::aws_api::ServiceClock`]) |
 //!
 //! `…` is `/devices/{d}` or `/devices/{d}/modules/{m}`. The CLI mirrors them:
 //! `connector-emulator ctl [--url URL] <info | device | module | twin | invoke | c2d |
