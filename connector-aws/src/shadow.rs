@@ -37,6 +37,7 @@ pub struct ShadowCodec {
 
 /// The `state` of a shadow document.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct ShadowState {
     /// Desired state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +93,7 @@ pub struct DeltaDocument {
 
 /// One side of an `update/documents` message.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct ShadowSnapshot {
     /// The state (never with `delta`).
     #[serde(default)]
@@ -120,6 +122,26 @@ pub struct UpdateDocuments {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
 }
+
+/// serde would build a struct from a JSON array too: documents are objects only.
+macro_rules! from_object {
+    ($ty:ident, $raw:ident { $($field:ident: $t:ty),* }) => {
+        #[derive(Deserialize)]
+        struct $raw {
+            $(#[serde(default)] $field: $t,)*
+        }
+        impl TryFrom<Map<String, Value>> for $ty {
+            type Error = serde_json::Error;
+            fn try_from(m: Map<String, Value>) -> Result<Self, Self::Error> {
+                let raw: $raw = serde_json::from_value(Value::Object(m))?;
+                Ok(Self { $($field: raw.$field),* })
+            }
+        }
+    };
+}
+
+from_object!(ShadowState, RawState { desired: Option<Value>, reported: Option<Value>, delta: Option<Value> });
+from_object!(ShadowSnapshot, RawSnapshot { state: ShadowState, metadata: Option<Value>, version: Option<u64> });
 
 /// A `delete/accepted` message.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -152,6 +174,16 @@ pub struct ShadowErrorDocument {
     /// Seconds since the epoch (not in every error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<u64>,
+}
+
+/// What every accepted answer (get, update, delete) carries: the correlation and version.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcceptedHead {
+    #[serde(default)]
+    client_token: Option<String>,
+    #[serde(default)]
+    version: Option<u64>,
 }
 
 /// Parses a shadow document (a JSON object) into `T`.
@@ -226,21 +258,15 @@ impl ShadowCodec {
     pub fn classify(&self, topic: &AwsTopic, raw_topic: &str, payload: &Bytes) -> Option<Inbound> {
         let malformed = |reason: String| Inbound::Malformed { topic: raw_topic.to_owned(), reason };
         Some(match topic {
-            AwsTopic::ShadowReply { reply: Reply::Accepted, .. } => {
-                match parse::<Map<String, Value>>(payload) {
-                    Ok(doc) => Inbound::StateResponse(StateResponse {
-                        request_id: doc
-                            .get("clientToken")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                        status: 200,
-                        version: doc.get("version").and_then(Value::as_u64),
-                        body: payload.clone(),
-                    }),
-                    Err(e) => malformed(e.to_string()),
-                }
-            }
+            AwsTopic::ShadowReply { reply: Reply::Accepted, .. } => match parse::<AcceptedHead>(payload) {
+                Ok(doc) => Inbound::StateResponse(StateResponse {
+                    request_id: doc.client_token.unwrap_or_default(),
+                    status: 200,
+                    version: doc.version,
+                    body: payload.clone(),
+                }),
+                Err(e) => malformed(e.to_string()),
+            },
             AwsTopic::ShadowReply { reply: Reply::Rejected, .. } => match parse_error(payload) {
                 Ok(doc) => Inbound::StateResponse(StateResponse {
                     request_id: doc.client_token.unwrap_or_default(),
