@@ -265,16 +265,16 @@ async fn watcher_task_sends_patches_logs_a_bad_file_once_and_recovers() {
     let path = dir.path().join("reported.json");
     let mut rx = ReportedWatcher::new(&path).spawn(Duration::from_millis(10), 4);
 
-    put(&path, r#"{"state":"booting"}"#).unwrap();
+    put(&path, r#"{"state":"booting"}"#);
     assert_eq!(recv_within(&mut rx, WAIT, "the first patch").await, json!({"state":"booting"}));
 
-    put(&path, "{not json").unwrap();
+    put(&path, "{not json");
     wait_until_async(WAIT, "the bad file is noticed", || counts.warns.load(Ordering::SeqCst) == 1).await;
-    put(&path, "{still not json").unwrap();
+    put(&path, "{still not json");
     wait_until_async(WAIT, "the second bad content is seen", || counts.repeats.load(Ordering::SeqCst) >= 1)
         .await;
 
-    put(&path, r#"{"state":"running"}"#).unwrap();
+    put(&path, r#"{"state":"running"}"#);
     assert_eq!(recv_within(&mut rx, WAIT, "the patch after the fix").await, json!({"state":"running"}));
     assert_eq!(counts.warns.load(Ordering::SeqCst), 1, "one warning for the whole bad spell");
 }
