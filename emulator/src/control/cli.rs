@@ -918,3 +918,67 @@ async fn connection_string(c: &ControlClient, device: &str, module: Option<&str>
         json!({"connectionString": s, "caPath": info.ca_path, "mqttPort": info.mqtt_port, "wsPort": info.ws_port}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(args: &[&str]) -> (Method, String, Option<Value>) {
+        let argv = ["connector-emulator", "ctl", "aws"].iter().chain(args).copied();
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Ctl(CtlArgs { command: CtlCommand::Aws(cmd), .. }) = cli.command else {
+            panic!("not an aws command")
+        };
+        aws_request(cmd).unwrap()
+    }
+
+    #[test]
+    fn aws_jobs_and_provisioning_commands_map_to_routes() {
+        let (m, p, b) = aws(&[
+            "create-job",
+            "fw-1",
+            r#"{"op":"install"}"#,
+            "--thing",
+            "a",
+            "--thing",
+            "b",
+            "--in-progress-timeout",
+            "5",
+            "--retries",
+            "2",
+        ]);
+        assert_eq!((m, p.as_str()), (Method::POST, "/aws/jobs"));
+        assert_eq!(
+            b.unwrap(),
+            json!({"jobId":"fw-1","document":{"op":"install"},"targets":["a","b"],
+                   "timeoutConfig":{"inProgressTimeoutInMinutes":5},"retryConfig":{"numberOfRetries":2}})
+        );
+        assert_eq!(aws(&["jobs"]).1, "/aws/jobs");
+        assert_eq!(aws(&["jobs", "fw-1"]).1, "/aws/jobs/fw-1");
+        let (m, p, b) = aws(&["cancel-job", "fw-1", "--force"]);
+        assert_eq!((m, p.as_str(), b), (Method::POST, "/aws/jobs/fw-1/cancel", Some(json!({"force": true}))));
+        assert_eq!(aws(&["executions", "a"]).1, "/aws/things/a/jobs");
+        assert_eq!(
+            aws(&["executions", "a", "fw-1", "--execution-number", "2"]).1,
+            "/aws/things/a/jobs/fw-1?executionNumber=2"
+        );
+        assert_eq!(aws(&["cancel-execution", "a", "fw-1"]).1, "/aws/things/a/jobs/fw-1/cancel");
+        let (m, p, _) = aws(&["remove-execution", "a", "fw-1"]);
+        assert_eq!((m, p.as_str()), (Method::DELETE, "/aws/things/a/jobs/fw-1"));
+        let (m, p, b) = aws(&["create-template", "fleet", r#"{"Resources":{}}"#, "--allow", "cert-1"]);
+        assert_eq!((m, p.as_str()), (Method::PUT, "/aws/provisioning-templates/fleet"));
+        assert_eq!(
+            b.unwrap(),
+            json!({"templateBody":{"Resources":{}},"enabled":true,"allowedPrincipals":["cert-1"]})
+        );
+        assert_eq!(aws(&["delete-template", "fleet"]).0, Method::DELETE);
+        let (_, p, b) = aws(&["advance-clock", "61"]);
+        assert_eq!((p.as_str(), b), ("/aws/clock", Some(json!({"advanceSeconds": 61}))));
+        let (_, _, b) = aws(&["throttle", "dev", "--jobs", "--count", "1"]);
+        assert_eq!(
+            b.unwrap(),
+            json!({"throttleShadow":false,"throttleJobs":true,"throttleProvisioning":false,"count":1})
+        );
+        assert!(Cli::try_parse_from(["connector-emulator", "ctl", "aws", "create-job", "x", "{}"]).is_err());
+    }
+}
