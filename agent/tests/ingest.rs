@@ -1,6 +1,7 @@
 //! The ingestion endpoint over real Unix sockets: envelopes and raw values, acknowledgements
 //! after the consumer accepts, batch boundaries by count, bytes and time, many producers,
 //! malformed, oversized and unterminated lines, backpressure, and the socket file's life.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -102,11 +103,10 @@ fn parse_line_table() {
         (br#"{"properties":{"":"x"},"payload":1}"#, "envelope"),
     ] {
         let got = parse_line(line);
-        let ok = match (&got, want) {
-            (Err(LineError::Malformed { .. }), "malformed") => true,
-            (Err(LineError::Envelope { .. }), "envelope") => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&got, want),
+            (Err(LineError::Malformed { .. }), "malformed") | (Err(LineError::Envelope { .. }), "envelope")
+        );
         assert!(ok, "{:?} → {got:?}, want {want}", String::from_utf8_lossy(line));
     }
     let long_topic = format!(r#"{{"topic":"{}","payload":1}}"#, "t".repeat(257));

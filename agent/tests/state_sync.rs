@@ -1,6 +1,7 @@
 //! State sync with real temp files: merge-patch and diff semantics, the desired mirror's
 //! atomic writes and permissions, and the reported-file watcher's patches, errors and
 //! recovery.
+#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

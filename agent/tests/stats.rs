@@ -1,5 +1,6 @@
 //! Device statistics: the /proc parsers on fixture text and malformed input, the sampler
 //! on a fixture proc root and on the real one, and the periodic channel.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
