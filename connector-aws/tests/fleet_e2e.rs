@@ -8,11 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use connector_actors::Connector;
 use connector_aws::fleet::client::{
-    provision, provision_then_connect_with, FleetRequest, Origin, ProvisioningError, ProvisioningOptions,
+    provision, provision_or_load, provision_then_connect_with, FleetRequest, Origin, ProvisioningError,
+    ProvisioningOptions,
 };
 use connector_aws::fleet::{FleetError, IdentityStore, KeyAlgorithm, StoreError, TemplateName};
 use connector_aws::{AwsAuth, AwsOptions, AwsProvider, X509Credentials};
@@ -495,5 +498,35 @@ async fn duplicate_and_stale_answers_are_skipped() {
     let id = provision(claim_on(&broker), &request, &fast()).await.unwrap();
     assert_eq!(id.thing_name, "dup-thing");
     assert_eq!(id.device_configuration.get("k").map(String::as_str), Some("v"));
+    svc.stop().await;
+}
+
+/// `provision_or_load` with any claim provider: the first call provisions and saves, the
+/// second loads the identity and sends the service nothing.
+#[actix_rt::test]
+async fn provision_or_load_asks_the_service_once() {
+    let Some(broker) = Mosquitto::start() else { return };
+    let (cert, key) = issued("once");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    let script: Script = Box::new(move |topic, _| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        if topic.starts_with("$aws/certificates/") {
+            answer(topic, "accepted", keys_answer(&cert, &key))
+        } else {
+            answer(topic, "accepted", r#"{"thingName":"once-thing"}"#)
+        }
+    });
+    let svc = scripted_service(&broker, script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = IdentityStore::new(dir.path().join("id"));
+    let request = FleetRequest::new(TemplateName::new("T").unwrap());
+    let (first, origin) = provision_or_load(claim_on(&broker), &request, &store, &fast()).await.unwrap();
+    assert_eq!((first.thing_name.as_str(), origin), ("once-thing", Origin::Provisioned));
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "CreateKeysAndCertificate and RegisterThing");
+    assert_owner_only(&store);
+    let (second, origin) = provision_or_load(claim_on(&broker), &request, &store, &fast()).await.unwrap();
+    assert_eq!((second, origin), (first, Origin::Stored));
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "no request the second time");
     svc.stop().await;
 }

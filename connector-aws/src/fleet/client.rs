@@ -14,6 +14,28 @@
 //!   thing with its new certificate.
 //!
 //! Everything here runs inside an actix system (`#[actix_rt::main]`, `actix_rt::System`).
+//!
+//! ```no_run
+//! use connector_aws::fleet::client::{provision_then_connect, FleetRequest, ProvisioningOptions};
+//! use connector_aws::fleet::{IdentityStore, TemplateName};
+//! use connector_aws::{AwsAuth, AwsOptions, X509Credentials};
+//! use connector_core::Publish;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let claim_cert = X509Credentials::from_files("claim.cert.pem", "claim.private.key");
+//! // The claim connection's client id; the device later connects as its thing.
+//! let endpoint = "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com";
+//! let claim = AwsOptions::new(endpoint, "claim-0042", AwsAuth::Certificate(claim_cert));
+//! let request = FleetRequest::new(TemplateName::new("SensorFleet")?).parameter("SerialNumber", "0042");
+//! let store = IdentityStore::new("/var/lib/sensor/aws-identity");
+//! let done = provision_then_connect(&claim, &request, &store, &ProvisioningOptions::default()).await?;
+//! println!("{:?} thing {}", done.origin, done.identity.thing_name);
+//! done.connector.wait_connected(std::time::Duration::from_secs(30)).await?;
+//! done.connector.publisher().publish(Publish::telemetry(&b"{\"t\":21.5}"[..])).await?;
+//! done.connector.stop().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -598,15 +620,11 @@ impl Exchange<'_> {
                 }
                 inbound = answers.next() => {
                     let Some(Inbound::Message(m)) = inbound else {
-                        return Err(ProvisioningError::Connector { message: "the answer stream ended".into() });
+                        let message = "the answer stream ended".into();
+                        return Err(ProvisioningError::Connector { message });
                     };
                     let answer = FleetAnswer::parse(&m.topic, &m.payload)?;
-                    let of = match &answer {
-                        FleetAnswer::KeysAndCertificate(_) => FleetApi::CreateKeysAndCertificate,
-                        FleetAnswer::CertificateFromCsr(_) => FleetApi::CreateCertificateFromCsr,
-                        FleetAnswer::ThingRegistered { template, .. } => FleetApi::RegisterThing(template.clone()),
-                        FleetAnswer::Rejected { api, .. } => api.clone(),
-                    };
+                    let of = answer.api();
                     if &of == api {
                         debug!(api = api.name(), topic = %m.topic, "fleet answer");
                         return Ok(Some(answer));
@@ -637,4 +655,104 @@ fn check_issued(
         }));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_core::{MqttOptions, MqttProvider, Secret};
+
+    fn claim() -> FleetProvider {
+        FleetProvider::new(MqttProvider::new(MqttOptions::new("tcp://127.0.0.1:1883", "claim-1")).unwrap())
+    }
+
+    #[test]
+    fn the_provider_keeps_answers_and_refuses_the_rest() {
+        let p = claim();
+        assert_eq!(p.name(), "aws-fleet");
+        assert!(p.subscriptions().is_empty(), "only the answers the client waits for");
+        assert_eq!(p.connect_params(SystemTime::now()).unwrap().client_id, "claim-1");
+        let msg = |t: &str| InboundMessage::new(t, &b"{}"[..], QoS::AtLeastOnce);
+        for t in [
+            "$aws/certificates/create/json/accepted",
+            "$aws/certificates/create-from-csr/json/rejected",
+            "$aws/provisioning-templates/T/provision/json/accepted",
+        ] {
+            assert!(matches!(p.classify(msg(t)), Inbound::Message(_)), "{t}");
+        }
+        for t in ["$aws/certificates/create/json", "$aws/things/x/shadow/get/accepted", "dt/x"] {
+            assert!(matches!(p.classify(msg(t)), Inbound::Malformed { .. }), "{t}");
+        }
+        assert!(matches!(
+            p.telemetry_topic(&Publish::telemetry("x")),
+            Err(ProviderError::Unsupported { .. })
+        ));
+        assert_eq!(format!("{p:?}"), "FleetProvider { claim: \"mqtt\" }");
+    }
+
+    #[test]
+    fn requests_and_options_build() {
+        let r = FleetRequest::new(TemplateName::new("T").unwrap())
+            .parameter("SerialNumber", "1")
+            .from_csr(KeyAlgorithm::Rsa2048, "dev-1");
+        assert_eq!(r.parameters.get("SerialNumber").map(String::as_str), Some("1"));
+        assert_eq!(
+            r.certificate,
+            CertificateRequest::FromCsr { algorithm: KeyAlgorithm::Rsa2048, common_name: "dev-1".into() }
+        );
+        let o = ProvisioningOptions::default().timeout(Duration::from_secs(5));
+        assert_eq!(o.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn device_options_keep_the_claims_transport() {
+        let id = FleetIdentity::new(
+            "sensor-1",
+            "ab".repeat(32),
+            "-----BEGIN CERTIFICATE-----\n",
+            Secret::new("-----BEGIN PRIVATE KEY-----\nsecret"),
+            BTreeMap::new(),
+        );
+        let claim_cert = X509Credentials::from_files("claim.pem", "claim.key");
+        let claim = AwsOptions::new("h.example", "claim-1", AwsAuth::CertificateAlpn(claim_cert.clone()))
+            .client_id("claim-client")
+            .port(8443);
+        let d = device_options(&claim, &id);
+        assert_eq!(
+            (d.thing_name.as_str(), d.effective_client_id(), d.port),
+            ("sensor-1", "sensor-1", Some(8443))
+        );
+        let AwsAuth::CertificateAlpn(c) = &d.auth else { panic!("{:?}", d.auth) };
+        assert_eq!(
+            c,
+            &X509Credentials::from_pem(id.certificate_pem.clone(), "-----BEGIN PRIVATE KEY-----\nsecret")
+        );
+        assert!(!format!("{d:?}").contains("secret"));
+        let plain = AwsOptions::new("h.example", "claim-1", AwsAuth::Certificate(claim_cert));
+        assert!(matches!(device_options(&plain, &id).auth, AwsAuth::Certificate(_)));
+    }
+
+    #[test]
+    fn errors_read_well_and_name_no_secret() {
+        let e = ProvisioningError::Rejected {
+            api: "RegisterThing",
+            status_code: 404,
+            error_code: "ResourceNotFound".into(),
+            error_message: "Template T not found".into(),
+        };
+        assert_eq!(e.to_string(), "RegisterThing rejected (404 ResourceNotFound): Template T not found");
+        let e = ProvisioningError::Timeout {
+            after: Duration::from_secs(5),
+            stage: "waiting for the RegisterThing answer",
+            last_failure: Some(ConnectFailure::Timeout),
+        };
+        assert_eq!(
+            e.to_string(),
+            "provisioning timed out after 5s while waiting for the RegisterThing answer (last connect failure: timed out waiting for CONNACK)"
+        );
+        assert!(matches!(
+            check_issued("garbage", &Secret::new("secret-key")),
+            Err(ProvisioningError::Certificate(KeyError::InvalidCertificate { .. }))
+        ));
+    }
 }

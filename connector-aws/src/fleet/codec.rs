@@ -154,6 +154,16 @@ struct RawRegistered {
 }
 
 impl FleetAnswer {
+    /// The API this answers.
+    pub fn api(&self) -> FleetApi {
+        match self {
+            Self::KeysAndCertificate(_) => FleetApi::CreateKeysAndCertificate,
+            Self::CertificateFromCsr(_) => FleetApi::CreateCertificateFromCsr,
+            Self::ThingRegistered { template, .. } => FleetApi::RegisterThing(template.clone()),
+            Self::Rejected { api, .. } => api.clone(),
+        }
+    }
+
     /// Parses an `/accepted` or `/rejected` message of any of the three APIs.
     pub fn parse(topic: &str, payload: &[u8]) -> Result<Self, FleetError> {
         let FleetTopic { api, kind } = FleetTopic::parse(topic)?;
@@ -340,20 +350,19 @@ mod tests {
             ("$aws/certificates/create-from-csr/json/rejected", "CreateCertificateFromCsr"),
             ("$aws/provisioning-templates/T/provision/json/rejected", "RegisterThing"),
         ] {
-            match FleetAnswer::parse(topic, doc).unwrap() {
-                FleetAnswer::Rejected { api: a, error } => {
-                    assert_eq!(a.name(), api);
-                    assert_eq!(
-                        error,
-                        ErrorDocument {
-                            status_code: 400,
-                            error_code: "InvalidCertificateOwnershipToken".into(),
-                            error_message: "Certificate ownership token cannot be empty.".into(),
-                        }
-                    );
+            let answer = FleetAnswer::parse(topic, doc).unwrap();
+            assert_eq!(answer.api().name(), api);
+            let FleetAnswer::Rejected { error, .. } = answer else {
+                panic!("a rejection expected on {topic}")
+            };
+            assert_eq!(
+                error,
+                ErrorDocument {
+                    status_code: 400,
+                    error_code: "InvalidCertificateOwnershipToken".into(),
+                    error_message: "Certificate ownership token cannot be empty.".into(),
                 }
-                other => panic!("{other:?}"),
-            }
+            );
         }
     }
 
@@ -400,5 +409,71 @@ mod tests {
             FleetAnswer::parse("$aws/things/t/shadow/get/accepted", b"{}"),
             Err(FleetError::UnknownTopic { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// A cheap stand-in for the `aws_fleet_response` fuzz target that runs in every
+    /// `cargo test`: mutated topics and bodies never panic, and parsed topics round-trip.
+    #[test]
+    fn mutated_answers_never_panic() {
+        let seeds = [
+            (
+                "$aws/certificates/create/json/accepted",
+                r#"{"certificateId":"a","certificatePem":"p","privateKey":"k","certificateOwnershipToken":"t"}"#,
+            ),
+            (
+                "$aws/certificates/create-from-csr/json/accepted",
+                r#"{"certificateId":"a","certificatePem":"p","certificateOwnershipToken":"t"}"#,
+            ),
+            (
+                "$aws/provisioning-templates/T-1/provision/json/accepted",
+                r#"{"thingName":"x","deviceConfiguration":{"a":1}}"#,
+            ),
+            (
+                "$aws/provisioning-templates/T/provision/json/rejected",
+                r#"{"statusCode":404,"errorCode":"c","errorMessage":"m"}"#,
+            ),
+        ];
+        let alphabet: Vec<char> = "$/{}[]\":,0123456789aejnrstu\\ \u{0}é".chars().collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut mutate = |s: &str| {
+            let mut v: Vec<char> = s.chars().collect();
+            for _ in 0..(next() % 4) {
+                let pos = (next() as usize) % (v.len() + 1);
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => v.insert(pos, c),
+                    1 if pos < v.len() => {
+                        v.remove(pos);
+                    }
+                    _ if pos < v.len() => v[pos] = c,
+                    _ => {}
+                }
+            }
+            v.into_iter().collect::<String>()
+        };
+        let mut parsed = 0;
+        for i in 0..20_000 {
+            let (topic, body) = seeds[i % seeds.len()];
+            let (topic, body) =
+                if i % 2 == 0 { (mutate(topic), body.to_owned()) } else { (topic.to_owned(), mutate(body)) };
+            if FleetAnswer::parse(&topic, body.as_bytes()).is_ok() {
+                parsed += 1;
+            }
+            if let Ok(t) = FleetTopic::parse(&topic) {
+                assert_eq!(FleetTopic::parse(&t.assemble()).ok(), Some(t), "{topic:?}");
+            }
+        }
+        assert!(parsed > 0, "some mutations stay valid");
     }
 }
