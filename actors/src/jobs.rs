@@ -802,30 +802,34 @@ impl JobsHandle {
     async fn run(self, mut events: impl Stream<Item = JobEvent> + Unpin) {
         use futures::StreamExt as _;
         // Something may be pending already (the link may have been up before the runner).
-        self.drain().await;
-        while let Some(event) = events.next().await {
-            match event {
-                JobEvent::Ready | JobEvent::NextChanged(Some(_)) => self.drain().await,
-                JobEvent::NextChanged(None) | JobEvent::PendingChanged(_) => {}
+        let mut stopped = self.drain().await;
+        while !stopped {
+            match events.next().await {
+                Some(JobEvent::Ready | JobEvent::NextChanged(Some(_))) => stopped = self.drain().await,
+                Some(JobEvent::NextChanged(None) | JobEvent::PendingChanged(_)) => {}
+                None => break,
             }
         }
         debug!("jobs runner ends: the connection stopped");
     }
 
-    async fn drain(&self) {
+    /// Starts and runs executions until none is pending; `true` once the connection
+    /// stopped for good.
+    async fn drain(&self) -> bool {
         loop {
             let step = self.shared.inner.lock().options.step_timeout_minutes;
             let request = StartNextRequest { status_details: None, step_timeout_in_minutes: step };
             match self.start_next(request).await {
                 Ok(Some(execution)) => self.run_one(execution).await,
-                Ok(None) => return,
+                Ok(None) => return false,
+                Err(JobError::Stopped) => return true,
                 Err(JobError::Timeout { .. } | JobError::Disconnected) => {
                     debug!("start-next not answered; the next connection retries");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     warn!(error = %e, "start-next failed");
-                    return;
+                    return false;
                 }
             }
         }
