@@ -5,6 +5,10 @@
 //! connector-cli azure sas --key <base64> --resource <uri> [--expiry <unix> | --ttl <s>] [--policy <name>]
 //! connector-cli azure derive-key --group-key <base64> --registration-id <id>
 //! connector-cli azure info --connection-string "…" [--model-id <dtmi>] [--api-version <v>] [--websocket] [--port <n>]
+//! connector-cli aws presign --endpoint <host> [--port <n>] [--region <r>] --access-key-id <id>
+//!     (--secret-access-key <s> | --secret-access-key-file <path>) [--session-token <t>]
+//!     [--time <RFC 3339 | unix>] [--expires <s>] [--sign-connection]
+//! connector-cli aws topics --thing <name> [--shadow <name>]
 //! ```
 //!
 //! Tokens and keys go to stdout only; errors go to stderr with their causes and a non-zero
@@ -14,6 +18,8 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::SystemTime;
+
+mod aws;
 
 use clap::{Args, Parser, Subcommand};
 use connector_azure::provider::{client_id, subscription_topics, username};
@@ -34,6 +40,9 @@ enum Command {
     /// Azure IoT Hub and DPS helpers.
     #[command(subcommand)]
     Azure(Azure),
+    /// AWS IoT Core helpers: SigV4 presigned URLs, shadow and jobs topics.
+    #[command(subcommand)]
+    Aws(aws::Aws),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +131,7 @@ fn run(command: Command, now: SystemTime) -> Result<String, Box<dyn Error>> {
             Ok(format!("{}\n", derived.to_base64().expose()))
         }
         Command::Azure(Azure::Info(args)) => info(args),
+        Command::Aws(command) => aws::run(command, now),
     }
 }
 
