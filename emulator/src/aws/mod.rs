@@ -68,11 +68,24 @@ pub(crate) struct AwsSettings {
     pub telemetry_capacity: usize,
 }
 
+/// MQTT 5 properties of an application message, forwarded unchanged to MQTT 5
+/// subscribers (MQTT 3.1.1 subscribers get the message without them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MessageProps {
+    /// User properties, in order (names may repeat).
+    pub user_properties: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    /// Payload format indicator 1 (UTF-8).
+    pub utf8_payload: bool,
+}
+
 /// A command for the task that owns a connection's MQTT sink.
 #[derive(Debug)]
 pub(crate) enum AwsCmd {
-    /// Publish to the client at QoS 0 or 1.
-    Publish { topic: String, payload: Vec<u8>, qos: u8 },
+    /// Publish to the client at QoS 0 or 1 (with MQTT 5 properties for v5 clients).
+    Publish { topic: String, payload: Vec<u8>, qos: u8, props: MessageProps },
     /// Close the connection, with the reason logged.
     Close(&'static str),
 }
@@ -301,7 +314,8 @@ impl AwsCore {
         let Some(live) = st.conns.get(client_id) else { return false };
         let qos = live.subs.iter().filter(|(f, _)| topics::matches(f, topic)).map(|(_, q)| *q).max();
         let Some(qos) = qos else { return false };
-        let cmd = AwsCmd::Publish { topic: topic.to_string(), payload: payload.to_vec(), qos };
+        let cmd =
+            AwsCmd::Publish { topic: topic.to_string(), payload: payload.to_vec(), qos, props: Default::default() };
         live.tx.unbounded_send(cmd).is_ok()
     }
 
@@ -420,11 +434,21 @@ impl AwsCore {
     /// Sends a message to every connection subscribed to `topic` (one copy each, at the
     /// highest QoS among its matching filters). Returns how many received it.
     pub fn deliver(&self, st: &AwsState, topic: &str, payload: &[u8]) -> usize {
+        self.deliver_with(st, topic, payload, &MessageProps::default())
+    }
+
+    /// [`AwsCore::deliver`] with MQTT 5 message properties.
+    pub fn deliver_with(&self, st: &AwsState, topic: &str, payload: &[u8], props: &MessageProps) -> usize {
         let mut n = 0;
         for live in st.conns.values() {
             let qos = live.subs.iter().filter(|(f, _)| topics::matches(f, topic)).map(|(_, q)| *q).max();
             if let Some(qos) = qos {
-                let cmd = AwsCmd::Publish { topic: topic.to_string(), payload: payload.to_vec(), qos };
+                let cmd = AwsCmd::Publish {
+                    topic: topic.to_string(),
+                    payload: payload.to_vec(),
+                    qos,
+                    props: props.clone(),
+                };
                 if live.tx.unbounded_send(cmd).is_ok() {
                     n += 1;
                 }
@@ -434,6 +458,7 @@ impl AwsCore {
     }
 
     /// Handles a device PUBLISH; `Err` closes the connection with that reason.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_publish(
         &self,
         client_id: &str,
@@ -442,6 +467,7 @@ impl AwsCore {
         payload: &[u8],
         qos: u8,
         retain: bool,
+        props: &MessageProps,
     ) -> Result<(), String> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(format!("payload of {} bytes exceeds {MAX_PAYLOAD_BYTES}", payload.len()));
@@ -464,6 +490,8 @@ impl AwsCore {
                     payload: std::str::from_utf8(payload).ok().map(str::to_owned),
                     payload_base64: b64(payload),
                     qos,
+                    user_properties: props.user_properties.clone(),
+                    content_type: props.content_type.clone(),
                     received_at_ms: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
@@ -472,7 +500,7 @@ impl AwsCore {
                 while st.telemetry.len() > cap {
                     st.telemetry.pop_front();
                 }
-                self.deliver(&st, topic, payload);
+                self.deliver_with(&st, topic, payload, props);
                 Ok(())
             }
             AwsPublish::Shadow { key, op } => {

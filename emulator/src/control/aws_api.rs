@@ -155,6 +155,12 @@ pub struct AwsTelemetry {
     pub payload_base64: String,
     /// QoS.
     pub qos: u8,
+    /// MQTT 5 user properties, in order (empty for MQTT 3.1.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_properties: Vec<(String, String)>,
+    /// MQTT 5 content type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
     /// Receive time, Unix milliseconds.
     pub received_at_ms: u64,
 }
