@@ -229,7 +229,7 @@ impl ConnectionActor {
         };
         let expires = params.credentials_expire;
         let span =
-            info_span!("connect", client = %params.client_id, uri = %params.uri, attempt = self.attempt);
+            info_span!("connect", client = %params.client_id, uri = ?params.uri, attempt = self.attempt);
         let fut = self.s.transport.connect(params);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let _e = span.enter();

@@ -180,3 +180,61 @@ async fn custom_authorizer_signed_token_over_mqtt_and_websocket_through_a_proxy(
     only_failures(&failures(provider, 2).await, |f| matches!(f, ConnectFailure::Refused { code: 5, .. }));
     emu.shutdown();
 }
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Every log line of a SigV4 and a custom-authorizer connection, at TRACE: neither the
+/// signature, the session token, the authorizer token nor the password appears.
+#[actix_rt::test]
+async fn secrets_never_reach_the_logs() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let emu = start();
+    let creds = access_key(&emu).await.with_session_token("session-token-in-logs?");
+    let secret = creds.secret_access_key().expose().to_owned();
+    let provider = AwsProvider::new(options(&emu, "log-1", AwsAuth::SigV4(sigv4(&emu, creds)))).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "dt/log-1/telemetry").await;
+    conn.stop().await;
+    emu.control()
+        .aws_put_authorizer("log-auth", &authorizer(&["authorizer-token-in-logs"], None))
+        .await
+        .unwrap();
+    let auth = CustomAuth::new(Some("log-auth"))
+        .token("token", "authorizer-token-in-logs")
+        .password("password-in-logs");
+    let provider = AwsProvider::new(options(&emu, "log-2", AwsAuth::CustomAuthorizer(auth))).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "dt/log-2/telemetry").await;
+    conn.stop().await;
+    emu.shutdown();
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(logs.contains("connect"), "the connections were logged: {logs}");
+    for s in
+        ["X-Amz-Signature=", "session-token-in-logs", "authorizer-token-in-logs", "password-in-logs", &secret]
+    {
+        assert!(!logs.contains(s), "{s} in the logs:\n{logs}");
+    }
+}
