@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use connector_actors::{Connector, MethodCall, MethodResponse, MetricsServer, PublisherHandle};
+use connector_actors::{Connector, MethodCall, MethodResponse, MetricsServer, PublisherHandle, TwinHandle};
 use connector_azure::dps::client::{provision, ProvisioningOptions};
 use connector_azure::dps::{DpsAuth, DpsOptions, DpsRegistration};
 use connector_azure::{
@@ -22,6 +22,7 @@ use connector_core::{
     BackoffPolicy, ConnectFailure, ConnectionEvent, ConnectionState, ConnectorMetrics, PemSource, Publish,
     QoS,
 };
+use futures::StreamExt;
 use prometheus::Registry;
 use serde::Serialize;
 use thiserror::Error;
@@ -39,6 +40,7 @@ use crate::ingest::{Batch, IngestError, IngestOptions, IngestServer};
 use crate::logging::LogHandle;
 use crate::metrics::AgentMetrics;
 use crate::ops::{write_private, InstanceLock, LockError, Notifier};
+use crate::state_sync::{without_metadata, DesiredMirror, ReportedWatcher};
 use crate::stats::{StatsOptions, StatsSampler};
 use crate::status::Status;
 
@@ -305,6 +307,14 @@ struct Session {
     provisioned: bool,
     events: mpsc::Receiver<ConnectionEvent>,
     reported: bool,
+    /// Tasks that live as long as the session (state sync).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
 }
 
 fn start_session(o: Obtained, s: &Settings, families: &ConnectorMetrics, registry: &Registry) -> Session {
@@ -326,7 +336,15 @@ fn start_session(o: Obtained, s: &Settings, families: &ConnectorMetrics, registr
     };
     println!("identity: device {} on {} ({how})", o.device, o.hub);
     info!(device = %o.device, hub = %o.hub, source = o.source, "session started");
-    Session { conn, device: o.device, source: o.source, provisioned: o.provisioned, events, reported: false }
+    Session {
+        conn,
+        device: o.device,
+        source: o.source,
+        provisioned: o.provisioned,
+        events,
+        reported: false,
+        tasks: Vec::new(),
+    }
 }
 
 /// Publishes one device-stats sample (handed over now; counted when accepted).
@@ -452,6 +470,89 @@ async fn ingest_consumer(
                     reject(items, &format!("not accepted: {e}"));
                 }
             }
+        }
+    }
+}
+
+/// Mirrors desired state to the desired file and reports changes of the reported file,
+/// for one session. Reports that fail (offline, throttled) are merged and retried.
+async fn state_sync(twin: TwinHandle, st: config::StateSettings, metrics: AgentMetrics) {
+    let mut mirror = match DesiredMirror::open(&st.desired_file, 0o644) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "desired state file unreadable; starting from an empty document");
+            DesiredMirror::new(&st.desired_file, 0o644)
+        }
+    };
+    let (watch_id, mut desired) = twin.desired(64);
+    let mut patches = ReportedWatcher::new(&st.reported_file).spawn(st.poll_interval, 16);
+    let mut pending: Option<serde_json::Value> = None;
+    let mut retry = interval(st.poll_interval.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            update = desired.next() => {
+                let Some(u) = update else { break };
+                let body = without_metadata(&u.body);
+                let r = if u.catch_up { mirror.replace(&body) } else { mirror.apply_patch(&body) };
+                match r {
+                    Ok(changed) => {
+                        metrics.state_sync.with_label_values(&["desired", "ok"]).inc();
+                        if changed {
+                            println!(
+                                "desired: v{} written to {}",
+                                u.version.map_or_else(|| "?".to_owned(), |v| v.to_string()),
+                                mirror.path().display()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        metrics.state_sync.with_label_values(&["desired", "error"]).inc();
+                        warn!(error = %e, "writing the desired state file failed");
+                    }
+                }
+            }
+            patch = patches.recv() => {
+                let Some(p) = patch else { break };
+                match &mut pending {
+                    Some(acc) => merge_patch_keep_nulls(acc, &p),
+                    None => pending = Some(p),
+                }
+                report_pending(&twin, &mut pending, &metrics).await;
+            }
+            _ = retry.tick(), if pending.is_some() => report_pending(&twin, &mut pending, &metrics).await,
+        }
+    }
+    twin.unwatch(watch_id);
+}
+
+/// Merges `patch` into `acc` keeping `null`s (deletions must reach the service).
+fn merge_patch_keep_nulls(acc: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (acc.as_object_mut(), patch.as_object()) {
+        (Some(a), Some(p)) => {
+            for (k, v) in p {
+                match a.get_mut(k) {
+                    Some(old) if old.is_object() && v.is_object() => merge_patch_keep_nulls(old, v),
+                    _ => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        _ => *acc = patch.clone(),
+    }
+}
+
+async fn report_pending(twin: &TwinHandle, pending: &mut Option<serde_json::Value>, metrics: &AgentMetrics) {
+    let Some(p) = pending.take() else { return };
+    match twin.report(&p).await {
+        Ok(r) => {
+            metrics.state_sync.with_label_values(&["reported", "ok"]).inc();
+            println!("reported: v{}", r.version.map_or_else(|| "?".to_owned(), |v| v.to_string()));
+        }
+        Err(e) => {
+            metrics.state_sync.with_label_values(&["reported", "error"]).inc();
+            warn!(error = %e, "reporting the state file failed; retrying");
+            *pending = Some(p);
         }
     }
 }
@@ -655,6 +756,9 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         metrics.info.with_label_values(&[env!("CARGO_PKG_VERSION"), cloud_name, &obtained.device]).set(1);
         let s = session.insert(start_session(obtained, &settings, &families, &registry));
         register_methods(&s.conn, &runner, &metrics);
+        if let (true, Some(twin)) = (settings.state.enabled, s.conn.twin()) {
+            s.tasks.push(actix_rt::spawn(state_sync(twin, settings.state.clone(), metrics.clone())));
+        }
         let _ = pub_tx.send(Some(s.conn.publisher()));
         if !ready_sent {
             notifier.notify("READY=1\nSTATUS=started");

@@ -64,6 +64,28 @@ fn embedded_default_sends_stats_serves_metrics_and_stops_on_sigterm() {
         reported.is_some()
     });
 
+    // A desired change reaches the local file; the device software's reported file
+    // reaches the twin.
+    rt.block_on(ctl.patch_desired("connector-agent", None, serde_json::json!({"fan": {"speed": 3}})))
+        .unwrap();
+    let desired_file = dir.path().join("desired.json");
+    wait_until(WITHIN, "the desired change in desired.json", || {
+        std::fs::read(&desired_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v.pointer("/fan/speed") == Some(&serde_json::json!(3)))
+    });
+    let desired: serde_json::Value = serde_json::from_slice(&std::fs::read(&desired_file).unwrap()).unwrap();
+    assert!(desired.get("$version").is_none(), "{desired}");
+    std::fs::write(dir.path().join("reported.json"), r#"{"firmware":"1.2.3"}"#).unwrap();
+    wait_until(WITHIN, "the reported file in the twin", || {
+        let t = rt.block_on(ctl.twin("connector-agent", None)).unwrap();
+        t.pointer("/properties/reported/firmware") == Some(&serde_json::json!("1.2.3"))
+    });
+    agent.wait_line("a status line with the new desired version", |l| {
+        l.starts_with("status: connected") && l.contains("twin=v2")
+    });
+
     // /metrics parses as Prometheus text and shows the connection and the agent's counters.
     let (code, text) = http_get(&metrics_addr, "/metrics");
     assert_eq!(code, 200);
