@@ -314,8 +314,12 @@ impl AwsCore {
         let Some(live) = st.conns.get(client_id) else { return false };
         let qos = live.subs.iter().filter(|(f, _)| topics::matches(f, topic)).map(|(_, q)| *q).max();
         let Some(qos) = qos else { return false };
-        let cmd =
-            AwsCmd::Publish { topic: topic.to_string(), payload: payload.to_vec(), qos, props: Default::default() };
+        let cmd = AwsCmd::Publish {
+            topic: topic.to_string(),
+            payload: payload.to_vec(),
+            qos,
+            props: Default::default(),
+        };
         live.tx.unbounded_send(cmd).is_ok()
     }
 

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use futures::channel::mpsc::{unbounded, UnboundedReceiver};
 use futures::StreamExt as _;
+use ntex_bytes::ByteString;
 use ntex_io::types::PeerAddr;
 use ntex_io::{Filter, Io, IoRef};
-use ntex_bytes::ByteString;
 use ntex_mqtt::{v3, v5, MqttError, MqttServer, QoS};
 use ntex_service::cfg::SharedCfg;
 use ntex_service::{fn_factory_with_config, fn_service, ServiceFactory};
@@ -95,7 +95,15 @@ pub(crate) fn aws_mqtt_service<F: Filter>(
                     let topic = p.publish_topic().to_string();
                     let size = p.payload_size();
                     let payload = read_payload(size, p.read_all()).await?;
-                    on_publish(&core, &conn, topic, &payload, qos_u8(p.qos()), p.retain(), &MessageProps::default())
+                    on_publish(
+                        &core,
+                        &conn,
+                        topic,
+                        &payload,
+                        qos_u8(p.qos()),
+                        p.retain(),
+                        &MessageProps::default(),
+                    )
                 }))
             })))
         .v5(v5::MqttServer::new(async move |hs: v5::Handshake| handshake_v5(&c5_hs, &peers5, hs).await)
@@ -176,7 +184,12 @@ struct Accepted {
 
 /// Authentication and registration, shared by both versions; `Err` is the 3.1.1
 /// CONNACK code and the reason.
-fn accept(core: &Arc<AwsCore>, peers: &AwsRelayPeers, from: Option<std::net::SocketAddr>, hello: Hello) -> Result<Accepted, (u8, String)> {
+fn accept(
+    core: &Arc<AwsCore>,
+    peers: &AwsRelayPeers,
+    from: Option<std::net::SocketAddr>,
+    hello: Hello,
+) -> Result<Accepted, (u8, String)> {
     let Some(peer) = from.and_then(|a| peers.get(a)) else {
         tracing::warn!(peer = ?from, "connection to the AWS relay listener not from the relay refused");
         return Err((connack::NOT_AUTHORIZED, "not from the relay".into()));
@@ -186,19 +199,26 @@ fn accept(core: &Arc<AwsCore>, peers: &AwsRelayPeers, from: Option<std::net::Soc
     let Hello { client_id, username, will, keep_alive, clean, version } = hello;
     let accepted = {
         let mut st = core.lock();
-        let result = core.authenticate(&mut st, &peer, &client_id, username.as_deref()).and_then(|p| match &will {
-            Some((w, retain)) => {
-                let ok = !retain
-                    && w.qos < 2
-                    && matches!(crate::aws::topics::classify(&w.topic), Ok(crate::aws::topics::AwsPublish::User));
-                if ok {
-                    Ok(p)
-                } else {
-                    Err((connack::NOT_AUTHORIZED, "Will must be a non-retained QoS 0/1 user topic".into()))
+        let result =
+            core.authenticate(&mut st, &peer, &client_id, username.as_deref()).and_then(|p| match &will {
+                Some((w, retain)) => {
+                    let ok = !retain
+                        && w.qos < 2
+                        && matches!(
+                            crate::aws::topics::classify(&w.topic),
+                            Ok(crate::aws::topics::AwsPublish::User)
+                        );
+                    if ok {
+                        Ok(p)
+                    } else {
+                        Err((
+                            connack::NOT_AUTHORIZED,
+                            "Will must be a non-retained QoS 0/1 user topic".into(),
+                        ))
+                    }
                 }
-            }
-            None => Ok(p),
-        });
+                None => Ok(p),
+            });
         if let Ok(p) = &result {
             let live = AwsLive { conn_id, tx, principal: p.clone(), subs: Vec::new() };
             core.register(&mut st, &client_id, live);
@@ -279,13 +299,18 @@ async fn handshake_v5(
         username: pkt.username.as_deref().map(str::to_owned),
         will: pkt.last_will.as_ref().map(|w| {
             let props = MessageProps {
-                user_properties: w.user_properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                user_properties: w
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 content_type: w.content_type.as_ref().map(|c| c.to_string()),
                 response_topic: w.response_topic.as_ref().map(|t| t.to_string()),
                 correlation_data: w.correlation_data.as_ref().map(|d| d.to_vec()),
                 utf8_payload: w.is_utf8_payload.unwrap_or(false),
             };
-            let will = Will { topic: w.topic.to_string(), payload: w.message.to_vec(), qos: qos_u8(w.qos), props };
+            let will =
+                Will { topic: w.topic.to_string(), payload: w.message.to_vec(), qos: qos_u8(w.qos), props };
             (will, w.retain)
         }),
         keep_alive: pkt.keep_alive,

@@ -467,3 +467,42 @@ pub async fn aws_claim_cert(env: &Env, name: &str, dir: &Path) -> (String, PathB
     let key = write_pem(dir, &format!("{name}.key"), c.private_key_pem.as_deref().expect("issued key"));
     (c.certificate_id, cert, key)
 }
+
+/// Connects a paho MQTT 5 client to the AWS endpoint (clean start) with the given
+/// keep-alive; returns the device and the CONNACK (its properties).
+pub async fn aws_connect_v5(
+    ca: &Path,
+    c: AwsConnect<'_>,
+    keep_alive: Duration,
+) -> Result<(Device, mqtt::ServerResponse), mqtt::Error> {
+    let mut client = mqtt::AsyncClient::new(
+        mqtt::CreateOptionsBuilder::new()
+            .server_uri(&c.uri)
+            .client_id(c.client_id)
+            .persistence(None)
+            .mqtt_version(mqtt::MQTT_VERSION_5)
+            .finalize(),
+    )?;
+    let rx = client.get_stream(100);
+    let mut ssl = mqtt::SslOptionsBuilder::new();
+    ssl.trust_store(ca)?.enable_server_cert_auth(true).verify(true);
+    if let Some((cert, key)) = c.cert {
+        ssl.key_store(cert)?.private_key(key)?;
+    }
+    if let Some(a) = c.alpn {
+        ssl.alpn_protos(&[a]);
+    }
+    let mut opts = mqtt::ConnectOptionsBuilder::new_v5();
+    opts.ssl_options(ssl.finalize())
+        .user_name(c.user)
+        .clean_start(true)
+        .keep_alive_interval(keep_alive)
+        .connect_timeout(WAIT);
+    match client.connect(opts.finalize()).await {
+        Ok(rsp) => Ok((Device { client, rx }, rsp)),
+        Err(e) => {
+            keep(client);
+            Err(e)
+        }
+    }
+}
