@@ -16,7 +16,7 @@ use crate::error::AwsError;
 use crate::jobs::AwsJobsCodec;
 use crate::limits::{
     check_publish_topic, check_topic_shape, validate_client_id, validate_thing_name, KEEP_ALIVE_RANGE_SECS,
-    MAX_PAYLOAD, MAX_TOPIC_LEN, MAX_TOPIC_LEVELS,
+    MAX_FILTERS_PER_SUBSCRIBE, MAX_PAYLOAD, MAX_TOPIC_LEN, MAX_TOPIC_LEVELS,
 };
 use crate::options::{AwsAuth, AwsOptions};
 use crate::shadow::ShadowCodec;
@@ -241,9 +241,6 @@ fn expand_template(template: &str, thing: &str, client_id: &str) -> Result<Strin
     check_publish_topic(&topic).map_err(|e| AwsError::config("telemetry_topic", crate::error::chain(&e)))?;
     Ok(topic)
 }
-
-/// Most topic filters AWS IoT Core takes in one SUBSCRIBE.
-const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
 
 impl Provider for AwsProvider {
     fn name(&self) -> &'static str {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use connector_aws::sigv4::SignedHeaders;
-use connector_aws::{AwsAuth, AwsCredentials, AwsProvider, CustomAuth, SigV4Auth};
+use connector_aws::{AwsAuth, AwsCredentials, AwsProvider, CredentialsSource, CustomAuth, SigV4Auth};
 use connector_core::{ConnectFailure, ConnectionEvent, Publish};
 use connector_emulator::control::aws_api::Authorizer;
 use openssl::pkey::PKey;
@@ -237,4 +237,31 @@ async fn secrets_never_reach_the_logs() {
     {
         assert!(!logs.contains(s), "{s} in the logs:\n{logs}");
     }
+}
+
+/// SigV4 credentials from a profile of a shared credentials file (read once, when the
+/// provider is built).
+#[actix_rt::test]
+async fn sigv4_with_credentials_from_a_shared_file_profile() {
+    let emu = start();
+    let k = emu.control().aws_create_access_key().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "[default]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other\n\n[device]\n\
+             aws_access_key_id = {}\naws_secret_access_key = {}\n",
+            k.access_key_id, k.secret_access_key
+        ),
+    )
+    .unwrap();
+    let source = CredentialsSource::Profile { name: Some("device".into()), file: Some(file) };
+    let auth = SigV4Auth::new(source).region(emu.aws_region());
+    let provider = AwsProvider::new(options(&emu, "ws-profile", AwsAuth::SigV4(auth))).unwrap();
+    drop(dir); // read once: the file is no longer needed
+    let conn = telemetry_round_trip(&emu, provider, "dt/ws-profile/telemetry").await;
+    assert_eq!(connection_of(&emu, "ws-profile").await, ("sigv4".to_string(), k.access_key_id));
+    conn.stop().await;
+    emu.shutdown();
 }

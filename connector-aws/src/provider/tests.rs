@@ -166,8 +166,14 @@ fn publishes_are_checked_against_the_limits() {
     ));
     let limits = p.limits();
     assert_eq!(
-        (limits.max_payload, limits.max_topic_len, limits.max_topic_levels, limits.max_publish_rate),
-        (131_072, 256, Some(8), Some(100))
+        (
+            limits.max_payload,
+            limits.max_topic_len,
+            limits.max_topic_levels,
+            limits.max_publish_rate,
+            limits.max_filters_per_subscribe
+        ),
+        (131_072, 256, Some(8), Some(100), Some(8))
     );
 }
 
