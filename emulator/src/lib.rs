@@ -1,5 +1,5 @@
 //! Local emulator of the **Azure IoT Hub** and **DPS** device endpoints (and of the
-//! **AWS IoT Core** device endpoint, below): MQTT 3.1.1 over
+//! **AWS IoT Core** device endpoint, below, which also speaks MQTT 5): MQTT 3.1.1 over
 //! TLS with the emulator's own CA, authentication like the hub, and an HTTP control API
 //! through which a test or a person plays the back end. It is the peer the connector's
 //! tests run against and the default a newcomer runs with no cloud at hand.
@@ -97,9 +97,19 @@
 //!   `InvalidCertificateOwnershipToken`, 404 `ResourceNotFound`, 429 `Throttling` (fault).
 //!   Answers go to the requesting client only.
 //!
-//! Refused on the AWS side: MQTT 5 (closed at CONNECT), QoS 2, retained messages,
-//! persistent sessions (CleanSession 0 is accepted with session-present 0 and nothing
-//! kept), lifecycle events (`$aws/events/…`), Device Defender, streams, tunnels, Basic
+//! * **MQTT 5** (same listeners, same rules): reason codes (CONNACK 0x85/0x86/0x87/0x88,
+//!   SUBACK 0x8F, DISCONNECT with a reason string when the server closes); CONNACK with
+//!   Maximum QoS 1, Retain Available 0, no shared subscriptions or subscription
+//!   identifiers, Topic Alias Maximum 8, Server Keep Alive when the client's was clamped;
+//!   inbound topic aliases. User properties, content type, response topic, correlation
+//!   data and payload format indicator (of PUBLISH and Will) go unchanged to MQTT 5
+//!   subscribers (3.1.1 subscribers get the bare message); telemetry records user
+//!   properties and content type ([`control::aws_api::AwsTelemetry`]).
+//!
+//! Refused on the AWS side: QoS 2, retained messages, MQTT 5 enhanced authentication,
+//! session expiry, message expiry, shared subscriptions and request/problem information,
+//! persistent sessions (CleanSession 0 / Clean Start 0 is accepted with session-present 0
+//! and nothing kept), lifecycle events (`$aws/events/…`), Device Defender, streams, tunnels, Basic
 //! Ingest, HTTPS publish, custom auth with credentials in the CONNECT over WebSocket, the
 //! 10-in-flight shadow limit (429 only by fault injection); jobs: continuous jobs and
 //! thing groups, rollout/abort configurations, `$aws/events/job…` (a deleted thing's
