@@ -395,6 +395,9 @@ fn send_stats(
     });
 }
 
+/// Ingested lines travelling together: channel, properties, payloads with their ackers.
+type Group = (Option<String>, Vec<(String, String)>, Vec<(bytes::Bytes, crate::ingest::Acker)>);
+
 /// Publishes ingested batches through the current session's Publisher; a line is
 /// acknowledged to its producer only once the Publisher accepted (and stored) the message
 /// holding it. Lines of one batch with the same channel and properties travel together as
@@ -406,11 +409,7 @@ async fn ingest_consumer(
     metrics: AgentMetrics,
 ) {
     while let Some(batch) = batches.recv().await {
-        let mut groups: Vec<(
-            Option<String>,
-            Vec<(String, String)>,
-            Vec<(bytes::Bytes, crate::ingest::Acker)>,
-        )> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for (msg, ack) in batch.into_parts() {
             let props: Vec<(String, String)> = msg.properties.into_iter().collect();
             match groups.iter_mut().find(|(t, p, _)| *t == msg.topic && *p == props) {

@@ -236,9 +236,12 @@ fn enrollment(key: Option<String>, enabled: bool) -> Enrollment {
     }
 }
 
+/// One sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
 /// Parses Prometheus text exposition: every sample line must be `name{labels} value`.
 /// Returns (name, labels, value) triples.
-pub fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.is_empty() || line.starts_with('#') {
@@ -271,11 +274,7 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)>
 }
 
 /// The value of the first sample of `name` whose labels include `want`.
-pub fn sample(
-    samples: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    want: &[(&str, &str)],
-) -> Option<f64> {
+pub fn sample(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
