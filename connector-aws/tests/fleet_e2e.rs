@@ -94,12 +94,24 @@ impl Env {
 
     /// MQTT/TLS on the 8883-style port with the claim certificate, trusting the emulator CA.
     fn claim_options(&self, client_id: &str) -> AwsOptions {
-        let cert = X509Credentials::from_pem(
+        self.claim_with(client_id, AwsAuth::Certificate(self.claim_cert()), self.emu.aws_mqtt_port().unwrap())
+    }
+
+    /// The claim on the 443-style port with ALPN `x-amzn-mqtt-ca`.
+    fn claim_options_alpn(&self, client_id: &str) -> AwsOptions {
+        self.claim_with(client_id, AwsAuth::CertificateAlpn(self.claim_cert()), self.emu.aws_port().unwrap())
+    }
+
+    fn claim_cert(&self) -> X509Credentials {
+        X509Credentials::from_pem(
             self.claim.certificate_pem.clone(),
             self.claim.private_key_pem.clone().unwrap(),
-        );
-        AwsOptions::new(self.emu.aws_endpoint(), client_id, AwsAuth::Certificate(cert))
-            .port(self.emu.aws_mqtt_port().unwrap())
+        )
+    }
+
+    fn claim_with(&self, client_id: &str, auth: AwsAuth, port: u16) -> AwsOptions {
+        AwsOptions::new(self.emu.aws_endpoint(), client_id, auth)
+            .port(port)
             .trust_roots(PemSource::File(self.emu.ca_path().to_owned()))
     }
 
@@ -188,16 +200,16 @@ async fn create_keys_register_thing_then_publish_as_the_new_thing() {
     env.emu.shutdown();
 }
 
+/// Over 443 with ALPN for both the claim and the device connection.
 #[actix_rt::test]
 async fn certificate_from_csr_keeps_the_key_on_the_device() {
     let env = Env::start().await;
     let store = env.store("csr");
     let request = env.request("0002").from_csr(KeyAlgorithm::EcP256, "sensor-0002");
-    let done = provision_then_connect_with(&env.claim_options("claim-2"), &request, &store, &fast(), |b| {
-        b.backoff(fast_backoff())
-    })
-    .await
-    .unwrap();
+    let claim = env.claim_options_alpn("claim-2");
+    let done = provision_then_connect_with(&claim, &request, &store, &fast(), |b| b.backoff(fast_backoff()))
+        .await
+        .unwrap();
     let id = &done.identity;
     assert_eq!(id.thing_name, "sensor-0002");
     // Our PKCS#8 EC key (the emulator's CreateKeysAndCertificate keys are PKCS#1 RSA).
@@ -238,6 +250,17 @@ async fn rejections_are_typed_and_nothing_is_stored() {
             assert_eq!((api, status_code, error_code.as_str()), ("RegisterThing", 404, "ResourceNotFound"));
         }
         other => panic!("expected a RegisterThing rejection, got {other:?}"),
+    }
+    // A template reserved for another claim certificate.
+    let mut reserved = ProvisioningTemplate::new(template_body());
+    reserved.allowed_principals = vec!["ab".repeat(32)];
+    env.emu.control().aws_put_provisioning_template("Reserved", &reserved).await.unwrap();
+    let other = FleetRequest::new(TemplateName::new("Reserved").unwrap()).parameter("SerialNumber", "9");
+    match provision(AwsProvider::new(claim.clone()).unwrap(), &other, &fast()).await {
+        Err(ProvisioningError::Rejected { api, status_code, error_code, .. }) => {
+            assert_eq!((api, status_code, error_code.as_str()), ("RegisterThing", 403, "AccessDenied"));
+        }
+        other => panic!("expected AccessDenied, got {other:?}"),
     }
     // Throttled certificate creation.
     let faults = AwsFaults { throttle_provisioning: true, count: Some(1), ..Default::default() };
