@@ -164,6 +164,7 @@ pub(crate) fn dispatch_service(
     principal: &Principal,
     request: &Service,
     payload: &[u8],
+    new_key: Option<provisioning::NewKey>,
 ) {
     let now = core.service_now(st);
     match request {
@@ -182,7 +183,7 @@ pub(crate) fn dispatch_service(
                 let e = provisioning::ProvisioningError::new(429, "Throttling", "Rate exceeded");
                 (format!("{topic}/rejected"), e.encode(*cbor))
             } else {
-                provisioning::handle(&core.ca, st, &principal.id, api, *cbor, topic, payload, now)
+                provisioning::handle(&core.ca, new_key, st, &principal.id, api, *cbor, topic, payload, now)
             };
             if !core.reply(st, client_id, &t, &p) {
                 tracing::info!(client_id, topic = %t, "provisioning answer dropped: no matching subscription");
@@ -480,6 +481,15 @@ impl AwsCore {
             return Err("retained messages are not implemented by the emulator".into());
         }
         let kind = topics::classify(topic).map_err(|e| e.to_string())?;
+        // Slow work before the lock: the key pair of a CreateKeysAndCertificate.
+        let new_key = match &kind {
+            AwsPublish::Service(Service::Provisioning {
+                api: topics::ProvisioningApi::CreateKeysAndCertificate,
+                cbor: false,
+                ..
+            }) => provisioning::NewKey::generate().ok(),
+            _ => None,
+        };
         let now = self.now();
         let mut st = self.lock();
         match kind {
@@ -521,7 +531,7 @@ impl AwsCore {
                 Ok(())
             }
             AwsPublish::Service(req) => {
-                dispatch_service(self, &mut st, client_id, principal, &req, payload);
+                dispatch_service(self, &mut st, client_id, principal, &req, payload, new_key);
                 Ok(())
             }
         }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey};
+use openssl::pkey::{Id, PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::X509Req;
 use serde_json::{json, Map, Value};
@@ -101,10 +101,36 @@ impl ProvisioningError {
     }
 }
 
-/// Handles a request; returns the answer topic and payload.
+/// A key pair for CreateKeysAndCertificate, generated before the state is locked (RSA
+/// generation takes a while). `Debug` hides the key.
+pub(crate) struct NewKey {
+    key: PKey<Private>,
+    pem: String,
+}
+
+impl fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewKey { .. }")
+    }
+}
+
+impl NewKey {
+    /// An RSA 2048 key pair (the PEM is `BEGIN RSA PRIVATE KEY`, as AWS sends it).
+    pub fn generate() -> Result<NewKey, ProvisioningError> {
+        let rsa = Rsa::generate(2048).map_err(ProvisioningError::internal)?;
+        let pem = String::from_utf8(rsa.private_key_to_pem().map_err(ProvisioningError::internal)?)
+            .map_err(ProvisioningError::internal)?;
+        let key = PKey::from_rsa(rsa).map_err(ProvisioningError::internal)?;
+        Ok(NewKey { key, pem })
+    }
+}
+
+/// Handles a request; returns the answer topic and payload. `key` is the key pair
+/// prepared for a CreateKeysAndCertificate (one is generated here when absent).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn handle(
     ca: &CertificateAuthority,
+    key: Option<NewKey>,
     st: &mut AwsState,
     principal: &str,
     api: &ProvisioningApi,
@@ -120,7 +146,7 @@ pub(crate) fn handle(
         ))
     } else {
         match api {
-            ProvisioningApi::CreateKeysAndCertificate => create_keys(ca, st, payload, now),
+            ProvisioningApi::CreateKeysAndCertificate => create_keys(ca, key, st, payload, now),
             ProvisioningApi::CreateCertificateFromCsr => create_from_csr(ca, st, payload, now),
             ProvisioningApi::RegisterThing { template } => register_thing(st, principal, template, payload),
         }
@@ -190,20 +216,21 @@ fn register_new(
 
 fn create_keys(
     ca: &CertificateAuthority,
+    key: Option<NewKey>,
     st: &mut AwsState,
     payload: &[u8],
     now: u64,
 ) -> Result<Value, ProvisioningError> {
     object(payload)?;
-    let rsa = Rsa::generate(2048).map_err(ProvisioningError::internal)?;
-    let key_pem = String::from_utf8(rsa.private_key_to_pem().map_err(ProvisioningError::internal)?)
-        .map_err(ProvisioningError::internal)?;
-    let key = PKey::from_rsa(rsa).map_err(ProvisioningError::internal)?;
-    let cert = ca.sign_client(CREATED_CN, &key).map_err(ProvisioningError::internal)?;
+    let key = match key {
+        Some(k) => k,
+        None => NewKey::generate()?,
+    };
+    let cert = ca.sign_client(CREATED_CN, &key.key).map_err(ProvisioningError::internal)?;
     let (id, pem, token) = register_new(st, &cert, now)?;
     tracing::info!(certificate = %id, "CreateKeysAndCertificate");
     Ok(json!({
-        "certificateId": id, "certificatePem": pem, "privateKey": key_pem, "certificateOwnershipToken": token,
+        "certificateId": id, "certificatePem": pem, "privateKey": key.pem, "certificateOwnershipToken": token,
     }))
 }
 
@@ -581,7 +608,7 @@ mod tests {
         st.provisioning.templates.insert("fleet".into(), t);
         let create = ProvisioningApi::CreateKeysAndCertificate;
         let (topic, body) =
-            handle(&ca, &mut st, "claim", &create, false, "$aws/certificates/create/json", b"", 10);
+            handle(&ca, None, &mut st, "claim", &create, false, "$aws/certificates/create/json", b"", 10);
         assert_eq!(topic, "$aws/certificates/create/json/accepted");
         let v: Value = serde_json::from_slice(&body).unwrap();
         let id = v["certificateId"].as_str().unwrap().to_string();
@@ -590,10 +617,12 @@ mod tests {
         let token = v["certificateOwnershipToken"].as_str().unwrap().to_string();
         // The token never shows in Debug.
         assert!(!format!("{:?}", st.provisioning).contains(&token));
+        let k = NewKey::generate().unwrap();
+        assert_eq!(format!("{k:?}"), "NewKey { .. }");
         let register = |st: &mut AwsState, who: &str, tpl: &str, body: Value| {
             let api = ProvisioningApi::RegisterThing { template: tpl.into() };
             let topic = format!("$aws/provisioning-templates/{tpl}/provision/json");
-            let (t, b) = handle(&ca, st, who, &api, false, &topic, body.to_string().as_bytes(), 20);
+            let (t, b) = handle(&ca, None, st, who, &api, false, &topic, body.to_string().as_bytes(), 20);
             (t.rsplit('/').next().unwrap().to_string(), serde_json::from_slice::<Value>(&b).unwrap())
         };
         let good = json!({"certificateOwnershipToken": token, "parameters": {"SerialNumber": "9"}});
@@ -656,8 +685,8 @@ mod tests {
         let mut st = AwsState::default();
         let create = ProvisioningApi::CreateKeysAndCertificate;
         let topic = "$aws/certificates/create/json";
-        let (_, a) = handle(&ca, &mut st, "c", &create, false, topic, b"{}", 0);
-        let (_, b) = handle(&ca, &mut st, "c", &create, false, topic, b"{}", 0);
+        let (_, a) = handle(&ca, None, &mut st, "c", &create, false, topic, b"{}", 0);
+        let (_, b) = handle(&ca, None, &mut st, "c", &create, false, topic, b"{}", 0);
         let id = |b: &[u8]| {
             serde_json::from_slice::<Value>(b).unwrap()["certificateId"].as_str().unwrap().to_string()
         };
@@ -669,15 +698,24 @@ mod tests {
         assert!(!st.certs.contains_key(&a) && st.certs.contains_key(&b));
         assert!(st.provisioning.tokens.is_empty());
         // Bad request bodies.
-        let (t, body) = handle(&ca, &mut st, "c", &create, false, topic, b"[1]", 0);
+        let (t, body) = handle(&ca, None, &mut st, "c", &create, false, topic, b"[1]", 0);
         assert_eq!(
             (t.as_str(), serde_json::from_slice::<Value>(&body).unwrap()["errorCode"].as_str()),
             ("$aws/certificates/create/json/rejected", Some("InvalidPayload"))
         );
         let csr = ProvisioningApi::CreateCertificateFromCsr;
         for body in [&br#"{}"#[..], br#"{"certificateSigningRequest":"garbage"}"#] {
-            let (t, _) =
-                handle(&ca, &mut st, "c", &csr, false, "$aws/certificates/create-from-csr/json", body, 0);
+            let (t, _) = handle(
+                &ca,
+                None,
+                &mut st,
+                "c",
+                &csr,
+                false,
+                "$aws/certificates/create-from-csr/json",
+                body,
+                0,
+            );
             assert!(t.ends_with("/rejected"));
         }
     }
@@ -688,7 +726,7 @@ mod tests {
         let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
         let mut st = AwsState::default();
         let api = ProvisioningApi::CreateKeysAndCertificate;
-        let (t, body) = handle(&ca, &mut st, "c", &api, true, "$aws/certificates/create/cbor", b"", 0);
+        let (t, body) = handle(&ca, None, &mut st, "c", &api, true, "$aws/certificates/create/cbor", b"", 0);
         assert_eq!(t, "$aws/certificates/create/cbor/rejected");
         // {"statusCode": 400, ...}: map(3), text(10) "statusCode", uint8 400.
         assert_eq!(&body[..15], b"\xa3\x6astatusCode\x19\x01\x90");
