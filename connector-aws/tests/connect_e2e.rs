@@ -4,7 +4,8 @@
 //! session token, CRT-style `connection;host`, through an HTTP proxy), custom authorizers
 //! (ALPN `mqtt` with the token in the user name, signed and unsigned; WebSocket headers
 //! through an HTTP proxy); each publishes QoS 1 telemetry the emulator captured. Expired
-//! and forged signatures and denied tokens end in typed connection failures.
+//! and forged signatures and denied tokens end in typed connection failures; MQTT 5
+//! properties reach the service and a subscriber; no secret reaches the logs.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -263,5 +264,69 @@ async fn sigv4_with_credentials_from_a_shared_file_profile() {
     let conn = telemetry_round_trip(&emu, provider, "dt/ws-profile/telemetry").await;
     assert_eq!(connection_of(&emu, "ws-profile").await, ("sigv4".to_string(), k.access_key_id));
     conn.stop().await;
+    emu.shutdown();
+}
+
+/// MQTT 5 end to end: the provider connects with MQTT 5; user properties, content type,
+/// correlation data and message expiry go on the wire from `Publish`, the response topic
+/// from `encode_request`; the emulator captures them and a second MQTT 5 connector
+/// subscribed to the topic receives them. On MQTT 3.1.1 the same publish is refused
+/// before sending.
+#[actix_rt::test]
+async fn mqtt5_properties_reach_the_service_and_subscribers() {
+    use connector_actors::messages::Subscribe;
+    use connector_actors::Connector;
+    use connector_core::{Inbound, MqttVersion, Provider, QoS};
+
+    let emu = start();
+    let sender = AwsProvider::new(
+        options(&emu, "v5-sender", AwsAuth::Certificate(thing_with_cert(&emu, "v5-sender").await))
+            .mqtt_version(MqttVersion::V5),
+    )
+    .unwrap();
+    let receiver = AwsProvider::new(
+        options(&emu, "v5-receiver", AwsAuth::Certificate(thing_with_cert(&emu, "v5-receiver").await))
+            .mqtt_version(MqttVersion::V5),
+    )
+    .unwrap();
+    let rx_conn = Connector::builder(receiver).backoff(fast_backoff()).start();
+    rx_conn.wait_connected(WAIT).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    rx_conn
+        .subscriber()
+        .subscribe(Subscribe::handler("dt/v5-sender/telemetry", QoS::AtLeastOnce, move |i: &Inbound| {
+            let _ = tx.send(i.clone());
+        }))
+        .await
+        .unwrap();
+    let publish = Publish::telemetry(&b"{\"t\":1}"[..])
+        .user_property("unit", "C")
+        .user_property("unit", "K")
+        .content_type("application/json")
+        .correlation_id("corr-1")
+        .message_expiry(Duration::from_secs(60));
+    let packet = sender.encode_request(&publish, "replies/v5-sender").unwrap();
+    assert_eq!(packet.properties.response_topic.as_deref(), Some("replies/v5-sender"));
+    let tx_conn = Connector::builder(sender).backoff(fast_backoff()).start();
+    tx_conn.wait_connected(WAIT).await.unwrap();
+    tx_conn.publisher().publish_packet(packet).await.unwrap();
+    let captured = emu.control().aws_telemetry(Some("v5-sender"), None).await.unwrap();
+    assert_eq!(captured.len(), 1);
+    assert_eq!(
+        captured[0].user_properties,
+        [("unit".to_string(), "C".to_string()), ("unit".to_string(), "K".to_string())]
+    );
+    assert_eq!(captured[0].content_type.as_deref(), Some("application/json"));
+    let got = tokio::time::timeout(WAIT, rx.recv()).await.expect("the subscriber receives it").unwrap();
+    let Inbound::Message(m) = got else { panic!("a user message: {got:?}") };
+    assert_eq!(m.content_type.as_deref(), Some("application/json"));
+    assert_eq!(m.correlation_data.as_deref(), Some(&b"corr-1"[..]));
+    assert_eq!(m.user_properties.len(), 2);
+    tx_conn.stop().await;
+    rx_conn.stop().await;
+    // The same publish from an MQTT 3.1.1 provider is refused before anything is sent.
+    let v311 = AwsProvider::new(options(&emu, "v3", AwsAuth::Certificate(thing_with_cert(&emu, "v3").await)))
+        .unwrap();
+    assert!(matches!(v311.encode_publish(&publish), Err(connector_core::ProviderError::Unsupported { .. })));
     emu.shutdown();
 }
