@@ -430,6 +430,8 @@ impl HandlerRunner {
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+        // If this future is dropped mid-run (the caller gave up), the group dies with it.
+        let mut guard = GroupGuard(pgid);
         tracing::info!(handler = name, args = inv.args.len(), pid = pgid, "handler started");
         let cap = self.opts.max_output_bytes;
         let (out_buf, err_buf) = (Capture::default(), Capture::default());
@@ -442,7 +444,7 @@ impl HandlerRunner {
             });
         }
         let waited = tokio::time::timeout(self.opts.timeout, child.wait()).await;
-        kill_group(pgid);
+        kill_group(guard.0.take());
         let outcome = match waited {
             Ok(status) => outcome_of(status.map_err(spawn_err)?),
             Err(_) => {
@@ -560,6 +562,15 @@ fn outcome_of(status: ExitStatus) -> Outcome {
         (Some(code), _) => Outcome::Exited(code),
         (None, Some(sig)) => Outcome::Signaled(sig),
         (None, None) => Outcome::Signaled(0),
+    }
+}
+
+/// Kills the process group it holds when dropped.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
     }
 }
 

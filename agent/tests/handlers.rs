@@ -13,7 +13,7 @@ use connector_agent::handlers::{
 };
 use connector_core::jobs::JobStatus;
 use serde_json::json;
-use test_support::wait_until;
+use test_support::{wait_until, wait_until_async};
 
 fn script(dir: &Path, name: &str, body: &str) {
     let p = dir.join(name);
@@ -149,7 +149,7 @@ async fn timeout_kills_the_handler_and_its_children() {
         &format!("sleep 300 & echo $! > {}; echo started; sleep 300", pidfile.display()),
     );
     let mut o = HandlerOptions::new(dir.path(), ["hang"]);
-    o.timeout = Duration::from_millis(300);
+    o.timeout = Duration::from_secs(1);
     let r = HandlerRunner::new(o).unwrap();
     let x = r.run("hang", &Invocation::default()).await.unwrap();
     assert_eq!(x.outcome, Outcome::TimedOut);
@@ -321,4 +321,30 @@ async fn run_as_needs_root_and_switches_user_when_root() {
     let mut o = HandlerOptions::new(dir.path(), ["whoami"]);
     o.run_as = Some("no-such-user-here".into());
     assert!(matches!(HandlerRunner::new(o), Err(HandlerError::UnknownUser { .. })));
+}
+
+#[tokio::test]
+async fn a_run_given_up_by_its_caller_kills_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    script(dir.path(), "stuck", &format!("sleep 300 & echo $$ $! > {}; wait", pids.display()));
+    let r = runner(dir.path(), &["stuck"]);
+    let path = pids.clone();
+    let inv = Invocation::default();
+    let mut run = Box::pin(r.run("stuck", &inv));
+    // Drive the run until the script has written its pids, then drop it.
+    let written = tokio::select! {
+        _ = &mut run => false,
+        _ = wait_until_async(Duration::from_secs(5), "the pids are written", move || {
+            std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
+        }) => true,
+    };
+    assert!(written, "the handler must still be running");
+    drop(run);
+    let text = std::fs::read_to_string(&pids).unwrap();
+    let ids: Vec<i32> = text.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    for pid in ids {
+        wait_until(Duration::from_secs(5), "the abandoned handler's processes are killed", || gone(pid));
+    }
 }
