@@ -330,3 +330,21 @@ async fn mqtt5_properties_reach_the_service_and_subscribers() {
     assert!(matches!(v311.encode_publish(&publish), Err(connector_core::ProviderError::Unsupported { .. })));
     emu.shutdown();
 }
+
+/// Without `x-amz-customauthorizer-name` the domain's default authorizer decides.
+#[actix_rt::test]
+async fn custom_authorizer_default_when_none_is_named() {
+    let emu = start();
+    let mut default = authorizer(&["default-token"], None);
+    default.default = true;
+    emu.control().aws_put_authorizer("the-default", &default).await.unwrap();
+    let auth = CustomAuth::new(None).token("token", "default-token");
+    let provider = AwsProvider::new(options(&emu, "ca-default", AwsAuth::CustomAuthorizer(auth))).unwrap();
+    let conn = telemetry_round_trip(&emu, provider, "dt/ca-default/telemetry").await;
+    assert_eq!(
+        connection_of(&emu, "ca-default").await,
+        ("custom-auth".to_string(), "the-default".to_string())
+    );
+    conn.stop().await;
+    emu.shutdown();
+}
