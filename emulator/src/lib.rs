@@ -98,7 +98,8 @@
 //!   Answers go to the requesting client only.
 //!
 //! * **MQTT 5** (same listeners, same rules): reason codes (CONNACK 0x85/0x86/0x87/0x88,
-//!   SUBACK 0x8F, DISCONNECT with a reason string when the server closes); CONNACK with
+//!   SUBACK 0x8F, DISCONNECT with a reason string when the server closes, 0x8E when a
+//!   newer connection took the client id); CONNACK with
 //!   Maximum QoS 1, Retain Available 0, no shared subscriptions or subscription
 //!   identifiers, Topic Alias Maximum 8, Server Keep Alive when the client's was clamped;
 //!   inbound topic aliases. User properties, content type, response topic, correlation

@@ -139,6 +139,22 @@ async fn services_answer_v5_clients_and_refusals_use_reason_codes() {
             assert!(matches!(e, mqtt::Error::ReasonCode(mqtt::ReasonCode::TopicFilterInvalid, _)), "{e:?}")
         }
     }
+    // A second connection with the same client id takes over: DISCONNECT 0x8E.
+    let (reason_tx, reason_rx) = std::sync::mpsc::channel();
+    dev.client.set_disconnected_callback(move |_, _, reason| {
+        let _ = reason_tx.send(reason);
+    });
+    let (cert, key) = (dir.path().join("j5.pem"), dir.path().join("j5.key"));
+    let c = AwsConnect {
+        uri: env.aws_mqtt_uri(),
+        client_id: "j5",
+        user: "",
+        cert: Some((&cert, &key)),
+        alpn: None,
+    };
+    let (dev, _) = aws_connect_v5(env.emu.ca_path(), c, Duration::from_secs(30)).await.unwrap();
+    let reason = tokio::task::spawn_blocking(move || reason_rx.recv_timeout(WAIT)).await.unwrap();
+    assert_eq!(reason, Ok(mqtt::ReasonCode::SessionTakenOver));
     // A publish on an unserved reserved topic closes the connection.
     dev.publish("$aws/things/j5/defender/metrics/json", "{}", 0).await.unwrap();
     dev.lost("refused publish").await;

@@ -81,6 +81,10 @@ pub(crate) struct MessageProps {
     pub utf8_payload: bool,
 }
 
+/// The close reason of a connection replaced by a newer one with its client id (MQTT 5:
+/// DISCONNECT 0x8E Session taken over).
+pub(crate) const CLOSE_DUPLICATE: &str = "duplicate client id";
+
 /// A command for the task that owns a connection's MQTT sink.
 #[derive(Debug)]
 pub(crate) enum AwsCmd {
@@ -394,7 +398,7 @@ impl AwsCore {
                 old_conn = old.conn_id,
                 "new connection replaces the existing one (DUPLICATE_CLIENTID)"
             );
-            let _ = old.tx.unbounded_send(AwsCmd::Close("duplicate client id"));
+            let _ = old.tx.unbounded_send(AwsCmd::Close(CLOSE_DUPLICATE));
         }
     }
 

@@ -6,7 +6,8 @@
 //!
 //! MQTT 5: the same rules with reason codes (CONNACK 0x85 client id, 0x86 credentials,
 //! 0x87 not authorized, 0x88 unavailable; SUBACK 0x8F for refused filters; DISCONNECT
-//! with a reason string when the server closes). CONNACK advertises Maximum QoS 1, no
+//! with a reason string when the server closes: 0x8E when a newer connection took the
+//! client id, 0x98 otherwise). CONNACK advertises Maximum QoS 1, no
 //! retain, no shared subscriptions or subscription identifiers, Topic Alias Maximum 8,
 //! and Server Keep Alive when the client's value was clamped. Inbound topic aliases are
 //! resolved. User properties, content type, response topic, correlation data and the
@@ -391,7 +392,11 @@ impl Sink {
         match self {
             Sink::V3(_) => io.force_close(),
             Sink::V5(s) => s.close_with_reason(v5::codec::Disconnect {
-                reason_code: v5::codec::DisconnectReasonCode::AdministrativeAction,
+                reason_code: if reason == crate::aws::CLOSE_DUPLICATE {
+                    v5::codec::DisconnectReasonCode::SessionTakenOver
+                } else {
+                    v5::codec::DisconnectReasonCode::AdministrativeAction
+                },
                 reason_string: Some(ByteString::from(reason)),
                 ..Default::default()
             }),
