@@ -66,14 +66,17 @@ use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use connector_core::jobs::{JobStatus, StatusDetails};
 use serde_json::{json, Value};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+mod process;
+
+use process::{collect, kill_group, outcome_of, read_capped, Capture, GroupGuard};
 
 /// Longest handler name.
 pub const MAX_NAME_LEN: usize = 128;
@@ -81,9 +84,6 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_DETAIL_CHARS: usize = 1024;
 /// `PATH` given to handlers.
 pub const HANDLER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// How long captured output may keep flowing after the handler's group was killed (a
-/// descendant that left the group may hold the pipes open).
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Where handlers live and how they run.
 #[derive(Debug, Clone)]
@@ -554,61 +554,4 @@ pub fn detail_value(s: &str) -> String {
     }
     let tail = &clean[clean.len() - (MAX_DETAIL_CHARS - 3)..];
     std::iter::once("...").chain(std::iter::once(tail.iter().collect::<String>().as_str())).collect()
-}
-
-fn outcome_of(status: ExitStatus) -> Outcome {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Outcome::Exited(code),
-        (None, Some(sig)) => Outcome::Signaled(sig),
-        (None, None) => Outcome::Signaled(0),
-    }
-}
-
-/// Kills the process group it holds when dropped.
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0.take());
-    }
-}
-
-fn kill_group(pgid: Option<i32>) {
-    if let Some(p) = pgid {
-        // ESRCH (nobody left in the group) is the usual answer after a clean exit.
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
-/// Output captured so far, shared with the task reading it.
-type Capture = Arc<Mutex<(Vec<u8>, bool)>>;
-
-async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, cap: usize, into: Capture) {
-    let Some(mut r) = r else { return };
-    let mut chunk = vec![0u8; 8192];
-    loop {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let mut g = into.lock().unwrap_or_else(|p| p.into_inner());
-                let room = cap.saturating_sub(g.0.len());
-                if n > room {
-                    g.1 = true;
-                }
-                g.0.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-    }
-}
-
-/// Waits (at most [`OUTPUT_GRACE`]) for the reader to see end of stream, then takes what
-/// it captured.
-async fn collect(task: tokio::task::JoinHandle<()>, capture: &Capture) -> (String, bool) {
-    let abort = task.abort_handle();
-    if tokio::time::timeout(OUTPUT_GRACE, task).await.is_err() {
-        abort.abort();
-    }
-    let g = capture.lock().unwrap_or_else(|p| p.into_inner());
-    (String::from_utf8_lossy(&g.0).into_owned(), g.1)
 }
