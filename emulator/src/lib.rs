@@ -77,7 +77,8 @@
 //!   not set), `InvalidStateTransition` and `VersionMismatch` (with `executionState`),
 //!   `ResourceNotFound`, `TerminalStateReached` (describing a terminal execution of a job no
 //!   longer in progress), `RequestThrottled` (fault). `notify` when the pending set
-//!   changes (not on QUEUED → IN_PROGRESS, per the docs' example), `notify-next` when the
+//!   changes (on QUEUED → IN_PROGRESS too only when set through `/aws/jobs-settings`; the
+//!   docs' example has none), `notify-next` when the
 //!   next execution changes; both to every subscriber. Retries (simplified
 //!   `retryConfig`) queue a new execution number after FAILED / TIMED_OUT. Timers run on
 //!   a service clock the control API can advance (`POST /aws/clock`), checked before
@@ -232,6 +233,7 @@
 //! | `GET /aws/connections`, `POST /aws/connections/{c}/drop` | live connections; drop one |
 //! | `GET /aws/faults`, `PUT`, `DELETE /aws/faults/{c}` | refuse CONNECT / throttle shadow (429), jobs, provisioning ([`control::aws_api::AwsFaults`]) |
 //! | `GET`, `POST /aws/jobs` | list; create a job ([`control::aws_api::CreateJob`] → [`control::aws_api::JobInfo`]); targets get `notify`/`notify-next` |
+//! | `GET`, `PUT /aws/jobs-settings` | jobs settings ([`control::aws_api::JobsSettings`]: `notify` also on QUEUED → IN_PROGRESS) |
 //! | `GET /aws/jobs/{id}`, `POST /aws/jobs/{id}/cancel` | show; cancel ([`control::aws_api::CancelJob`]: QUEUED, IN_PROGRESS too with `force`) |
 //! | `GET /aws/things/{t}/jobs` | the thing's executions ([`control::aws_api::JobExecutionInfo`]) |
 //! | `GET /aws/things/{t}/jobs/{id}[?executionNumber=]` | one execution (default the latest) |

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use connector_emulator::control::aws_api::{
-    AwsFaults, CreateJob, JobExecutionStatus, JobRetryConfig, JobState, JobTimeoutConfig,
+    AwsFaults, CreateJob, JobExecutionStatus, JobRetryConfig, JobState, JobTimeoutConfig, JobsSettings,
 };
 use serde_json::{json, Value};
 
@@ -275,5 +275,23 @@ async fn job_timeout_retries_and_the_periodic_tick() {
     // Unknown targets are refused.
     let err = env.ctl.aws_create_job(&job("orphan", &["nobody"])).await.err().unwrap();
     assert_eq!(err.status(), Some(404), "{err}");
+    dev.disconnect().await;
+}
+
+#[tokio::test]
+async fn notify_on_start_is_a_setting() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = lamp(&env, dir.path()).await;
+    let on = JobsSettings { notify_on_start: true };
+    assert_eq!(env.ctl.aws_jobs_settings(&on).await.unwrap(), on);
+    env.ctl.aws_create_job(&job("n-1", &["lamp"])).await.unwrap();
+    dev.expect_json(&format!("{P}/notify")).await;
+    dev.expect_json(&format!("{P}/notify-next")).await;
+    request(&dev, "start-next", json!({})).await;
+    dev.expect_json(&format!("{P}/start-next/accepted")).await;
+    let n = dev.expect_json(&format!("{P}/notify")).await;
+    assert_eq!(n["jobs"]["IN_PROGRESS"][0]["jobId"], "n-1");
+    assert!(n["jobs"].get("QUEUED").is_none());
     dev.disconnect().await;
 }

@@ -432,3 +432,14 @@ impl ProvisioningTemplate {
         }
     }
 }
+
+/// Jobs service settings (`GET`, `PUT /aws/jobs-settings`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobsSettings {
+    /// Also publish `notify` when an execution moves from QUEUED to IN_PROGRESS (the
+    /// docs disagree, `aws-jobs.md` §4.1; default false: only when an execution joins or
+    /// leaves the pending list, as in their worked example).
+    #[serde(default)]
+    pub notify_on_start: bool,
+}

@@ -5,7 +5,8 @@ use serde_json::{json, Value};
 
 use super::aws_api::{
     AdvanceClock, Authorizer, AwsFaults, CancelJob, CertificateInfo, CertificateStatus, CertificateUpdate,
-    CreateCertificate, CreateJob, JobExecutionStatus, ProvisioningTemplate, ServiceClock, Thing,
+    CreateCertificate, CreateJob, JobExecutionStatus, JobsSettings, ProvisioningTemplate, ServiceClock,
+    Thing,
 };
 use super::routes::ApiError;
 use crate::aws::jobs::AdminError;
@@ -196,6 +197,14 @@ pub(crate) fn route(core: &AwsCore, m: &Method, rest: &[&str], query: &str, body
             ok(json!({}))
         }
         (Method::GET, ["jobs"]) => ok(core.lock().jobs.list()),
+        (Method::GET, ["jobs-settings"]) => {
+            ok(JobsSettings { notify_on_start: core.lock().jobs.notify_on_start })
+        }
+        (Method::PUT, ["jobs-settings"]) => {
+            let j: JobsSettings = parse(body)?;
+            core.lock().jobs.notify_on_start = j.notify_on_start;
+            ok(j)
+        }
         (Method::POST, ["jobs"]) => create_job(core, parse(body)?),
         (Method::GET, ["jobs", id]) => {
             ok(core.lock().jobs.job(id).ok_or_else(|| not_found(format!("job {id}")))?)

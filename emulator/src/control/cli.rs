@@ -355,6 +355,12 @@ pub enum AwsCmd {
     DeleteTemplate { name: String },
     /// Move the jobs/provisioning service clock forward (timers, token expiry).
     AdvanceClock { seconds: u64 },
+    /// Show or set the jobs settings.
+    JobsSettings {
+        /// Also publish `notify` when an execution moves from QUEUED to IN_PROGRESS.
+        #[arg(long)]
+        notify_on_start: Option<bool>,
+    },
     /// Clear a client's faults.
     ClearFaults { client_id: String },
 }
@@ -697,6 +703,10 @@ fn aws_request(cmd: AwsCmd) -> anyhow::Result<(Method, String, Option<Value>)> {
         AwsCmd::DeleteTemplate { name } => {
             (Method::DELETE, format!("/aws/provisioning-templates/{}", pct_encode(&name)), None)
         }
+        AwsCmd::JobsSettings { notify_on_start: None } => (Method::GET, "/aws/jobs-settings".into(), None),
+        AwsCmd::JobsSettings { notify_on_start: Some(b) } => {
+            (Method::PUT, "/aws/jobs-settings".into(), Some(json!({ "notifyOnStart": b })))
+        }
         AwsCmd::AdvanceClock { seconds } => {
             (Method::POST, "/aws/clock".into(), Some(json!({ "advanceSeconds": seconds })))
         }
@@ -972,6 +982,9 @@ mod tests {
             json!({"templateBody":{"Resources":{}},"enabled":true,"allowedPrincipals":["cert-1"]})
         );
         assert_eq!(aws(&["delete-template", "fleet"]).0, Method::DELETE);
+        let (m, _, b) = aws(&["jobs-settings", "--notify-on-start", "true"]);
+        assert_eq!((m, b), (Method::PUT, Some(json!({"notifyOnStart": true}))));
+        assert_eq!(aws(&["jobs-settings"]).0, Method::GET);
         let (_, p, b) = aws(&["advance-clock", "61"]);
         assert_eq!((p.as_str(), b), ("/aws/clock", Some(json!({"advanceSeconds": 61}))));
         let (_, _, b) = aws(&["throttle", "dev", "--jobs", "--count", "1"]);

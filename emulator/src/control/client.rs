@@ -18,7 +18,7 @@ use super::api::{
 use super::aws_api::{
     AccessKey, AdvanceClock, Authorizer, AwsConnection, AwsFaults, AwsTelemetry, CancelJob, CertificateInfo,
     CertificateStatus, CertificateUpdate, CreateCertificate, CreateJob, JobExecutionInfo, JobInfo,
-    ProvisioningTemplate, ServiceClock, Thing,
+    JobsSettings, ProvisioningTemplate, ServiceClock, Thing,
 };
 use crate::error::ControlError;
 use crate::util::pct_encode;
@@ -523,6 +523,11 @@ impl ControlClient {
             None::<&()>,
         )
         .await
+    }
+
+    /// `PUT /aws/jobs-settings`: jobs service settings (`notify` on QUEUED → IN_PROGRESS).
+    pub async fn aws_jobs_settings(&self, settings: &JobsSettings) -> Result<JobsSettings, ControlError> {
+        self.request(Method::PUT, "/aws/jobs-settings", Some(settings)).await
     }
 
     /// `PUT /aws/provisioning-templates/{name}`: creates or replaces a fleet-provisioning
