@@ -31,6 +31,8 @@
 pub mod client;
 pub mod codec;
 pub mod error;
+#[cfg(feature = "runtime")]
+mod exchange;
 pub mod keys;
 pub mod store;
 pub mod topics;
