@@ -295,3 +295,42 @@ async fn notify_on_start_is_a_setting() {
     assert!(n["jobs"].get("QUEUED").is_none());
     dev.disconnect().await;
 }
+
+#[tokio::test]
+async fn back_end_cancels_and_removes_executions() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = lamp(&env, dir.path()).await;
+    env.ctl.aws_create_job(&job("c-1", &["lamp"])).await.unwrap();
+    env.ctl.aws_create_job(&job("c-2", &["lamp"])).await.unwrap();
+    dev.expect_json(&format!("{P}/notify")).await;
+    dev.expect_json(&format!("{P}/notify-next")).await;
+    dev.expect_json(&format!("{P}/notify")).await;
+    request(&dev, "start-next", json!({})).await;
+    dev.expect_json(&format!("{P}/start-next/accepted")).await;
+    // A running execution is cancelled only with force.
+    let err = env.ctl.aws_cancel_job_execution("lamp", "c-1", false).await.err().unwrap();
+    assert_eq!(err.status(), Some(409), "{err}");
+    let x = env.ctl.aws_cancel_job_execution("lamp", "c-1", true).await.unwrap();
+    assert_eq!((x.status, x.version_number), (JobExecutionStatus::Canceled, 3));
+    assert_eq!(dev.expect_json(&format!("{P}/notify")).await["jobs"]["QUEUED"][0]["jobId"], "c-2");
+    assert_eq!(dev.expect_json(&format!("{P}/notify-next")).await["execution"]["jobId"], "c-2");
+    // The device's next update of the cancelled execution is refused.
+    request(&dev, "c-1/update", json!({"status": "SUCCEEDED"})).await;
+    let r = dev.expect_json(&format!("{P}/c-1/update/rejected")).await;
+    assert_eq!(
+        (r["code"].as_str(), r["executionState"]["status"].as_str()),
+        (Some("InvalidStateTransition"), Some("CANCELED"))
+    );
+    // Removing the other empties the queue.
+    let x = env.ctl.aws_remove_job_execution("lamp", "c-2").await.unwrap();
+    assert_eq!(x.status, JobExecutionStatus::Removed);
+    assert_eq!(dev.expect_json(&format!("{P}/notify")).await["jobs"], json!({}));
+    assert!(dev.expect_json(&format!("{P}/notify-next")).await.get("execution").is_none());
+    let jobs = env.ctl.aws_jobs().await.unwrap();
+    let states: Vec<_> = jobs.iter().map(|j| (j.job_id.as_str(), j.status)).collect();
+    assert_eq!(states, [("c-1", JobState::Completed), ("c-2", JobState::Completed)]);
+    assert_eq!(env.ctl.aws_job_executions("nobody").await.err().unwrap().status(), Some(404));
+    assert_eq!(env.ctl.aws_job_execution("lamp", "c-9", None).await.err().unwrap().status(), Some(404));
+    dev.disconnect().await;
+}
