@@ -220,7 +220,10 @@ pub struct TlsOptions {
 
 /// Everything one connect attempt needs. A provider computes these anew before every
 /// attempt, so renewed credentials (SAS tokens, SigV4 URLs) and reconnects are one path.
-#[derive(Debug, Clone)]
+///
+/// `Debug` redacts the query of the URI and of the user name (AWS custom authorizers carry
+/// their token and signature there), and the password and header values.
+#[derive(Clone)]
 pub struct ConnectParams {
     /// Where to connect.
     pub uri: BrokerUri,
@@ -248,6 +251,25 @@ pub struct ConnectParams {
     /// When these credentials stop working: the connection renews them (reconnects with
     /// fresh parameters) before that instant.
     pub credentials_expire: Option<SystemTime>,
+}
+
+impl fmt::Debug for ConnectParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectParams")
+            .field("uri", &self.uri)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username.as_deref().map(redact_query))
+            .field("password", &self.password)
+            .field("tls", &self.tls)
+            .field("mqtt_version", &self.mqtt_version)
+            .field("keep_alive", &self.keep_alive)
+            .field("clean_session", &self.clean_session)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("http_proxy", &self.http_proxy)
+            .field("http_headers", &self.http_headers)
+            .field("credentials_expire", &self.credentials_expire)
+            .finish()
+    }
 }
 
 impl ConnectParams {
@@ -381,6 +403,16 @@ mod tests {
         let mut p = ConnectParams::new("mqtts://h".parse().unwrap(), "c");
         p.tls = Some(TlsOptions { ciphers: Some("DEFAULT:@SECLEVEL=0".into()), ..Default::default() });
         assert!(matches!(p.validate(), Err(ConfigError::Invalid { field: "tls.ciphers", .. })));
+    }
+
+    #[test]
+    fn debug_redacts_user_name_queries() {
+        let mut p = ConnectParams::new("mqtts://h:443".parse().unwrap(), "c");
+        p.username = Some("dev?x-amz-customauthorizer-name=a&token=tok-123".into());
+        p.password = Some(Secret::new("pw-123"));
+        let shown = format!("{p:?}");
+        assert!(shown.contains("dev?<redacted>"), "{shown}");
+        assert!(!shown.contains("tok-123") && !shown.contains("pw-123"), "{shown}");
     }
 
     #[test]
