@@ -102,7 +102,8 @@
 //!   SUBACK 0x8F, DISCONNECT with a reason string when the server closes, 0x8E when a
 //!   newer connection took the client id); CONNACK with
 //!   Maximum QoS 1, Retain Available 0, no shared subscriptions or subscription
-//!   identifiers, Topic Alias Maximum 8, Server Keep Alive when the client's was clamped;
+//!   identifiers, Topic Alias Maximum 8, Receive Maximum 100, Server Keep Alive when the
+//!   client's was clamped;
 //!   inbound topic aliases. User properties, content type, response topic, correlation
 //!   data and payload format indicator (of PUBLISH and Will) go unchanged to MQTT 5
 //!   subscribers (3.1.1 subscribers get the bare message); telemetry records user

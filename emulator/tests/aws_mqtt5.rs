@@ -33,6 +33,7 @@ async fn connack_properties_and_refusals() {
     assert_eq!(props.get_int(P::MaximumQos), Some(1));
     assert_eq!(props.get_int(P::RetainAvailable), Some(0));
     assert_eq!(props.get_int(P::TopicAliasMaximum), Some(8));
+    assert_eq!(props.get_int(P::ReceiveMaximum), Some(100));
     assert_eq!(props.get_int(P::SharedSubscriptionAvailable), Some(0));
     // Keep-alive 5 s is below AWS's 30 s floor: the server says which one applies.
     assert_eq!(props.get_int(P::ServerKeepAlive), Some(30));

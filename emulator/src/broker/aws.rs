@@ -9,6 +9,7 @@
 //! with a reason string when the server closes: 0x8E when a newer connection took the
 //! client id, 0x98 otherwise). CONNACK advertises Maximum QoS 1, no
 //! retain, no shared subscriptions or subscription identifiers, Topic Alias Maximum 8,
+//! Receive Maximum 100 (AWS's in-flight QoS 1 limit),
 //! and Server Keep Alive when the client's value was clamped. Inbound topic aliases are
 //! resolved. User properties, content type, response topic, correlation data and the
 //! payload format indicator of a PUBLISH (and of a Will) reach MQTT 5 subscribers
@@ -36,6 +37,8 @@ use crate::aws::{connack, AwsCmd, AwsCore, AwsLive, MessageProps, Principal};
 const KEEP_ALIVE_RANGE: (u32, u32) = (30, 1200);
 /// Topic Alias Maximum in the MQTT 5 CONNACK (the value observed from AWS IoT).
 const TOPIC_ALIAS_MAX: u16 = 8;
+/// Receive Maximum in the MQTT 5 CONNACK: AWS IoT's 100 unacknowledged inbound QoS 1.
+const RECEIVE_MAX: std::num::NonZeroU16 = std::num::NonZeroU16::new(100).expect("100 is not zero");
 
 struct Will {
     topic: String,
@@ -328,6 +331,7 @@ async fn handshake_v5(
                 ack.shared_subscription_available = false;
                 ack.subscription_identifiers_available = false;
                 ack.topic_alias_max = TOPIC_ALIAS_MAX;
+                ack.receive_max = RECEIVE_MAX;
                 // Tell the client when its keep-alive was clamped.
                 ack.server_keepalive_sec = (granted != asked).then_some(granted);
             }))
