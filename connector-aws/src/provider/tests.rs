@@ -236,11 +236,7 @@ fn debug_never_shows_a_secret() {
     ];
     let mut shown = String::new();
     for p in &providers {
-        shown.push_str(&format!(
-            "{p:?} {:?} {:?}",
-            p.options(),
-            p.connect_params(now()).unwrap().http_headers
-        ));
+        shown.push_str(&format!("{p:?} {:?} {:?}", p.options(), p.connect_params(now()).unwrap()));
     }
     shown.push_str(&format!("{:?}", CredentialsSource::Explicit(creds())));
     for secret in [
