@@ -498,3 +498,21 @@ async fn a_dropped_batch_receiver_answers_errors() {
     assert_eq!(a["seq"], 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_producer_that_half_closes_still_gets_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut rx) = IngestServer::bind(opts(dir.path())).await.unwrap();
+    let mut p = Producer::connect(server.path()).await;
+    p.send("{\"t\":21.5}\n{\"topic\":\"engine\",\"payload\":{\"rpm\":900}}\n").await;
+    p.wr.shutdown().await.unwrap();
+    let b = batch(&mut rx, "the lines sent before the half-close").await;
+    assert_eq!(b.len(), 2);
+    b.accept_all();
+    let answers = p.answers(2).await;
+    assert_eq!(answers.len(), 2);
+    assert!(answers.values().all(|a| a["ok"] == true));
+    let end = tokio::time::timeout(WAIT, p.answers.next_line()).await.expect("closed in time").unwrap();
+    assert_eq!(end, None, "the server closes once every answer is written");
+    server.shutdown().await;
+}

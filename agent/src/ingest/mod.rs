@@ -29,6 +29,15 @@
 //! connection and never affects other lines. A last line without its newline when the
 //! producer closes is not delivered (an error answer is attempted).
 //!
+//! From a shell, with `socat` (the answers come back on stdout):
+//!
+//! ```text
+//! $ printf '%s\n' '{"t":21.5}' '{"topic":"engine","payload":{"rpm":900}}' \
+//!     | socat -t 5 - UNIX-CONNECT:/run/connector-agent/ingest.sock
+//! {"ok":true,"seq":1}
+//! {"ok":true,"seq":2}
+//! ```
+//!
 //! # Batching and backpressure
 //!
 //! Valid lines from all connections are gathered into [`Batch`]es delivered on an mpsc
