@@ -7,19 +7,23 @@
 //! ([`EmulatorInfo`]) and printed, so that a person or a test can play the back end
 //! through the control API (`connector-emulator ctl --url …`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 use connector_core::Secret;
 use connector_emulator::control::api::{Attestation, DeviceStatus, Enrollment, SymmetricKey};
+use connector_emulator::control::aws_api::{CreateCertificate, ProvisioningTemplate};
 use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{
-    AzureAuth, AzureSettings, Cloud, CloudKind, DpsAttestation, DpsSettings, EmbeddedSettings,
+    AwsAuth, AwsSettings, AzureAuth, AzureSettings, Cloud, CloudKind, DpsAttestation, DpsSettings,
+    EmbeddedSettings,
 };
+use crate::identity::IdentityCache;
 use crate::ops::write_private;
 
 /// The file in the state directory describing the running embedded emulator.
@@ -48,9 +52,6 @@ pub enum EmbeddedError {
         /// The error.
         source: std::io::Error,
     },
-    /// Not available yet.
-    #[error("the embedded {0} emulator flavour is not available in this build yet")]
-    Unsupported(&'static str),
 }
 
 /// Where the embedded emulator listens (`<state_dir>/emulator.json`).
@@ -83,17 +84,20 @@ pub struct Embedded {
 
 /// Starts the emulator and enrolls the agent.
 pub async fn start(e: &EmbeddedSettings, state_dir: &Path) -> Result<Embedded, EmbeddedError> {
-    if e.flavour == CloudKind::Aws {
-        return Err(EmbeddedError::Unsupported("AWS"));
-    }
+    let aws = e.flavour == CloudKind::Aws;
     let mut cfg = EmulatorConfig::ephemeral();
     cfg.state_dir = Some(e.data_dir.clone());
     cfg.ws_port = None;
-    cfg.aws_mqtt_port = None;
     cfg.aws_port = None;
+    if !aws {
+        cfg.aws_mqtt_port = None;
+    }
     cfg.method_default_timeout = Duration::from_secs(30);
     let handle =
         Emulator::start(cfg).map_err(|source| EmbeddedError::Start { dir: e.data_dir.clone(), source })?;
+    if aws {
+        return start_aws(e, state_dir, handle).await;
+    }
 
     // The enrollment key is the agent's: made once, kept 0600 beside the emulator's data.
     let key_path = e.data_dir.join(KEY_FILE);
@@ -148,9 +152,96 @@ pub async fn start(e: &EmbeddedSettings, state_dir: &Path) -> Result<Embedded, E
         device_id: e.device_id.clone(),
         pid: std::process::id(),
     };
+    write_info(state_dir, &info)?;
+    Ok(Embedded { handle, cloud, info })
+}
+
+fn write_info(state_dir: &Path, info: &EmulatorInfo) -> Result<(), EmbeddedError> {
     let path = state_dir.join(INFO_FILE);
-    let bytes = serde_json::to_vec_pretty(&info)
+    let bytes = serde_json::to_vec_pretty(info)
         .map_err(|err| EmbeddedError::Io { path: path.clone(), source: std::io::Error::other(err) })?;
-    write_private(&path, &bytes).map_err(|source| EmbeddedError::Io { path, source })?;
+    write_private(&path, &bytes).map_err(|source| EmbeddedError::Io { path, source })
+}
+
+/// The provisioning template the embedded AWS flavour registers: the thing is named by
+/// the `ThingName` parameter.
+pub const AWS_TEMPLATE: &str = "ConnectorAgent";
+
+/// AWS flavour: a provisioning template and a claim certificate, so that the agent
+/// provisions by claim. The emulator keeps no AWS registry across restarts (a real
+/// account does): a fleet identity the agent cached earlier is registered again, so that
+/// a restart reuses it as it would against AWS.
+async fn start_aws(
+    e: &EmbeddedSettings,
+    state_dir: &Path,
+    handle: EmulatorHandle,
+) -> Result<Embedded, EmbeddedError> {
+    let enroll = |err: connector_emulator::ControlError| EmbeddedError::Enroll(err.to_string());
+    let port = handle
+        .aws_mqtt_port()
+        .ok_or_else(|| EmbeddedError::Enroll("the emulator's AWS MQTT port is disabled".into()))?;
+    let ctl = handle.control();
+    let template = ProvisioningTemplate::new(serde_json::json!({
+        "Parameters": {"ThingName": {"Type": "String"}},
+        "Resources": {
+            "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}},
+            "certificate": {"Type": "AWS::IoT::Certificate",
+                            "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}}
+        }
+    }));
+    ctl.aws_put_provisioning_template(AWS_TEMPLATE, &template).await.map_err(enroll)?;
+    let claim = ctl
+        .aws_create_certificate(&CreateCertificate {
+            common_name: Some("connector-agent-claim".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(enroll)?;
+    let key =
+        claim.private_key_pem.clone().ok_or_else(|| EmbeddedError::Enroll("no claim key issued".into()))?;
+    let cert_file = e.data_dir.join("claim.pem.crt");
+    let key_file = e.data_dir.join("claim.pem.key");
+    for (path, bytes) in [(&cert_file, claim.certificate_pem.as_bytes()), (&key_file, key.as_bytes())] {
+        write_private(path, bytes).map_err(|source| EmbeddedError::Io { path: path.clone(), source })?;
+    }
+    // A device identity provisioned by an earlier run: known to the (new) registry again.
+    let store = connector_aws::fleet::IdentityStore::new(
+        IdentityCache::new(state_dir).dir().join(crate::run::FLEET_DIR),
+    );
+    if let Ok(Some(id)) = store.load() {
+        ctl.aws_create_thing(&id.thing_name).await.map_err(enroll)?;
+        let again = CreateCertificate {
+            certificate_pem: Some(id.certificate_pem.clone()),
+            thing_name: Some(id.thing_name.clone()),
+            ..Default::default()
+        };
+        if let Err(err) = ctl.aws_create_certificate(&again).await {
+            tracing::warn!(error = %err, "could not register the cached device certificate again");
+        }
+    }
+    let ca_file = handle.ca_path().to_owned();
+    let cloud = Cloud::Aws(AwsSettings {
+        endpoint: handle.aws_endpoint().to_owned(),
+        port: Some(port),
+        thing_name: Some(e.device_id.clone()),
+        client_id: None,
+        ca_file: Some(ca_file.clone()),
+        auth: AwsAuth::FleetProvisioning {
+            template_name: AWS_TEMPLATE.into(),
+            claim_cert_file: cert_file,
+            claim_key_file: key_file,
+            parameters: BTreeMap::from([("ThingName".to_owned(), e.device_id.clone())]),
+            timeout: Duration::from_secs(30),
+        },
+    });
+    let info = EmulatorInfo {
+        flavour: "aws".into(),
+        control_url: handle.control_url(),
+        mqtt_port: port,
+        ca_file,
+        device_id: e.device_id.clone(),
+        pid: std::process::id(),
+    };
+    write_info(state_dir, &info)?;
     Ok(Embedded { handle, cloud, info })
 }
