@@ -1,0 +1,137 @@
+//! The AWS flavour of the embedded default (`--cloud aws`): fleet provisioning by claim,
+//! MQTT 5 telemetry on `dt/{thing}/…`, shadow desired → file and file → reported, jobs
+//! running allow-listed handlers (others rejected), and the stored identity reused on
+//! restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{rt, Agent, WITHIN};
+use connector_emulator::control::aws_api::{CreateJob, JobExecutionStatus};
+use connector_emulator::ControlClient;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use test_support::wait_until;
+
+const THING: &str = "connector-agent";
+
+fn script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn aws_flavour_provisions_syncs_shadow_runs_jobs_and_reuses_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).unwrap();
+    script(&handlers, "install", "echo \"installing $1\"");
+    script(&handlers, "wipe", "echo should-not-run");
+    let state = dir.path().join("state");
+    let args = [
+        "--cloud",
+        "aws",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--metrics-addr",
+        "off",
+        "--telemetry-interval",
+        "300ms",
+        "--status-interval",
+        "300ms",
+        "--log-level",
+        "warn",
+    ];
+    let env = [
+        ("CONNECTOR_AGENT_HANDLERS_DIR", handlers.to_str().unwrap()),
+        ("CONNECTOR_AGENT_HANDLERS_ALLOW", "install"),
+    ];
+    let mut agent = Agent::start_env(&args, &env);
+    let url = agent.wait_value("emulator: control API ");
+    let ctl = ControlClient::new(url.split(',').next().unwrap()).unwrap();
+    agent.wait_line("fleet provisioning", |l| {
+        l == "identity: device connector-agent on localhost (provisioned by fleet provisioning)"
+    });
+    agent.wait_line("connected", |l| l.starts_with("status: connected device=connector-agent"));
+    let rt = rt();
+
+    // Device stats on dt/{thing}/telemetry with MQTT 5 properties.
+    wait_until(WITHIN, "device stats from the thing", || {
+        rt.block_on(ctl.aws_telemetry(Some(THING), None)).unwrap().iter().any(|m| {
+            m.topic == "dt/connector-agent/telemetry"
+                && m.user_properties.iter().any(|(k, v)| k == "source" && v == "device-stats")
+                && m.payload.as_deref().is_some_and(|p| p.contains("mem_total_bytes"))
+        })
+    });
+
+    // Shadow desired → desired.json; reported.json → shadow reported.
+    rt.block_on(ctl.aws_update_desired(THING, None, json!({"led": "on"}))).unwrap();
+    let desired_file = state.join("desired.json");
+    wait_until(WITHIN, "the desired change in desired.json", || {
+        std::fs::read(&desired_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["led"] == "on")
+    });
+    std::fs::write(state.join("reported.json"), r#"{"led":"on","firmware":"2.0"}"#).unwrap();
+    wait_until(WITHIN, "the reported file in the shadow", || {
+        let s = rt.block_on(ctl.aws_shadow(THING, None)).unwrap();
+        s.pointer("/state/reported/firmware") == Some(&json!("2.0"))
+    });
+
+    // Jobs: an allow-listed operation runs, another is rejected.
+    rt.block_on(ctl.aws_create_job(&CreateJob::new(
+        "job-install",
+        json!({"operation": "install", "args": ["v2"]}),
+        vec![THING.into()],
+    )))
+    .unwrap();
+    rt.block_on(ctl.aws_create_job(&CreateJob::new(
+        "job-wipe",
+        json!({"operation": "wipe"}),
+        vec![THING.into()],
+    )))
+    .unwrap();
+    let mut done = Vec::new();
+    wait_until(WITHIN, "both job executions ended", || {
+        done = rt.block_on(ctl.aws_job_executions(THING)).unwrap();
+        done.iter().all(|e| !matches!(e.status, JobExecutionStatus::Queued | JobExecutionStatus::InProgress))
+            && done.len() == 2
+    });
+    let install = done.iter().find(|e| e.job_id == "job-install").unwrap();
+    assert_eq!(install.status, JobExecutionStatus::Succeeded, "{install:?}");
+    assert_eq!(
+        install.status_details.get("stdout").map(String::as_str),
+        Some("installing v2"),
+        "{install:?}"
+    );
+    let wipe = done.iter().find(|e| e.job_id == "job-wipe").unwrap();
+    assert_eq!(wipe.status, JobExecutionStatus::Rejected, "{wipe:?}");
+
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
+
+    // Restart: the stored fleet identity is reused (no claim exchange).
+    let mut agent = Agent::start_env(&args, &env);
+    agent.wait_line("the stored identity", |l| {
+        l == "identity: device connector-agent on localhost (cached identity)"
+    });
+    agent.wait_line("connected", |l| l.starts_with("status: connected device=connector-agent"));
+    let key = state.join("identity").join("aws-fleet");
+    for entry in std::fs::read_dir(&key).unwrap() {
+        let p = entry.unwrap().path();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o077,
+            0,
+            "{} is private",
+            p.display()
+        );
+    }
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
+    assert!(!agent.output().contains("fleet provisioning)"), "{}", agent.output());
+}
