@@ -134,8 +134,27 @@ fn good_files_check_ok_without_printing_secrets() {
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("configuration ok: cloud azure, connection string"), "{out}");
     assert!(out.contains("drop Newest") && !out.contains(SECRET), "{out}");
-    // The example configurations shipped with the agent are valid.
-    for example in ["embedded.toml"] {
+    // The example configurations shipped with the agent are valid (their secret and
+    // certificate files pointed at stand-ins by environment overrides).
+    let key = dir.path().join("dps-key");
+    std::fs::write(&key, "c2VjcmV0LWtleS1uZXZlci1wcmludGVkLTEyMzQ=").unwrap();
+    let pem = dir.path().join("stand-in.pem");
+    std::fs::write(&pem, "not read by --check-config").unwrap();
+    let (key, pem) = (key.to_str().unwrap(), pem.to_str().unwrap());
+    let examples: [(&str, Vec<(&str, &str)>, &str); 3] = [
+        ("embedded.toml", vec![], "cloud embedded azure emulator"),
+        ("azure.toml", vec![("CONNECTOR_AGENT_AZURE_DPS_SYMMETRIC_KEY_FILE", key)], "cloud azure, DPS"),
+        (
+            "aws.toml",
+            vec![
+                ("CONNECTOR_AGENT_AWS_CA_FILE", pem),
+                ("CONNECTOR_AGENT_AWS_CERT_FILE", pem),
+                ("CONNECTOR_AGENT_AWS_KEY_FILE", pem),
+            ],
+            "cloud aws, endpoint",
+        ),
+    ];
+    for (example, env, expect) in examples {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(example);
         let (code, out) = run_to_end(
             &[
@@ -145,8 +164,9 @@ fn good_files_check_ok_without_printing_secrets() {
                 "--state-dir",
                 dir.path().to_str().unwrap(),
             ],
-            &[],
+            &env,
         );
         assert_eq!(code, 0, "{example}: {out}");
+        assert!(out.contains(expect), "{example}: {out}");
     }
 }

@@ -2,7 +2,7 @@
 //! actor tree on it, feed it telemetry (device stats, the ingestion socket), mirror device
 //! state, answer methods, serve metrics, print status, and react to signals.
 //!
-//! A *session* is one [`Connector`] on one identity. When the service refuses a
+//! A *session* is one [`connector_actors::Connector`] on one identity. When the service refuses a
 //! provisioned identity (CONNACK not authorised), the session ends, the cached identity is
 //! forgotten and the device provisions again; everything else (the ingestion socket, the
 //! metrics endpoint, the on-disk store) lives across sessions.
