@@ -141,7 +141,8 @@ fn good_files_check_ok_without_printing_secrets() {
     let pem = dir.path().join("stand-in.pem");
     std::fs::write(&pem, "not read by --check-config").unwrap();
     let (key, pem) = (key.to_str().unwrap(), pem.to_str().unwrap());
-    let examples: [(&str, Vec<(&str, &str)>, &str); 3] = [
+    type Example<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let examples: [Example; 3] = [
         ("embedded.toml", vec![], "cloud embedded azure emulator"),
         ("azure.toml", vec![("CONNECTOR_AGENT_AZURE_DPS_SYMMETRIC_KEY_FILE", key)], "cloud azure, DPS"),
         (
