@@ -1,0 +1,551 @@
+//! The agent's configuration: a TOML file, `CONNECTOR_AGENT_…` environment overrides and
+//! command-line flags, merged in that order and validated up front into [`Settings`].
+//!
+//! Every error is a [`ConfigError`] naming where the offending value came from (the file,
+//! the environment variable or the flag), the key (`telemetry.interval`) and the reason.
+//! Secrets (connection strings, symmetric keys) are read from files or named environment
+//! variables into [`Secret`]s: they never appear in errors, logs or `Debug` output.
+//!
+//! The sections and keys are documented in `agent/config/*.toml`; [`ENV_KEYS`] lists every
+//! key an environment variable can override (`telemetry.interval` ←
+//! `CONNECTOR_AGENT_TELEMETRY_INTERVAL`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use connector_core::{DropPolicy, Secret};
+use serde::Deserialize;
+use thiserror::Error;
+
+mod cloud;
+mod env;
+mod raw;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use env::{env_value, set_path};
+pub use env::{env_var_for, EnvKind, Overrides, ENV_KEYS};
+use raw::RawConfig;
+pub use settings::*;
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "CONNECTOR_AGENT_";
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The configuration file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(&'static str),
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Default => f.write_str("built-in default"),
+        }
+    }
+}
+
+/// Why the configuration is unusable. Messages name the source, the key and the reason;
+/// none carries a secret.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("{}: cannot read the configuration file: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{}: not valid TOML: {message}", file.display())]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A key is unknown, has the wrong type, or an invalid value.
+    #[error("{origin}: `{key}`: {reason}")]
+    Invalid {
+        /// Where the value came from.
+        origin: Origin,
+        /// The dotted key (`telemetry.interval`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A secret (or certificate) file named by a key could not be read.
+    #[error("{origin}: `{key}`: cannot read {}: {source}", path.display())]
+    File {
+        /// Where the key came from.
+        origin: Origin,
+        /// The key naming the file.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An environment variable with the agent's prefix names no known key.
+    #[error(
+        "environment variable {var}: no such configuration key (known: see `connector-agent --help-env`)"
+    )]
+    UnknownEnv {
+        /// The variable.
+        var: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key the error is about, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } | ConfigError::File { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A duration in configuration: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`, or an integer
+/// number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+/// Parses `"500ms"`, `"10s"`, `"1.5s"`, `"5m"`, `"2h"`, `"1d"` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: expected a number followed by ms, s, m, h or d"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        u => return Err(format!("invalid duration `{s}`: unknown unit `{u}` (use ms, s, m, h or d)")),
+    };
+    let secs = n * scale;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("invalid duration `{s}`: out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Dur(Duration::from_secs(n))),
+            Raw::Str(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Default telemetry interval.
+pub const DEFAULT_TELEMETRY_INTERVAL: Duration = Duration::from_secs(10);
+
+pub(super) struct Ctx {
+    origins: HashMap<String, Origin>,
+    default_origin: Origin,
+}
+
+impl Ctx {
+    fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or_else(|| self.default_origin.clone())
+    }
+    pub(super) fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { origin: self.origin(key), key: key.to_owned(), reason: reason.into() }
+    }
+    pub(super) fn read_file(&self, key: &str, path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+            origin: self.origin(key),
+            key: key.to_owned(),
+            path: path.to_owned(),
+            source,
+        })
+    }
+    pub(super) fn must_exist(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        std::fs::metadata(path).map(|_| ()).map_err(|source| ConfigError::File {
+            origin: self.origin(key),
+            key: key.to_owned(),
+            path: path.to_owned(),
+            source,
+        })
+    }
+    /// A secret from a file (trimmed) or a named environment variable.
+    pub(super) fn secret(
+        &self,
+        file_key: &str,
+        file: Option<&Path>,
+        env_key: &str,
+        env: Option<&str>,
+        env_lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match (file, env) {
+            (Some(_), Some(_)) => {
+                Err(self.invalid(env_key, format!("set either `{file_key}` or `{env_key}`, not both")))
+            }
+            (Some(path), None) => {
+                let text = self.read_file(file_key, path)?;
+                warn_if_readable_by_others(path);
+                let s = text.trim();
+                if s.is_empty() {
+                    return Err(self.invalid(file_key, format!("{} is empty", path.display())));
+                }
+                Ok(Some(Secret::new(s)))
+            }
+            (None, Some(var)) => match env_lookup(var) {
+                Some(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
+                _ => Err(self.invalid(env_key, format!("environment variable {var} is not set or empty"))),
+            },
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), "secret file is readable by group or others; chmod 600 it");
+        }
+    }
+}
+
+/// Loads, merges and validates the configuration: `file` (if any), then the environment
+/// (`env`: a lookup, normally `std::env::var`), then `overrides`.
+pub fn load(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    overrides: &Overrides,
+) -> Result<Settings, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { file: path.to_owned(), source })?;
+            text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+                file: path.to_owned(),
+                message: e.to_string().trim().to_owned(),
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    let default_origin = file.map(|p| Origin::File(p.to_owned())).unwrap_or(Origin::Default);
+    let mut origins = HashMap::new();
+    for (var, value) in env {
+        let Some(_) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let Some((key, kind)) = ENV_KEYS.iter().find(|(k, _)| env_var_for(k) == *var) else {
+            return Err(ConfigError::UnknownEnv { var: var.clone() });
+        };
+        set_path(&mut table, key, env_value(var, key, *kind, value)?);
+        origins.insert((*key).to_owned(), Origin::Env(var.clone()));
+    }
+    for (key, flag, value) in overrides.entries() {
+        set_path(&mut table, key, value);
+        origins.insert(key.to_owned(), Origin::Flag(flag));
+    }
+    let ctx = Ctx { origins, default_origin };
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        // An unknown field is reported at its parent; name it in the key.
+        ctx.invalid(&key, reason)
+    })?;
+    let env_lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    validate(raw, file, &ctx, &env_lookup)
+}
+
+/// [`load`] with the process environment.
+pub fn load_from_process(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    load(file, &env, overrides)
+}
+
+fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(d) = env("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd's StateDirectory= (colon-separated when several).
+        return d.split(':').next().map(PathBuf::from);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from("/var/lib/connector-agent"));
+    }
+    if let Some(x) = env("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Some(Path::new(&x).join("connector-agent"));
+    }
+    env("HOME").filter(|d| !d.is_empty()).map(|h| Path::new(&h).join(".local/state/connector-agent"))
+}
+
+pub(super) fn non_empty(ctx: &Ctx, key: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+    match v {
+        Some(s) if s.trim().is_empty() => Err(ctx.invalid(key, "must not be empty")),
+        other => Ok(other),
+    }
+}
+
+pub(super) fn required<T>(ctx: &Ctx, key: &str, v: Option<T>, why: &str) -> Result<T, ConfigError> {
+    v.ok_or_else(|| ctx.invalid(key, format!("missing: {why}")))
+}
+
+fn validate(
+    raw: RawConfig,
+    file: Option<&Path>,
+    ctx: &Ctx,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let state_dir = match raw.agent.state_dir {
+        Some(d) if d.as_os_str().is_empty() => {
+            return Err(ctx.invalid("agent.state_dir", "must not be empty"))
+        }
+        Some(d) => d,
+        None => default_state_dir(env).ok_or_else(|| {
+            ctx.invalid(
+                "agent.state_dir",
+                "missing: no $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME to default from",
+            )
+        })?,
+    };
+    let status_interval = match raw.agent.status_interval.map(|d| d.0) {
+        Some(d) if d.is_zero() => None,
+        Some(d) if d < Duration::from_millis(100) => {
+            return Err(ctx.invalid("agent.status_interval", "must be at least 100ms (0 disables)"))
+        }
+        Some(d) => Some(d),
+        None => Some(Duration::from_secs(10)),
+    };
+    let shutdown_timeout = raw.agent.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0);
+
+    let provider = match raw.cloud.provider.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("azure") => CloudKind::Azure,
+        Some("aws") => CloudKind::Aws,
+        Some(other) => {
+            return Err(ctx.invalid("cloud.provider", format!("unknown provider `{other}` (azure or aws)")))
+        }
+        None if raw.aws.is_some() && raw.azure.is_none() => CloudKind::Aws,
+        None => CloudKind::Azure,
+    };
+    let configured = match provider {
+        CloudKind::Azure => raw.azure.is_some(),
+        CloudKind::Aws => raw.aws.is_some(),
+    };
+    let embedded = match raw.cloud.embedded {
+        Some(true) if configured => {
+            return Err(ctx.invalid(
+                "cloud.embedded",
+                format!("is true but [{}] is configured: remove one of them", provider.as_str()),
+            ))
+        }
+        Some(false) if !configured => {
+            return Err(ctx.invalid(
+                "cloud.embedded",
+                format!("is false but there is no [{}] section to connect with", provider.as_str()),
+            ))
+        }
+        Some(e) => e,
+        None => !configured || raw.emulator.is_some(),
+    };
+    if embedded && configured {
+        return Err(ctx.invalid(
+            "emulator",
+            format!(
+                "[emulator] and [{}] are both present: the embedded emulator or a cloud, not both",
+                provider.as_str()
+            ),
+        ));
+    }
+    let cloud = if embedded {
+        let em = raw.emulator.unwrap_or_default();
+        let device_id = non_empty(ctx, "emulator.device_id", em.device_id)?
+            .unwrap_or_else(|| "connector-agent".to_owned());
+        if !device_id.chars().all(|c| c.is_ascii_alphanumeric() || "-.:_".contains(c))
+            || device_id.len() > 128
+        {
+            return Err(ctx.invalid(
+                "emulator.device_id",
+                "use at most 128 letters, digits and - . : _ (a DPS registration id and a thing name)",
+            ));
+        }
+        Cloud::Embedded(EmbeddedSettings {
+            flavour: provider,
+            data_dir: em.data_dir.unwrap_or_else(|| state_dir.join("emulator")),
+            device_id,
+        })
+    } else {
+        match provider {
+            CloudKind::Azure => Cloud::Azure(cloud::azure(raw.azure.unwrap_or_default(), ctx, env)?),
+            CloudKind::Aws => Cloud::Aws(cloud::aws(raw.aws.unwrap_or_default(), ctx)?),
+        }
+    };
+
+    let interval = raw.telemetry.interval.map_or(DEFAULT_TELEMETRY_INTERVAL, |d| d.0);
+    if interval < Duration::from_millis(100) {
+        return Err(ctx.invalid("telemetry.interval", "must be at least 100ms"));
+    }
+    let telemetry = TelemetrySettings { interval, device_stats: raw.telemetry.device_stats.unwrap_or(true) };
+
+    let ingest = IngestSettings {
+        enabled: raw.ingest.enabled.unwrap_or(true),
+        socket: raw.ingest.socket.unwrap_or_else(|| state_dir.join("ingest.sock")),
+        batch_max_messages: raw.ingest.batch_max_messages.unwrap_or(100),
+        batch_max_bytes: raw.ingest.batch_max_bytes.unwrap_or(64 * 1024),
+        batch_max_delay: raw.ingest.batch_max_delay.map_or(Duration::from_secs(1), |d| d.0),
+    };
+    if ingest.batch_max_messages == 0 {
+        return Err(ctx.invalid("ingest.batch_max_messages", "must be at least 1"));
+    }
+    if ingest.batch_max_bytes < 64 {
+        return Err(ctx.invalid("ingest.batch_max_bytes", "must be at least 64"));
+    }
+    // sun_path is 108 bytes including the terminating NUL.
+    if ingest.enabled && ingest.socket.as_os_str().len() > 107 {
+        return Err(ctx.invalid("ingest.socket", "a Unix socket path must be at most 107 bytes"));
+    }
+
+    let state = StateSettings {
+        enabled: raw.state.enabled.unwrap_or(true),
+        desired_file: raw.state.desired_file.unwrap_or_else(|| state_dir.join("desired.json")),
+        reported_file: raw.state.reported_file.unwrap_or_else(|| state_dir.join("reported.json")),
+        poll_interval: raw.state.poll_interval.map_or(Duration::from_secs(1), |d| d.0),
+    };
+    if state.poll_interval < Duration::from_millis(50) {
+        return Err(ctx.invalid("state.poll_interval", "must be at least 50ms"));
+    }
+    if state.desired_file == state.reported_file {
+        return Err(ctx.invalid("state.reported_file", "must differ from state.desired_file"));
+    }
+
+    let handlers = HandlerSettings {
+        dir: raw.handlers.dir,
+        allow: raw.handlers.allow.unwrap_or_default(),
+        timeout: raw.handlers.timeout.map_or(Duration::from_secs(30), |d| d.0),
+        run_as: non_empty(ctx, "handlers.run_as", raw.handlers.run_as)?,
+        max_output_bytes: raw.handlers.max_output_bytes.unwrap_or(64 * 1024),
+    };
+    for name in &handlers.allow {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(ctx.invalid("handlers.allow", format!("`{name}` is not a plain file name")));
+        }
+    }
+    if !handlers.allow.is_empty() && handlers.dir.is_none() {
+        return Err(
+            ctx.invalid("handlers.dir", "missing: handlers.allow names handlers but no directory holds them")
+        );
+    }
+    if handlers.timeout.is_zero() {
+        return Err(ctx.invalid("handlers.timeout", "must be more than 0"));
+    }
+    if let Some(user) = &handlers.run_as {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(_)) => {}
+            _ => return Err(ctx.invalid("handlers.run_as", format!("no such user `{user}`"))),
+        }
+    }
+
+    let drop_policy = match raw.store.drop_policy.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("oldest") => DropPolicy::Oldest,
+        Some("newest") => DropPolicy::Newest,
+        Some(other) => {
+            return Err(ctx.invalid("store.drop_policy", format!("`{other}`: expected `oldest` or `newest`")))
+        }
+    };
+    let store = StoreSettings {
+        dir: raw.store.dir.unwrap_or_else(|| state_dir.join("outbox")),
+        max_messages: raw.store.max_messages.unwrap_or(10_000),
+        max_bytes: raw.store.max_bytes.unwrap_or(64 * 1024 * 1024),
+        drop_policy,
+        fsync: raw.store.fsync.unwrap_or(false),
+    };
+    if store.max_messages == 0 {
+        return Err(ctx.invalid("store.max_messages", "must be at least 1"));
+    }
+    if store.max_bytes < 1024 {
+        return Err(ctx.invalid("store.max_bytes", "must be at least 1024"));
+    }
+
+    let metrics = if raw.metrics.enabled.unwrap_or(true) {
+        let addr = raw.metrics.addr.unwrap_or_else(|| connector_actors::DEFAULT_METRICS_ADDR.to_owned());
+        Some(addr.parse::<SocketAddr>().map_err(|_| {
+            ctx.invalid("metrics.addr", format!("`{addr}` is not an address:port (e.g. 127.0.0.1:9898)"))
+        })?)
+    } else {
+        None
+    };
+
+    let logging = LoggingSettings {
+        level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
+        json: raw.logging.json.unwrap_or(false),
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&logging.level) {
+        return Err(ctx.invalid("logging.level", format!("`{}`: {e}", logging.level)));
+    }
+
+    Ok(Settings {
+        file: file.map(Path::to_owned),
+        state_dir,
+        status_interval,
+        shutdown_timeout,
+        cloud,
+        telemetry,
+        ingest,
+        state,
+        handlers,
+        store,
+        metrics,
+        logging,
+    })
+}
+
+/// What changed between two settings that a reload (SIGHUP) cannot apply in place.
+pub fn restart_required(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.state_dir != new.state_dir {
+        v.push("agent.state_dir");
+    }
+    if format!("{:?}", old.cloud) != format!("{:?}", new.cloud) {
+        v.push("cloud");
+    }
+    if old.ingest != new.ingest {
+        v.push("ingest");
+    }
+    if old.state != new.state {
+        v.push("state");
+    }
+    if old.store != new.store {
+        v.push("store");
+    }
+    if old.metrics != new.metrics {
+        v.push("metrics");
+    }
+    if old.logging.json != new.logging.json {
+        v.push("logging.json");
+    }
+    if old.handlers.dir != new.handlers.dir || old.handlers.run_as != new.handlers.run_as {
+        v.push("handlers.dir/run_as");
+    }
+    v
+}

@@ -1,0 +1,275 @@
+//! The validated settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use connector_core::{DropPolicy, Secret};
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration file, if one was given.
+    pub file: Option<PathBuf>,
+    /// Identity cache, lock file, default store, socket and state files.
+    pub state_dir: PathBuf,
+    /// How often the status line is printed (`None`: never).
+    pub status_interval: Option<Duration>,
+    /// How long a shutdown waits for unacknowledged messages before disconnecting.
+    pub shutdown_timeout: Duration,
+    /// Which cloud, and how to reach it.
+    pub cloud: Cloud,
+    /// Periodic telemetry.
+    pub telemetry: TelemetrySettings,
+    /// The local ingestion socket.
+    pub ingest: IngestSettings,
+    /// Desired/reported state files.
+    pub state: StateSettings,
+    /// Method/job handler executables.
+    pub handlers: HandlerSettings,
+    /// The Publisher's offline queue and on-disk store.
+    pub store: StoreSettings,
+    /// `/metrics`, `/healthz`, `/readyz` address (`None`: not served).
+    pub metrics: Option<SocketAddr>,
+    /// Logging.
+    pub logging: LoggingSettings,
+}
+
+/// The two clouds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudKind {
+    /// Azure IoT Hub (+ DPS).
+    Azure,
+    /// AWS IoT Core (+ fleet provisioning).
+    Aws,
+}
+
+impl CloudKind {
+    /// `azure` or `aws`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudKind::Azure => "azure",
+            CloudKind::Aws => "aws",
+        }
+    }
+}
+
+/// Which cloud the agent talks to.
+#[derive(Debug, Clone)]
+pub enum Cloud {
+    /// The emulator, started in-process (the default with no configuration).
+    Embedded(EmbeddedSettings),
+    /// Azure IoT Hub.
+    Azure(AzureSettings),
+    /// AWS IoT Core.
+    Aws(AwsSettings),
+}
+
+impl Cloud {
+    /// The cloud's kind (the flavour, for the embedded emulator).
+    pub fn kind(&self) -> CloudKind {
+        match self {
+            Cloud::Embedded(e) => e.flavour,
+            Cloud::Azure(_) => CloudKind::Azure,
+            Cloud::Aws(_) => CloudKind::Aws,
+        }
+    }
+}
+
+/// The in-process emulator.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSettings {
+    /// Azure or AWS flavour.
+    pub flavour: CloudKind,
+    /// The emulator's CA, registry and enrollment (kept across restarts).
+    pub data_dir: PathBuf,
+    /// The device id (Azure) or thing name (AWS) the agent provisions as.
+    pub device_id: String,
+}
+
+/// Azure IoT Hub.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    /// How the device authenticates.
+    pub auth: AzureAuth,
+    /// Hub port override.
+    pub port: Option<u16>,
+    /// Trust roots (PEM) instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Plug and Play model id.
+    pub model_id: Option<String>,
+    /// MQTT over TLS or over WebSocket.
+    pub websocket: bool,
+}
+
+/// Azure device authentication.
+#[derive(Debug, Clone)]
+pub enum AzureAuth {
+    /// A device connection string (SAS key).
+    ConnectionString(Secret),
+    /// A client certificate for `device_id` on `host_name`.
+    X509 {
+        /// The hub.
+        host_name: String,
+        /// The device.
+        device_id: String,
+        /// Certificate (PEM, leaf first).
+        cert_file: PathBuf,
+        /// Private key (PEM).
+        key_file: PathBuf,
+    },
+    /// Device Provisioning Service.
+    Dps(DpsSettings),
+}
+
+/// DPS registration settings.
+#[derive(Debug, Clone)]
+pub struct DpsSettings {
+    /// ID scope.
+    pub id_scope: String,
+    /// Registration id.
+    pub registration_id: String,
+    /// DPS host.
+    pub endpoint: String,
+    /// DPS port override.
+    pub port: Option<u16>,
+    /// Attestation.
+    pub attestation: DpsAttestation,
+    /// Provisioning time limit.
+    pub timeout: Duration,
+}
+
+/// DPS attestation.
+#[derive(Debug, Clone)]
+pub enum DpsAttestation {
+    /// Individual enrollment key.
+    SymmetricKey(Secret),
+    /// Enrollment group key (the device key is derived).
+    GroupKey(Secret),
+    /// Client certificate (`azure.x509`).
+    X509 {
+        /// Certificate.
+        cert_file: PathBuf,
+        /// Private key.
+        key_file: PathBuf,
+    },
+}
+
+/// AWS IoT Core.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// The account's device data endpoint.
+    pub endpoint: String,
+    /// Port (8883 or 443 with ALPN).
+    pub port: Option<u16>,
+    /// Thing name (also the client id unless `client_id` is set).
+    pub thing_name: Option<String>,
+    /// MQTT client id.
+    pub client_id: Option<String>,
+    /// Trust roots (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// How the device authenticates.
+    pub auth: AwsAuth,
+}
+
+/// AWS device authentication.
+#[derive(Debug, Clone)]
+pub enum AwsAuth {
+    /// A device certificate and key.
+    Certificate {
+        /// Certificate (PEM).
+        cert_file: PathBuf,
+        /// Private key (PEM).
+        key_file: PathBuf,
+    },
+    /// Fleet provisioning by claim.
+    FleetProvisioning {
+        /// Provisioning template.
+        template_name: String,
+        /// Claim certificate.
+        claim_cert_file: PathBuf,
+        /// Claim private key.
+        claim_key_file: PathBuf,
+        /// Template parameters.
+        parameters: BTreeMap<String, String>,
+        /// Provisioning time limit.
+        timeout: Duration,
+    },
+}
+
+/// Periodic telemetry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// How often a device-stats message is sent.
+    pub interval: Duration,
+    /// Whether device stats are sent at all.
+    pub device_stats: bool,
+}
+
+/// The local ingestion socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestSettings {
+    /// Whether the socket is served.
+    pub enabled: bool,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Most lines per telemetry message.
+    pub batch_max_messages: usize,
+    /// Most payload bytes per telemetry message.
+    pub batch_max_bytes: usize,
+    /// Longest a line waits for its batch.
+    pub batch_max_delay: Duration,
+}
+
+/// Desired/reported state files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSettings {
+    /// Whether state is synchronised.
+    pub enabled: bool,
+    /// Where desired state is written.
+    pub desired_file: PathBuf,
+    /// Where reported state is read from.
+    pub reported_file: PathBuf,
+    /// How often the reported file is checked for changes.
+    pub poll_interval: Duration,
+}
+
+/// Method/job handler executables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerSettings {
+    /// The handler directory (`None`: no handlers; every method is refused).
+    pub dir: Option<PathBuf>,
+    /// Handler names that may run (file names in `dir`).
+    pub allow: Vec<String>,
+    /// Longest a handler may run.
+    pub timeout: Duration,
+    /// Run handlers as this user (the agent must be root).
+    pub run_as: Option<String>,
+    /// Output captured per stream.
+    pub max_output_bytes: usize,
+}
+
+/// The Publisher's offline queue and on-disk store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// The store's directory.
+    pub dir: PathBuf,
+    /// Most accepted messages waiting to be sent.
+    pub max_messages: usize,
+    /// Most bytes of accepted, unacknowledged messages (new messages are refused beyond).
+    pub max_bytes: u64,
+    /// Which message goes when `max_messages` is reached.
+    pub drop_policy: DropPolicy,
+    /// `fsync` every store write.
+    pub fsync: bool,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggingSettings {
+    /// An `EnvFilter` directive (`info`, `debug,paho_mqtt=warn`).
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
