@@ -5,10 +5,11 @@
 //! rejections, progress reports and notifications.
 #![allow(clippy::unwrap_used)]
 
-mod shadow_env;
+mod common;
 
 use std::time::Duration;
 
+use common::*;
 use connector_actors::jobs::{JobError, JobEvent, JobOutcome, JobRun, JobsOptions};
 use connector_core::jobs::{
     DescribeRequest, JobErrorCode, JobStatus, JobUpdate, StartNextRequest, StatusDetails,
@@ -16,7 +17,6 @@ use connector_core::jobs::{
 use connector_emulator::control::aws_api::{CreateJob, JobExecutionStatus};
 use futures::StreamExt;
 use serde_json::json;
-use shadow_env::*;
 
 async fn final_status(env: &AwsEnv, thing: &str, job: &str) -> (JobExecutionStatus, StatusDetails) {
     eventually(&format!("{job} to end"), || async {

@@ -5,15 +5,15 @@
 //! the documents stream, and the delta a reconnect catches up on.
 #![allow(clippy::unwrap_used)]
 
-mod shadow_env;
+mod common;
 
 use std::time::Duration;
 
+use common::*;
 use connector_actors::twin::DesiredUpdate;
 use connector_actors::TwinError;
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
-use shadow_env::*;
 
 async fn next_update(s: &mut (impl Stream<Item = DesiredUpdate> + Unpin), what: &str) -> DesiredUpdate {
     match tokio::time::timeout(WAIT, s.next()).await {

@@ -12,7 +12,9 @@ use connector_core::{
     PemSource, Provider, ProviderError, Publish, QoS, SubscriptionSpec,
 };
 use connector_emulator::control::aws_api::CreateCertificate;
+use connector_emulator::control::client::ControlClient;
 use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 /// How long a test waits for anything that should happen.
@@ -130,5 +132,74 @@ impl Provider for Skewed {
     }
     fn limits(&self) -> Limits {
         self.inner.limits()
+    }
+}
+
+/// An emulator with its control client, for tests that drive devices through the tree.
+pub struct AwsEnv {
+    /// The emulator.
+    pub emu: EmulatorHandle,
+    /// Its control API.
+    pub ctl: ControlClient,
+}
+
+/// A connected device.
+pub struct Device {
+    /// The running tree.
+    pub conn: Connector,
+    /// Its MQTT client id.
+    pub client_id: String,
+}
+
+impl AwsEnv {
+    /// An emulator on ephemeral ports.
+    pub async fn start() -> AwsEnv {
+        let emu = start();
+        let ctl = emu.control();
+        AwsEnv { emu, ctl }
+    }
+
+    /// A device for a new thing with a fresh certificate, connected over mutual TLS with a
+    /// 5 s operation timeout.
+    pub async fn device(&self, thing: &str) -> Device {
+        let creds = thing_with_cert(&self.emu, thing).await;
+        let opts = options(&self.emu, thing, AwsAuth::Certificate(creds)).keep_alive(Duration::from_secs(30));
+        let provider = AwsProvider::new(opts).unwrap();
+        let client_id = provider.client_id().to_owned();
+        let conn = Connector::builder(provider)
+            .backoff(fast_backoff())
+            .operation_timeout(Duration::from_secs(5))
+            .start();
+        conn.wait_connected(WAIT).await.unwrap();
+        Device { conn, client_id }
+    }
+}
+
+/// Waits for a `Disconnected` event.
+pub async fn wait_disconnected(events: &mut (impl Stream<Item = ConnectionEvent> + Unpin)) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(ConnectionEvent::Disconnected { .. })) => return,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("events ended before a disconnect"),
+            Err(_) => panic!("no disconnect within {WAIT:?}"),
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, failing after [`WAIT`] with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() <= deadline, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
