@@ -22,10 +22,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use connector_actors::jobs::{JobOutcome, JobRun, JobsOptions};
 use connector_actors::Connector;
-use connector_aws::{AwsAuth, AwsOptions, AwsProvider, X509Credentials};
+use connector_aws::AwsProvider;
 use connector_core::jobs::StatusDetails;
-use connector_core::PemSource;
-use connector_emulator::control::aws_api::{CreateCertificate, CreateJob, JobExecutionStatus};
+use connector_emulator::control::aws_api::{CreateJob, JobExecutionStatus};
 use connector_emulator::{Emulator, EmulatorConfig};
 use serde_json::json;
 
@@ -68,21 +67,9 @@ fn handlers(conn: &Connector) -> anyhow::Result<()> {
 
 #[actix_rt::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error,connector_actors::jobs=info,ntex_server=off".into()),
-        )
-        .init();
+    connector_examples::init_tracing("error,connector_actors::jobs=info,ntex_server=off");
 
-    if let Ok(endpoint) = std::env::var("AWS_IOT_ENDPOINT") {
-        let var =
-            |k: &str| std::env::var(k).with_context(|| format!("{k} is required with AWS_IOT_ENDPOINT"));
-        let creds = X509Credentials::from_files(var("AWS_IOT_CERT")?, var("AWS_IOT_KEY")?);
-        let mut opts = AwsOptions::new(endpoint, var("AWS_IOT_THING")?, AwsAuth::Certificate(creds));
-        if let Ok(ca) = std::env::var("AWS_IOT_CA") {
-            opts = opts.trust_roots(PemSource::File(ca.into()));
-        }
+    if let Some(opts) = connector_examples::aws_options_from_env()? {
         let conn = Connector::builder(AwsProvider::new(opts)?).start();
         handlers(&conn)?;
         println!("running jobs until Ctrl-C");
@@ -93,18 +80,7 @@ async fn main() -> anyhow::Result<()> {
 
     let emu = Emulator::start(EmulatorConfig::ephemeral())?;
     let ctl = emu.control();
-    ctl.aws_create_thing(THING).await?;
-    let cert = ctl
-        .aws_create_certificate(&CreateCertificate { thing_name: Some(THING.into()), ..Default::default() })
-        .await?;
-    let key = cert.private_key_pem.context("the emulator issues the key")?;
-    let opts = AwsOptions::new(
-        emu.aws_endpoint(),
-        THING,
-        AwsAuth::Certificate(X509Credentials::from_pem(cert.certificate_pem, key)),
-    )
-    .port(emu.aws_mqtt_port().context("AWS endpoint enabled")?)
-    .trust_roots(PemSource::File(emu.ca_path().to_owned()));
+    let opts = connector_examples::emulator_thing(&emu, THING).await?;
     let conn = Connector::builder(AwsProvider::new(opts)?).start();
     conn.wait_connected(Duration::from_secs(20)).await.context("connecting")?;
     handlers(&conn)?;

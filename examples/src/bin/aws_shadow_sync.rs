@@ -22,9 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use connector_actors::twin::DesiredUpdate;
 use connector_actors::{Connector, TwinHandle};
-use connector_aws::{AwsAuth, AwsOptions, AwsProvider, X509Credentials};
-use connector_core::PemSource;
-use connector_emulator::control::aws_api::CreateCertificate;
+use connector_aws::{AwsOptions, AwsProvider};
 use connector_emulator::{Emulator, EmulatorConfig};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -82,21 +80,9 @@ async fn converged(twin: &TwinHandle, shadow: Option<&str>) -> anyhow::Result<Va
 
 #[actix_rt::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,connector_actors=info,ntex_server=off".into()),
-        )
-        .init();
+    connector_examples::init_tracing("warn,connector_actors=info,ntex_server=off");
 
-    if let Ok(endpoint) = std::env::var("AWS_IOT_ENDPOINT") {
-        let var =
-            |k: &str| std::env::var(k).with_context(|| format!("{k} is required with AWS_IOT_ENDPOINT"));
-        let creds = X509Credentials::from_files(var("AWS_IOT_CERT")?, var("AWS_IOT_KEY")?);
-        let mut opts = AwsOptions::new(endpoint, var("AWS_IOT_THING")?, AwsAuth::Certificate(creds));
-        if let Ok(ca) = std::env::var("AWS_IOT_CA") {
-            opts = opts.trust_roots(PemSource::File(ca.into()));
-        }
+    if let Some(opts) = connector_examples::aws_options_from_env()? {
         let (conn, _twin) = start_device(opts).await?;
         println!("connected; syncing shadows until Ctrl-C");
         tokio::signal::ctrl_c().await?;
@@ -106,18 +92,7 @@ async fn main() -> anyhow::Result<()> {
 
     let emu = Emulator::start(EmulatorConfig::ephemeral())?;
     let ctl = emu.control();
-    ctl.aws_create_thing(THING).await?;
-    let cert = ctl
-        .aws_create_certificate(&CreateCertificate { thing_name: Some(THING.into()), ..Default::default() })
-        .await?;
-    let key = cert.private_key_pem.context("the emulator issues the key")?;
-    let opts = AwsOptions::new(
-        emu.aws_endpoint(),
-        THING,
-        AwsAuth::Certificate(X509Credentials::from_pem(cert.certificate_pem, key)),
-    )
-    .port(emu.aws_mqtt_port().context("AWS endpoint enabled")?)
-    .trust_roots(PemSource::File(emu.ca_path().to_owned()));
+    let opts = connector_examples::emulator_thing(&emu, THING).await?;
     let (conn, twin) = start_device(opts).await?;
     println!("device {THING} connected to the emulator over mutual TLS");
 
