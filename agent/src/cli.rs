@@ -44,6 +44,11 @@ pub struct Cli {
     /// Stop gracefully after this long (a bounded demo), exiting 0.
     #[arg(long, alias = "duration", value_name = "DURATION", value_parser = parse_cli_duration)]
     pub exit_after: Option<Duration>,
+    /// With the embedded emulator: also play its back end once connected (a desired
+    /// change, the reported file, a method or job running a demo handler, a refused one,
+    /// the telemetry received), printing `demo:` lines. Pair it with --exit-after.
+    #[arg(long)]
+    pub demo: bool,
     /// Validate the configuration, print a summary (no secrets) and exit.
     #[arg(long)]
     pub check_config: bool,

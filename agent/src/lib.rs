@@ -5,6 +5,7 @@
 //! | [`cli`] | the command line |
 //! | [`config`] | TOML file + `CONNECTOR_AGENT_…` environment + flags → validated [`config::Settings`] |
 //! | [`run`] | the main loop: identity, sessions, telemetry, ingestion, state, methods, signals |
+//! | [`demo`] | `--demo`: the embedded emulator's back end played by the agent |
 //! | [`embedded`] | the in-process emulator of the default configuration |
 //! | [`identity`] | the provisioned identity's cache (0600 files in the state directory) |
 //! | [`ops`] | single-instance lock, `sd_notify`, private files |
@@ -18,6 +19,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod embedded;
 pub mod handlers;
 pub mod identity;

@@ -40,13 +40,16 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let overrides = cli.overrides();
-    let settings = config::load_from_process(cli.config.as_deref(), &overrides)?;
+    let mut settings = config::load_from_process(cli.config.as_deref(), &overrides)?;
+    if cli.demo {
+        connector_agent::demo::prepare(&mut settings)?;
+    }
     if cli.check_config {
         println!("{}", run::describe(&settings));
         return Ok(());
     }
     let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);
-    let opts = RunOptions { exit_after: cli.exit_after, overrides, log };
+    let opts = RunOptions { exit_after: cli.exit_after, overrides, log, demo: cli.demo };
     let system = actix_rt::System::new();
     system.block_on(run::run(settings, opts)).context("agent")?;
     Ok(())

@@ -4,10 +4,11 @@
 //! status: connected device=connector-agent sent=12 acked=12 queue=0 inflight=0 twin=v3 up=30s
 //! ```
 //!
-//! `sent` counts messages the agent handed to the Publisher and it accepted (device stats
-//! and ingested batches), `acked` those the cloud acknowledged, `queue` those waiting to be
-//! sent, `inflight` those sent and not yet acknowledged, `twin` the last desired-state
-//! version seen.
+//! `sent` counts telemetry messages the agent handed to the Publisher and it accepted
+//! (device stats and ingested batches), `acked` every device message the cloud
+//! acknowledged (telemetry, reported-state patches, method responses), `queue` messages
+//! waiting to be sent, `inflight` those sent and not yet acknowledged, `twin` the last
+//! desired-state version seen.
 
 use std::fmt;
 use std::time::Duration;
@@ -23,7 +24,7 @@ pub struct Status {
     pub device: String,
     /// Messages accepted by the Publisher.
     pub sent: u64,
-    /// Messages acknowledged.
+    /// Device messages acknowledged (telemetry, state reports, method responses).
     pub acked: u64,
     /// Messages waiting to be sent.
     pub queued: usize,

@@ -93,6 +93,8 @@ pub struct RunOptions {
     pub overrides: Overrides,
     /// Changes the log level on reload.
     pub log: Option<LogHandle>,
+    /// Play the embedded emulator's back end once connected (see [`crate::demo`]).
+    pub demo: bool,
 }
 
 /// Where the running agent can be reached (`<state_dir>/agent.json`).
@@ -150,6 +152,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     );
 
     // The embedded emulator, when no cloud is configured.
+    let mut control_url = None;
     let (cloud, _emulator) = match &settings.cloud {
         Cloud::Embedded(e) => {
             let emb = embedded::start(e, &settings.state_dir).await?;
@@ -160,6 +163,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                 emb.info.flavour,
                 e.data_dir.display()
             );
+            control_url = Some(emb.info.control_url.clone());
             (emb.cloud, Some(emb.handle))
         }
         c => (c.clone(), None),
@@ -222,7 +226,13 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     let mut sampler =
         StatsSampler::new(StatsOptions::new(settings.telemetry.interval, settings.state_dir.clone()));
     let _ = sampler.sample(); // the CPU baseline
-    let mut telemetry_tick = interval(settings.telemetry.interval);
+                              // The first sample a second after start (the CPU baseline is taken now), then every
+                              // interval.
+    let mut telemetry_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1).min(settings.telemetry.interval),
+        settings.telemetry.interval,
+    );
+    telemetry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_tick = maybe_interval(settings.status_interval);
     let mut store_tick = interval(Duration::from_secs(1));
     let mut watchdog_tick = maybe_interval(notifier.watchdog().map(|w| w / 2));
@@ -309,6 +319,10 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                     if matches!(ev, ConnectionEvent::Connected { .. }) && !s.reported {
                         s.reported = true;
                         report_agent_state(&s.conn, cloud_name, s.source);
+                        if let (true, Some(url)) = (opts.demo, control_url.take()) {
+                            let (desired, reported) = (settings.state.desired_file.clone(), settings.state.reported_file.clone());
+                            actix_rt::spawn(crate::demo::play(url, settings.cloud.kind(), s.device.clone(), desired, reported));
+                        }
                     }
                     match &ev {
                         ConnectionEvent::Connected { .. } => {
