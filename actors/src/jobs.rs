@@ -23,7 +23,7 @@
 //! Watchers and handlers live in a shared slot owned by the supervisor, so a restarted
 //! JobsActor keeps them (requests pending in the old one fail with [`JobError::Stopped`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -47,7 +47,8 @@ use tracing::{debug, info, warn};
 
 use crate::connection::{PublisherSlot, Slot};
 use crate::error::PublishError;
-use crate::messages::{Barrier, Event, PublishPacket, Received, RouteKey, Shutdown, Sink, Subscribe};
+use crate::messages::{Event, Received, RouteKey, Shutdown, Sink, Subscribe};
+use crate::requests::{self, Links, Requester, SendFailure};
 use crate::subscriber::Subscriber;
 use crate::supervision::ChildGuard;
 
@@ -391,11 +392,7 @@ pub struct JobsActor {
     args: JobsArgs,
     ids: RequestIds,
     pending: CorrelationTable<String, Pending>,
-    unsent: BTreeSet<String>,
-    sent: BTreeSet<String>,
-    online: bool,
-    link_epoch: u64,
-    timer: Option<(Instant, SpawnHandle)>,
+    links: Links,
     _guard: Option<ChildGuard>,
 }
 
@@ -405,11 +402,7 @@ impl JobsActor {
             args,
             ids: RequestIds::new(),
             pending: CorrelationTable::new(),
-            unsent: BTreeSet::new(),
-            sent: BTreeSet::new(),
-            online: false,
-            link_epoch: 0,
-            timer: None,
+            links: Links::default(),
             _guard: guard,
         }
     }
@@ -453,87 +446,21 @@ impl JobsActor {
                 let deadline = Instant::now() + self.args.settings.timeout;
                 debug!(rid = %rid, op = label, "jobs request");
                 self.pending.insert(rid.clone(), deadline, Pending { req, tx, deadline });
-                self.schedule_timer(ctx);
-                if self.online {
+                requests::arm_timer(self, ctx);
+                if self.links.admit(&rid) {
                     self.send(rid, ctx);
-                } else {
-                    self.unsent.insert(rid);
                 }
             }
         }
         async move { rx.await.unwrap_or(Err(JobError::Stopped)) }
     }
 
-    fn send(&mut self, rid: String, ctx: &mut Context<Self>) {
-        let Some(p) = self.pending.complete(&rid) else { return };
-        let packet = self.encode(&p.req, &rid);
-        let deadline = p.deadline;
-        self.pending.insert(rid.clone(), deadline, p);
-        let packet = match packet {
-            Ok(packet) => packet,
-            Err(e) => {
-                self.fail(&rid, e.into());
-                return;
-            }
-        };
-        let timeout = Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-        let fut = self.args.publisher.read().addr.send(PublishPacket { packet, timeout });
-        let epoch = self.link_epoch;
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let err = match res {
-                Ok(Ok(_)) => {
-                    if !act.pending.contains(&rid) {
-                        // Answered before the acknowledgement was seen.
-                    } else if epoch == act.link_epoch {
-                        act.sent.insert(rid);
-                    } else if act.online {
-                        act.send(rid, ctx);
-                    } else {
-                        act.unsent.insert(rid);
-                    }
-                    return;
-                }
-                Ok(Err(PublishError::Timeout { .. })) => return, // the deadline reports it
-                Ok(Err(PublishError::NotConnected)) => JobError::Disconnected,
-                Ok(Err(PublishError::Stopped)) | Err(_) => JobError::Stopped,
-                Ok(Err(e)) => JobError::Publish(e),
-            };
-            act.fail(&rid, err);
-        }));
-    }
-
     fn fail(&mut self, rid: &String, err: JobError) {
-        self.sent.remove(rid);
-        self.unsent.remove(rid);
+        self.links.forget(rid);
         if let Some(p) = self.pending.complete(rid) {
             self.metrics().job_request(p.req.label(), err.label());
             let _ = p.tx.send(Err(err));
         }
-    }
-
-    fn schedule_timer(&mut self, ctx: &mut Context<Self>) {
-        let Some(at) = self.pending.next_deadline() else { return };
-        if let Some((armed, _)) = self.timer {
-            if armed <= at {
-                return;
-            }
-        }
-        if let Some((_, h)) = self.timer.take() {
-            ctx.cancel_future(h);
-        }
-        let h = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
-            act.timer = None;
-            let after = act.args.settings.timeout;
-            for (rid, p) in act.pending.expire(Instant::now()) {
-                act.sent.remove(&rid);
-                act.unsent.remove(&rid);
-                warn!(rid = %rid, op = p.req.label(), ?after, "jobs request timed out");
-                act.metrics().job_request(p.req.label(), "timeout");
-                let _ = p.tx.send(Err(JobError::Timeout { after }));
-            }
-            act.schedule_timer(ctx);
-        });
-        self.timer = Some((at, h));
     }
 
     fn on_response(&mut self, r: JobResponse) {
@@ -542,8 +469,7 @@ impl JobsActor {
             self.metrics().job_request("response", "unmatched");
             return;
         };
-        self.sent.remove(&r.request_id);
-        self.unsent.remove(&r.request_id);
+        self.links.forget(&r.request_id);
         if p.req.op() != r.op {
             warn!(rid = %r.request_id, expected = ?p.req.op(), got = ?r.op, "jobs answer on another operation's topic");
         }
@@ -582,24 +508,63 @@ impl JobsActor {
         }
     }
 
-    fn link_ready(&mut self, epoch: u64, ctx: &mut Context<Self>) {
-        if epoch != self.link_epoch {
-            return;
-        }
-        self.online = true;
-        for rid in std::mem::take(&mut self.unsent) {
-            self.send(rid, ctx);
-        }
-        self.args.settings.shared.broadcast(&JobEvent::Ready, self.metrics());
-    }
-
     fn fail_all(&mut self, err: JobError) {
-        self.sent.clear();
-        self.unsent.clear();
+        self.links.clear();
         for (_, p) in self.pending.drain() {
             self.metrics().job_request(p.req.label(), err.label());
             let _ = p.tx.send(Err(err.clone()));
         }
+    }
+}
+
+impl Requester for JobsActor {
+    fn links(&mut self) -> &mut Links {
+        &mut self.links
+    }
+
+    fn is_pending(&self, rid: &str) -> bool {
+        self.pending.contains(&rid.to_owned())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pending.next_deadline()
+    }
+
+    fn send(&mut self, rid: String, ctx: &mut Context<Self>) {
+        let Some(p) = self.pending.complete(&rid) else { return };
+        let packet = self.encode(&p.req, &rid);
+        let deadline = p.deadline;
+        self.pending.insert(rid.clone(), deadline, p);
+        match packet {
+            Ok(packet) => {
+                let publisher = self.args.publisher.read().addr.clone();
+                requests::hand_over(self, &publisher, rid, packet, deadline, ctx);
+            }
+            Err(e) => self.fail(&rid, e.into()),
+        }
+    }
+
+    fn send_failed(&mut self, rid: &str, failure: SendFailure) {
+        let err = match failure {
+            SendFailure::Disconnected => JobError::Disconnected,
+            SendFailure::Stopped => JobError::Stopped,
+            SendFailure::Publish(e) => JobError::Publish(e),
+        };
+        self.fail(&rid.to_owned(), err);
+    }
+
+    fn expire(&mut self, _: &mut Context<Self>) {
+        let after = self.args.settings.timeout;
+        for (rid, p) in self.pending.expire(Instant::now()) {
+            self.links.forget(&rid);
+            warn!(rid = %rid, op = p.req.label(), ?after, "jobs request timed out");
+            self.metrics().job_request(p.req.label(), "timeout");
+            let _ = p.tx.send(Err(JobError::Timeout { after }));
+        }
+    }
+
+    fn ready(&mut self, _: &mut Context<Self>) {
+        self.args.settings.shared.broadcast(&JobEvent::Ready, self.metrics());
     }
 }
 
@@ -678,17 +643,10 @@ impl Handler<Event> for JobsActor {
     fn handle(&mut self, msg: Event, ctx: &mut Self::Context) {
         match msg.0 {
             ConnectionEvent::Connected { .. } => {
-                self.link_epoch += 1;
-                let epoch = self.link_epoch;
-                let fut = self.args.subscriber.read().send(Barrier);
-                ctx.spawn(fut.into_actor(self).map(move |_, act, ctx| act.link_ready(epoch, ctx)));
+                let subscriber = self.args.subscriber.read().clone();
+                requests::link_up(self, &subscriber, ctx);
             }
-            ConnectionEvent::Disconnected { .. } => {
-                self.link_epoch += 1;
-                self.online = false;
-                let lost = std::mem::take(&mut self.sent);
-                self.unsent.extend(lost);
-            }
+            ConnectionEvent::Disconnected { .. } => self.links.down(),
             ConnectionEvent::Stopped { .. } => {
                 self.fail_all(JobError::Stopped);
                 // Ends the watchers' streams (and so the runner).

@@ -36,6 +36,7 @@ pub mod messages;
 pub mod methods;
 mod metrics_exporter;
 mod publisher;
+mod requests;
 mod subscriber;
 pub mod supervision;
 pub mod transport;

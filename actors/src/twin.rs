@@ -41,7 +41,8 @@ use tracing::{debug, info, warn};
 
 use crate::connection::{PublisherSlot, Slot};
 use crate::error::PublishError;
-use crate::messages::{Barrier, Event, PublishPacket, Received, RouteKey, Shutdown, Sink, Subscribe};
+use crate::messages::{Event, Received, RouteKey, Shutdown, Sink, Subscribe};
+use crate::requests::{self, Links, Requester, SendFailure};
 use crate::subscriber::Subscriber;
 use crate::supervision::ChildGuard;
 
@@ -426,15 +427,9 @@ pub struct TwinActor {
     args: TwinArgs,
     ids: RequestIds,
     pending: CorrelationTable<String, Pending>,
-    /// Request ids to send once a link is ready (made offline, or lost with a link).
-    unsent: BTreeSet<String>,
-    /// Request ids whose packet the Publisher completed on the current link.
-    sent: BTreeSet<String>,
-    online: bool,
-    link_epoch: u64,
+    links: Links,
     /// Documents whose catch-up GET is under way.
     catching_up: BTreeSet<Option<String>>,
-    timer: Option<(Instant, SpawnHandle)>,
     _guard: Option<ChildGuard>,
 }
 
@@ -444,12 +439,8 @@ impl TwinActor {
             args,
             ids: RequestIds::new(),
             pending: CorrelationTable::new(),
-            unsent: BTreeSet::new(),
-            sent: BTreeSet::new(),
-            online: false,
-            link_epoch: 0,
+            links: Links::default(),
             catching_up: BTreeSet::new(),
-            timer: None,
             _guard: guard,
         }
     }
@@ -522,11 +513,9 @@ impl TwinActor {
         p.attempts += 1;
         debug!(rid = %rid, op = p.op.label(), attempt = p.attempts, "twin request");
         self.pending.insert(rid.clone(), p.deadline, p);
-        self.schedule_timer(ctx);
-        if self.online {
+        requests::arm_timer(self, ctx);
+        if self.links.admit(&rid) {
             self.send(rid, ctx);
-        } else {
-            self.unsent.insert(rid);
         }
     }
 
@@ -544,84 +533,6 @@ impl TwinActor {
             OpKind::Update => codec.update(shadow, rid, &p.patch, p.version),
             OpKind::Delete => codec.delete(shadow, rid),
         }
-    }
-
-    /// Hands a pending request's packet to the Publisher.
-    fn send(&mut self, rid: String, ctx: &mut Context<Self>) {
-        // The pending entry holds the patch; take it out and put it back with its deadline.
-        let Some(p) = self.pending.complete(&rid) else { return };
-        let packet = self.encode(&p, &rid);
-        let deadline = p.deadline;
-        self.pending.insert(rid.clone(), deadline, p);
-        let packet = match packet {
-            Ok(packet) => packet,
-            Err(e) => {
-                if let Some(p) = self.pending.complete(&rid) {
-                    self.finish(p, Err(e.into()));
-                }
-                return;
-            }
-        };
-        let timeout = Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-        let fut = self.args.publisher.read().addr.send(PublishPacket { packet, timeout });
-        let epoch = self.link_epoch;
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let err = match res {
-                Ok(Ok(_)) => {
-                    if !act.is_pending(&rid) {
-                        // Answered before the acknowledgement was seen.
-                    } else if epoch == act.link_epoch {
-                        act.sent.insert(rid);
-                    } else if act.online {
-                        // Acknowledged, but perhaps on the link that went down since, with
-                        // its answer: ask again (a second answer is ignored).
-                        act.send(rid, ctx);
-                    } else {
-                        act.unsent.insert(rid);
-                    }
-                    return;
-                }
-                Ok(Err(PublishError::Timeout { .. })) => return, // the deadline reports it
-                Ok(Err(PublishError::NotConnected)) => TwinError::Disconnected,
-                Ok(Err(PublishError::Stopped)) | Err(_) => TwinError::Stopped,
-                Ok(Err(e)) => TwinError::Publish(e),
-            };
-            if let Some(p) = act.pending.complete(&rid) {
-                act.finish(p, Err(err));
-            }
-        }));
-    }
-
-    fn is_pending(&self, rid: &str) -> bool {
-        self.pending.contains(&rid.to_owned())
-    }
-
-    fn schedule_timer(&mut self, ctx: &mut Context<Self>) {
-        let Some(at) = self.pending.next_deadline() else { return };
-        if let Some((armed, _)) = self.timer {
-            if armed <= at {
-                return;
-            }
-        }
-        if let Some((_, h)) = self.timer.take() {
-            ctx.cancel_future(h);
-        }
-        let h = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
-            act.timer = None;
-            act.expire(ctx);
-        });
-        self.timer = Some((at, h));
-    }
-
-    fn expire(&mut self, ctx: &mut Context<Self>) {
-        let after = self.args.settings.timeout;
-        for (rid, p) in self.pending.expire(Instant::now()) {
-            self.sent.remove(&rid);
-            self.unsent.remove(&rid);
-            warn!(rid = %rid, op = p.op.label(), ?after, "twin request timed out");
-            self.finish(p, Err(TwinError::Timeout { after }));
-        }
-        self.schedule_timer(ctx);
     }
 
     /// Completes a request: counts it and answers its waiter.
@@ -645,8 +556,7 @@ impl TwinActor {
             self.metrics().twin_request("response", "unmatched");
             return;
         };
-        self.sent.remove(&r.request_id);
-        self.unsent.remove(&r.request_id);
+        self.links.forget(&r.request_id);
         match r.status {
             200..=299 => self.finish(p, Ok(r)),
             429 => {
@@ -669,15 +579,8 @@ impl TwinActor {
         }
     }
 
-    /// The link is up and the Subscriber has handled it: send what waits, and catch up.
-    fn link_ready(&mut self, epoch: u64, ctx: &mut Context<Self>) {
-        if epoch != self.link_epoch {
-            return;
-        }
-        self.online = true;
-        for rid in std::mem::take(&mut self.unsent) {
-            self.send(rid, ctx);
-        }
+    /// The link is up and what waited was sent: catch up on every document in use.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
         let named: Vec<String> = self.args.settings.shared.inner.lock().named.iter().cloned().collect();
         for shadow in std::iter::once(None).chain(named.into_iter().map(Some)) {
             if self.catching_up.insert(shadow.clone()) {
@@ -810,11 +713,66 @@ impl TwinActor {
     }
 
     fn fail_all(&mut self, err: TwinError) {
-        self.sent.clear();
-        self.unsent.clear();
+        self.links.clear();
         for (_, p) in self.pending.drain() {
             self.finish(p, Err(err.clone()));
         }
+    }
+}
+
+impl Requester for TwinActor {
+    fn links(&mut self) -> &mut Links {
+        &mut self.links
+    }
+
+    fn is_pending(&self, rid: &str) -> bool {
+        self.pending.contains(&rid.to_owned())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pending.next_deadline()
+    }
+
+    /// Hands a pending request's packet to the Publisher.
+    fn send(&mut self, rid: String, ctx: &mut Context<Self>) {
+        let Some(p) = self.pending.complete(&rid) else { return };
+        let packet = self.encode(&p, &rid);
+        let deadline = p.deadline;
+        match packet {
+            Ok(packet) => {
+                self.pending.insert(rid.clone(), deadline, p);
+                let publisher = self.args.publisher.read().addr.clone();
+                requests::hand_over(self, &publisher, rid, packet, deadline, ctx);
+            }
+            Err(e) => {
+                self.links.forget(&rid);
+                self.finish(p, Err(e.into()));
+            }
+        }
+    }
+
+    fn send_failed(&mut self, rid: &str, failure: SendFailure) {
+        let err = match failure {
+            SendFailure::Disconnected => TwinError::Disconnected,
+            SendFailure::Stopped => TwinError::Stopped,
+            SendFailure::Publish(e) => TwinError::Publish(e),
+        };
+        if let Some(p) = self.pending.complete(&rid.to_owned()) {
+            self.finish(p, Err(err));
+        }
+    }
+
+    fn expire(&mut self, _: &mut Context<Self>) {
+        let after = self.args.settings.timeout;
+        for (rid, p) in self.pending.expire(Instant::now()) {
+            self.links.forget(&rid);
+            warn!(rid = %rid, op = p.op.label(), ?after, "twin request timed out");
+            self.finish(p, Err(TwinError::Timeout { after }));
+        }
+    }
+
+    fn ready(&mut self, ctx: &mut Context<Self>) {
+        self.catch_up(ctx);
     }
 }
 
@@ -926,7 +884,7 @@ impl Handler<WatchShadow> for TwinActor {
         if let Some(name) = msg.shadow.clone() {
             let newly = !self.args.settings.shared.inner.lock().named.contains(&name);
             let fut = self.use_named(&name);
-            let online = self.online;
+            let online = self.links.online();
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 // Catch up at once when the link is up already; otherwise the next
                 // connection does.
@@ -982,20 +940,13 @@ impl Handler<Event> for TwinActor {
     fn handle(&mut self, msg: Event, ctx: &mut Self::Context) {
         match msg.0 {
             ConnectionEvent::Connected { .. } => {
-                self.link_epoch += 1;
-                let epoch = self.link_epoch;
                 // Everything the ConnectionActor sent the Subscriber for this link (its
                 // LinkUp, hence the re-subscription) is handled before the barrier.
-                let fut = self.args.subscriber.read().send(Barrier);
-                ctx.spawn(fut.into_actor(self).map(move |_, act, ctx| act.link_ready(epoch, ctx)));
+                let subscriber = self.args.subscriber.read().clone();
+                requests::link_up(self, &subscriber, ctx);
             }
-            ConnectionEvent::Disconnected { .. } => {
-                self.link_epoch += 1;
-                self.online = false;
-                // Answers to requests sent on the lost link will not come: send them again.
-                let lost = std::mem::take(&mut self.sent);
-                self.unsent.extend(lost);
-            }
+            // Answers to requests sent on the lost link will not come: send them again.
+            ConnectionEvent::Disconnected { .. } => self.links.down(),
             ConnectionEvent::Stopped { .. } => self.fail_all(TwinError::Stopped),
             _ => {}
         }
