@@ -1,4 +1,20 @@
-//! The device agent: a supervised long-running binary over the connector's actor tree.
+//! The device agent: a supervised long-running binary over the connector's actor tree
+//! (`connector-agent`; see the crate's README for operating it). The library is what the
+//! binary is made of, for embedding the agent or testing its parts.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use connector_agent::config::{self, Overrides};
+//! use connector_agent::run::{run, RunOptions};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // No file, no variables: the embedded emulator (Azure flavour).
+//!     let settings = config::load_from_process(None, &Overrides::default())?;
+//!     let opts = RunOptions { exit_after: Some(Duration::from_secs(20)), ..RunOptions::default() };
+//!     actix_rt::System::new().block_on(run(settings, opts))?;
+//!     Ok(())
+//! }
+//! ```
 //!
 //! | module | what |
 //! |---|---|
