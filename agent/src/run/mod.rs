@@ -313,6 +313,22 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                     }
                 }
                 ev = s.events.recv() => {
+                    // The tree stopped on its own (its restart policy gave up) or its
+                    // event channel closed: start a new session after a pause.
+                    if matches!(ev, None | Some(ConnectionEvent::Stopped { .. })) {
+                        let _ = state_tx.send(ConnectionState::Stopped);
+                        error!(device = %s.device, event = ?ev, "the connection stopped on its own; starting a new session in 5 s");
+                        println!("session: the connection stopped on its own; restarting it in 5 s");
+                        let _ = pub_tx.send(None);
+                        s.conn.stop().await;
+                        session = None;
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            _ = sig_term.recv() => break 'sessions "SIGTERM",
+                            _ = sig_int.recv() => break 'sessions "SIGINT",
+                        }
+                        continue 'sessions;
+                    }
                     let Some(ev) = ev else { continue };
                     let st = state_after(&ev);
                     let _ = state_tx.send(st);
