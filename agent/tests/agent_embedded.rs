@@ -161,3 +161,32 @@ fn exit_after_bounds_a_demo_run() {
     assert_eq!(st.code(), Some(0), "{out}");
     assert!(out.lines().any(|l| l.starts_with("stopped (--exit-after)")), "{out}");
 }
+
+#[test]
+fn secrets_never_reach_the_logs_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let mut agent = Agent::start(&[
+        "--state-dir",
+        state,
+        "--metrics-addr",
+        "off",
+        "--log-level",
+        "trace",
+        "--status-interval",
+        "300ms",
+        "--telemetry-interval",
+        "200ms",
+    ]);
+    agent.wait_line("connected", |l| l.starts_with("status: connected"));
+    agent.wait_line("a device-stats publish", |l| l.starts_with("status: ") && !l.contains("sent=0"));
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait_exit().code(), Some(0));
+    let out = agent.output();
+    let key = std::fs::read_to_string(dir.path().join("emulator").join("agent-enrollment.key")).unwrap();
+    let key = key.trim();
+    assert!(key.len() >= 40, "the enrollment key file holds a key");
+    assert!(out.lines().count() > 50, "trace logging is on");
+    assert!(!out.contains(key), "the enrollment key is in the output");
+    assert!(!out.contains("sig="), "a SAS signature is in the output");
+}
