@@ -225,9 +225,8 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     let cache = IdentityCache::new(&settings.state_dir);
     let mut sampler =
         StatsSampler::new(StatsOptions::new(settings.telemetry.interval, settings.state_dir.clone()));
-    let _ = sampler.sample(); // the CPU baseline
-                              // The first sample a second after start (the CPU baseline is taken now), then every
-                              // interval.
+    // The CPU baseline now; the first sample a second later, then every interval.
+    let _ = sampler.sample();
     let mut telemetry_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(1).min(settings.telemetry.interval),
         settings.telemetry.interval,
@@ -241,18 +240,30 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         exit_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 10)),
     );
     tokio::pin!(exit_sleep);
-    let mut ready_sent = false;
+    // Ready: the lock, the endpoints and the socket are up; connecting (and provisioning,
+    // which may wait for the network) is what the agent does from here on, and /readyz
+    // says when it is connected.
+    notifier.notify("READY=1\nSTATUS=starting: obtaining the device identity");
     let mut use_cache = true;
     let mut session: Option<Session> = None;
     let mut last_provision = None::<Instant>;
 
     let why_stop: &str = 'sessions: loop {
         // Obtain an identity, racing the stop signals.
-        let obtained = tokio::select! {
-            o = obtain(&cloud, &cache, use_cache, &metrics) => o,
-            _ = sig_term.recv() => break 'sessions "SIGTERM",
-            _ = sig_int.recv() => break 'sessions "SIGINT",
-            _ = &mut exit_sleep, if exit_at.is_some() => break 'sessions "--exit-after",
+        let obtained = {
+            let provisioning = obtain(&cloud, &cache, use_cache, &metrics);
+            tokio::pin!(provisioning);
+            loop {
+                tokio::select! {
+                    o = &mut provisioning => break o,
+                    _ = sig_term.recv() => break 'sessions "SIGTERM",
+                    _ = sig_int.recv() => break 'sessions "SIGINT",
+                    _ = &mut exit_sleep, if exit_at.is_some() => break 'sessions "--exit-after",
+                    // Provisioning may retry for long (no network at boot): keep systemd's
+                    // watchdog fed meanwhile.
+                    _ = watchdog_tick.tick() => notifier.notify("WATCHDOG=1"),
+                }
+            }
         };
         if matches!(obtained.source, "dps" | "fleet") {
             last_provision = Some(Instant::now());
@@ -271,10 +282,6 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
             )));
         }
         let _ = pub_tx.send(Some((s.conn.publisher(), s.flavour.clone())));
-        if !ready_sent {
-            notifier.notify("READY=1\nSTATUS=started");
-            ready_sent = true;
-        }
         loop {
             tokio::select! {
                 _ = sig_term.recv() => break 'sessions "SIGTERM",
