@@ -441,7 +441,10 @@ fn identity_refused(ev: &ConnectionEvent, s: &Session, last_provision: Option<In
 
 /// Re-reads the configuration; applies what can change in place and says what cannot.
 fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError> {
-    let new = config::load_from_process(current.file.as_deref(), &opts.overrides)?;
+    let mut new = config::load_from_process(current.file.as_deref(), &opts.overrides)?;
+    if opts.demo {
+        crate::demo::prepare(&mut new)?;
+    }
     for key in config::restart_required(current, &new) {
         warn!(key, "changed in the configuration; takes effect after a restart");
         println!("reload: `{key}` changed; restart the agent to apply it");
@@ -474,7 +477,16 @@ pub fn describe(s: &Settings) -> String {
                 format!("azure, DPS {} scope {} registration {}", d.endpoint, d.id_scope, d.registration_id)
             }
         },
-        Cloud::Aws(a) => format!("aws, endpoint {}", a.endpoint),
+        Cloud::Aws(a) => match &a.auth {
+            config::AwsAuth::Certificate { .. } => format!(
+                "aws, endpoint {}, certificate of thing {}",
+                a.endpoint,
+                a.thing_name.as_deref().or(a.client_id.as_deref()).unwrap_or("-")
+            ),
+            config::AwsAuth::FleetProvisioning { template_name, .. } => {
+                format!("aws, endpoint {}, fleet provisioning with template {template_name}", a.endpoint)
+            }
+        },
     };
     format!(
         "configuration ok: cloud {cloud}; state {}; telemetry every {:?}; ingest {}; metrics {}; store {} ({} messages, {} bytes, drop {:?}); log {}{}",
