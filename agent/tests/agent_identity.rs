@@ -65,3 +65,46 @@ fn identity_is_cached_reused_and_reprovisioned_when_refused() {
     a.signal(Signal::SIGTERM);
     assert_eq!(a.wait_exit().code(), Some(0), "{}", a.output());
 }
+
+#[test]
+fn enrollment_group_key_from_the_environment() {
+    use connector_emulator::control::api::{Attestation, DeviceStatus, EnrollmentGroup, SymmetricKey};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cloud = ExternalCloud::start(&rt, dir.path(), "unused-individual");
+    let group = EnrollmentGroup {
+        attestation: Attestation::SymmetricKey { symmetric_key: SymmetricKey::default() },
+        provisioning_status: DeviceStatus::Enabled,
+    };
+    let created = rt.block_on(cloud.emu.control().put_enrollment_group("agents", &group)).unwrap();
+    let Attestation::SymmetricKey { symmetric_key } = created.attestation else { panic!("attestation") };
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("agent.toml");
+    // The individual enrollment's key file is replaced by the group key from a variable.
+    let text =
+        cloud
+            .config(&state, "")
+            .replace("registration_id = \"unused-individual\"", "registration_id = \"agent-g1\"")
+            .lines()
+            .map(|l| {
+                if l.starts_with("symmetric_key_file") {
+                    "group_key_env = \"AGENT_TEST_GROUP_KEY\""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut a = Agent::start_env(
+        &["--config", cfg.to_str().unwrap()],
+        &[("AGENT_TEST_GROUP_KEY", symmetric_key.primary_key.as_str())],
+    );
+    a.wait_line("provisioned through DPS", |l| {
+        l == "identity: device agent-g1 on localhost (provisioned through DPS)"
+    });
+    a.wait_line("connected", |l| l.starts_with("status: connected device=agent-g1"));
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit().code(), Some(0), "{}", a.output());
+    assert!(!a.output().contains(&symmetric_key.primary_key), "the group key was printed");
+}
