@@ -33,6 +33,8 @@ fn bad_files_are_named_errors_with_exit_code_2() {
         ("[ingest]\nbatch_max_messages = 0\n".into(), "ingest.batch_max_messages", "at least 1"),
         ("[handlers]\nallow = [\"reboot\"]\n".into(), "handlers.dir", "missing"),
         ("[handlers]\ndir = \"/tmp\"\nallow = [\"../bin/sh\"]\n".into(), "handlers.allow", "not a plain file name"),
+        ("[handlers]\ndir = \"/tmp\"\nrun_as = \"no-such-user-4711\"\n".into(), "handlers.run_as", "no such user"),
+        ("[state]\ndesired_file = \"/tmp/x.json\"\nreported_file = \"/tmp/x.json\"\n".into(), "state.reported_file", "must differ"),
         ("[azure]\n".into(), "azure", "no credentials"),
         ("[azure]\nconnection_string_file = \"/nonexistent/cs\"\n".into(), "azure.connection_string_file", "cannot read"),
         (format!("[azure]\nconnection_string_file = {cs}\n"), "azure.connection_string_file", "not a device connection string"),
