@@ -33,11 +33,11 @@ pub fn prepare(settings: &mut Settings) -> Result<(), ConfigError> {
         return Ok(());
     }
     let dir = settings.state_dir.join("demo-handlers");
-    let io = |source| ConfigError::File {
+    let io = |error| ConfigError::File {
         origin: Origin::Flag("--demo"),
         key: "handlers.dir".into(),
         path: dir.clone(),
-        source,
+        error,
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;

@@ -34,23 +34,23 @@ const KEY_FILE: &str = "agent-enrollment.key";
 #[derive(Debug, Error)]
 pub enum EmbeddedError {
     /// The emulator did not start.
-    #[error("starting the embedded emulator in {}: {source}", dir.display())]
+    #[error("starting the embedded emulator in {}: {error}", dir.display())]
     Start {
         /// Its data directory.
         dir: PathBuf,
         /// The emulator's error.
-        source: connector_emulator::EmulatorError,
+        error: connector_emulator::EmulatorError,
     },
     /// The enrollment could not be created through the control API.
     #[error("creating the agent's enrollment in the embedded emulator: {0}")]
     Enroll(String),
     /// A file could not be written.
-    #[error("writing {}: {source}", path.display())]
+    #[error("writing {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -94,7 +94,7 @@ pub async fn start(e: &EmbeddedSettings, state_dir: &Path) -> Result<Embedded, E
     }
     cfg.method_default_timeout = Duration::from_secs(30);
     let handle =
-        Emulator::start(cfg).map_err(|source| EmbeddedError::Start { dir: e.data_dir.clone(), source })?;
+        Emulator::start(cfg).map_err(|error| EmbeddedError::Start { dir: e.data_dir.clone(), error })?;
     if aws {
         return start_aws(e, state_dir, handle).await;
     }
@@ -108,7 +108,7 @@ pub async fn start(e: &EmbeddedSettings, state_dir: &Path) -> Result<Embedded, E
             openssl::rand::rand_bytes(&mut raw).map_err(|err| EmbeddedError::Enroll(err.to_string()))?;
             let k = base64::engine::general_purpose::STANDARD.encode(raw);
             write_private(&key_path, k.as_bytes())
-                .map_err(|source| EmbeddedError::Io { path: key_path.clone(), source })?;
+                .map_err(|error| EmbeddedError::Io { path: key_path.clone(), error })?;
             k
         }
     };
@@ -159,8 +159,8 @@ pub async fn start(e: &EmbeddedSettings, state_dir: &Path) -> Result<Embedded, E
 fn write_info(state_dir: &Path, info: &EmulatorInfo) -> Result<(), EmbeddedError> {
     let path = state_dir.join(INFO_FILE);
     let bytes = serde_json::to_vec_pretty(info)
-        .map_err(|err| EmbeddedError::Io { path: path.clone(), source: std::io::Error::other(err) })?;
-    write_private(&path, &bytes).map_err(|source| EmbeddedError::Io { path, source })
+        .map_err(|err| EmbeddedError::Io { path: path.clone(), error: std::io::Error::other(err) })?;
+    write_private(&path, &bytes).map_err(|error| EmbeddedError::Io { path, error })
 }
 
 /// The provisioning template the embedded AWS flavour registers: the thing is named by
@@ -202,7 +202,7 @@ async fn start_aws(
     let cert_file = e.data_dir.join("claim.pem.crt");
     let key_file = e.data_dir.join("claim.pem.key");
     for (path, bytes) in [(&cert_file, claim.certificate_pem.as_bytes()), (&key_file, key.as_bytes())] {
-        write_private(path, bytes).map_err(|source| EmbeddedError::Io { path: path.clone(), source })?;
+        write_private(path, bytes).map_err(|error| EmbeddedError::Io { path: path.clone(), error })?;
     }
     // A device identity provisioned by an earlier run: known to the (new) registry again.
     let store = connector_aws::fleet::IdentityStore::new(

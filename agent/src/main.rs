@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
 use connector_agent::cli::Cli;
 use connector_agent::config::{self, ConfigError, ENV_KEYS};
@@ -51,6 +50,6 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
     let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);
     let opts = RunOptions { exit_after: cli.exit_after, overrides, log, demo: cli.demo };
     let system = actix_rt::System::new();
-    system.block_on(run::run(settings, opts)).context("agent")?;
+    system.block_on(run::run(settings, opts))?;
     Ok(())
 }

@@ -27,12 +27,12 @@ pub enum LockError {
         holder: Option<u32>,
     },
     /// The lock file could not be created or locked.
-    #[error("cannot lock {}: {source}", path.display())]
+    #[error("cannot lock {}: {error}", path.display())]
     Io {
         /// The lock file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -49,7 +49,7 @@ impl InstanceLock {
     /// file.
     pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
         let path = state_dir.join(LOCK_FILE);
-        let io = |source| LockError::Io { path: path.clone(), source };
+        let io = |error| LockError::Io { path: path.clone(), error };
         std::fs::create_dir_all(state_dir).map_err(io)?;
         let file = std::fs::OpenOptions::new()
             .read(true)

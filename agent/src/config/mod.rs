@@ -65,12 +65,12 @@ impl fmt::Display for Origin {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("{}: cannot read the configuration file: {source}", file.display())]
+    #[error("{}: cannot read the configuration file: {error}", file.display())]
     Read {
         /// The file.
         file: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML.
     #[error("{}: not valid TOML: {message}", file.display())]
@@ -91,7 +91,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// A secret (or certificate) file named by a key could not be read.
-    #[error("{origin}: `{key}`: cannot read {}: {source}", path.display())]
+    #[error("{origin}: `{key}`: cannot read {}: {error}", path.display())]
     File {
         /// Where the key came from.
         origin: Origin,
@@ -100,7 +100,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An environment variable with the agent's prefix names no known key.
     #[error(
@@ -181,19 +181,19 @@ impl Ctx {
         ConfigError::Invalid { origin: self.origin(key), key: key.to_owned(), reason: reason.into() }
     }
     pub(super) fn read_file(&self, key: &str, path: &Path) -> Result<String, ConfigError> {
-        std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        std::fs::read_to_string(path).map_err(|error| ConfigError::File {
             origin: self.origin(key),
             key: key.to_owned(),
             path: path.to_owned(),
-            source,
+            error,
         })
     }
     pub(super) fn must_exist(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
-        std::fs::metadata(path).map(|_| ()).map_err(|source| ConfigError::File {
+        std::fs::metadata(path).map(|_| ()).map_err(|error| ConfigError::File {
             origin: self.origin(key),
             key: key.to_owned(),
             path: path.to_owned(),
-            source,
+            error,
         })
     }
     /// A secret from a file (trimmed) or a named environment variable.
@@ -246,7 +246,7 @@ pub fn load(
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { file: path.to_owned(), source })?;
+                .map_err(|error| ConfigError::Read { file: path.to_owned(), error })?;
             text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
                 file: path.to_owned(),
                 message: e.to_string().trim().to_owned(),

@@ -60,12 +60,12 @@ pub enum AgentError {
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
     /// The metrics endpoint could not bind.
-    #[error("metrics endpoint {addr}: {source}")]
+    #[error("metrics endpoint {addr}: {error}")]
     Metrics {
         /// The address.
         addr: std::net::SocketAddr,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The ingestion socket could not be served.
     #[error("ingestion socket: {0}")]
@@ -76,6 +76,14 @@ pub enum AgentError {
     /// Metric families could not be registered.
     #[error("metrics registry: {0}")]
     Registry(#[from] prometheus::Error),
+    /// The store directory cannot be written (accepted messages would not survive a crash).
+    #[error("store directory {}: {error}", dir.display())]
+    Store {
+        /// The directory.
+        dir: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
     /// The handler directory or run-as user is unusable.
     #[error("handlers: {0}")]
     Handlers(#[from] HandlerError),
@@ -136,6 +144,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     let mut sig_int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut sig_hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
 
+    check_store_dir(&settings.store.dir)?;
     let registry = Registry::new();
     let families = ConnectorMetrics::register(&registry)?;
     let metrics = AgentMetrics::register(&registry)?;
@@ -173,7 +182,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         Some(addr) => {
             let srv = MetricsServer::start(addr, registry.clone(), state_rx.clone())
                 .await
-                .map_err(|source| AgentError::Metrics { addr, source })?;
+                .map_err(|error| AgentError::Metrics { addr, error })?;
             println!("metrics: http://{}/metrics", srv.local_addr());
             Some(srv)
         }
@@ -415,6 +424,16 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     }
     drop(metrics_server);
     Ok(())
+}
+
+/// The Publisher would run without its on-disk store if it could not open it: refuse to
+/// start instead, since acknowledged ingested lines must survive a crash.
+fn check_store_dir(dir: &std::path::Path) -> Result<(), AgentError> {
+    let err = |error| AgentError::Store { dir: dir.to_owned(), error };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)
 }
 
 /// Whether a connection event means the service no longer accepts the provisioned
