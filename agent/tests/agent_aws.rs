@@ -135,3 +135,84 @@ fn aws_flavour_provisions_syncs_shadow_runs_jobs_and_reuses_identity() {
     assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
     assert!(!agent.output().contains("fleet provisioning)"), "{}", agent.output());
 }
+
+/// An AWS emulator in the test process with a template and a claim certificate; returns
+/// the configuration text for a fleet-provisioned agent named `thing`.
+fn external_aws(
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    thing: &str,
+) -> (connector_emulator::EmulatorHandle, String) {
+    use connector_emulator::control::aws_api::{CreateCertificate, ProvisioningTemplate};
+    let mut cfg = connector_emulator::EmulatorConfig::ephemeral();
+    cfg.ws_port = None;
+    cfg.aws_port = None;
+    let emu = connector_emulator::Emulator::start(cfg).unwrap();
+    let ctl = emu.control();
+    let template = ProvisioningTemplate::new(json!({
+        "Parameters": {"ThingName": {"Type": "String"}},
+        "Resources": {
+            "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}},
+            "certificate": {"Type": "AWS::IoT::Certificate",
+                            "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}}
+        }
+    }));
+    rt.block_on(ctl.aws_put_provisioning_template("Fleet", &template)).unwrap();
+    let claim = rt
+        .block_on(ctl.aws_create_certificate(&CreateCertificate {
+            common_name: Some("claim".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+    let (cert, key) = (dir.join("claim.crt"), dir.join("claim.key"));
+    std::fs::write(&cert, &claim.certificate_pem).unwrap();
+    std::fs::write(&key, claim.private_key_pem.unwrap()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[agent]\nstate_dir = {state:?}\nstatus_interval = \"300ms\"\n[aws]\nendpoint = {endpoint:?}\nport = {port}\nthing_name = {thing:?}\nca_file = {ca:?}\n\
+         [aws.fleet_provisioning]\ntemplate_name = \"Fleet\"\nclaim_cert_file = {cert:?}\nclaim_key_file = {key:?}\nparameters = {{ ThingName = {thing:?} }}\n\
+         [metrics]\nenabled = false\n[logging]\nlevel = \"warn\"\n",
+        state = dir.join("state"),
+        endpoint = emu.aws_endpoint(),
+        port = emu.aws_mqtt_port().unwrap(),
+        ca = emu.ca_path(),
+    );
+    (emu, text)
+}
+
+#[test]
+fn a_deactivated_fleet_certificate_is_provisioned_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let (emu, text) = external_aws(dir.path(), &rt, "fleet-dev-1");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let args = ["--config", cfg.to_str().unwrap()];
+    let mut a = Agent::start(&args);
+    a.wait_line("fleet provisioning", |l| l.ends_with("(provisioned by fleet provisioning)"));
+    a.wait_line("connected", |l| l.starts_with("status: connected device=fleet-dev-1"));
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit().code(), Some(0), "{}", a.output());
+
+    // The service deactivates the device's certificate: the cached identity is refused,
+    // so the agent provisions a new one by claim and connects with it.
+    let ctl = emu.control();
+    let things = rt.block_on(ctl.aws_things()).unwrap();
+    let old = things.iter().find(|t| t.thing_name == "fleet-dev-1").unwrap().principals.clone();
+    assert_eq!(old.len(), 1, "{things:?}");
+    rt.block_on(ctl.aws_set_certificate_status(
+        &old[0],
+        connector_emulator::control::aws_api::CertificateStatus::Inactive,
+    ))
+    .unwrap();
+    let mut a = Agent::start(&args);
+    a.wait_line("the cached identity first", |l| l.ends_with("(cached identity)"));
+    a.wait_line("a refusal", |l| l.starts_with("identity: refused by the service"));
+    a.wait_line("provisioned again", |l| l.ends_with("(provisioned by fleet provisioning)"));
+    a.wait_line("connected", |l| l.starts_with("status: connected device=fleet-dev-1"));
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit().code(), Some(0), "{}", a.output());
+    let things = rt.block_on(ctl.aws_things()).unwrap();
+    let now = &things.iter().find(|t| t.thing_name == "fleet-dev-1").unwrap().principals;
+    assert!(now.iter().any(|p| !old.contains(p)), "a new certificate is attached: {now:?}");
+}
