@@ -443,8 +443,21 @@ fn check_store_dir(dir: &std::path::Path) -> Result<(), AgentError> {
 /// inactive certificate in the handshake, not with a CONNACK).
 fn identity_refused(ev: &ConnectionEvent, s: &Session, last_provision: Option<Instant>) -> bool {
     let recent = last_provision.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+    refused(ev, s.source == "cache", recent, s.connected_once, s.early_failures)
+}
+
+/// [`identity_refused`] on plain facts: whether the identity came from the cache, was
+/// provisioned in the last minute, has connected in this session, and how many attempts
+/// failed in a row before that.
+fn refused(
+    ev: &ConnectionEvent,
+    cached: bool,
+    recent: bool,
+    connected_once: bool,
+    early_failures: u32,
+) -> bool {
     if is_auth_refusal(ev) {
-        return s.source == "cache" || !recent;
+        return cached || !recent;
     }
     if let ConnectionEvent::ConnectionFailed {
         reason: connector_core::ConnectFailure::Transport { message },
@@ -453,9 +466,43 @@ fn identity_refused(ev: &ConnectionEvent, s: &Session, last_provision: Option<In
     {
         let m = message.to_ascii_lowercase();
         let tls = ["ssl", "tls", "certificate", "handshake"].iter().any(|w| m.contains(w));
-        return tls && s.source == "cache" && !s.connected_once && s.early_failures >= 3;
+        return tls && cached && !connected_once && early_failures >= 3;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused;
+    use connector_core::{ConnectFailure, ConnectionEvent};
+    use std::time::Duration;
+
+    fn failed(reason: ConnectFailure) -> ConnectionEvent {
+        ConnectionEvent::ConnectionFailed { reason, retry_in: Duration::from_secs(1) }
+    }
+
+    #[test]
+    fn which_failures_mean_the_identity_is_gone() {
+        let not_authorized = failed(ConnectFailure::Refused { code: 5, reason: "not authorized".into() });
+        let bad_credentials = failed(ConnectFailure::Refused { code: 0x86, reason: "bad".into() });
+        let unavailable = failed(ConnectFailure::Refused { code: 3, reason: "server unavailable".into() });
+        let tls = failed(ConnectFailure::Transport { message: "SSL routines: handshake failure".into() });
+        let down = failed(ConnectFailure::Transport { message: "connection refused".into() });
+        // CONNACK refusals: a cached identity at once; a fresh one only after a minute.
+        assert!(refused(&not_authorized, true, false, false, 0));
+        assert!(refused(&bad_credentials, true, true, true, 0));
+        assert!(!refused(&not_authorized, false, true, false, 0));
+        assert!(refused(&not_authorized, false, false, true, 0));
+        // Other refusals never.
+        assert!(!refused(&unavailable, true, false, false, 9));
+        // TLS-level refusals of a cached certificate: three in a row before any connection.
+        assert!(!refused(&tls, true, false, false, 2));
+        assert!(refused(&tls, true, false, false, 3));
+        assert!(!refused(&tls, true, false, true, 3));
+        assert!(!refused(&tls, false, false, false, 3));
+        // A network that is down is not a refusal.
+        assert!(!refused(&down, true, false, false, 10));
+    }
 }
 
 /// Re-reads the configuration; applies what can change in place and says what cannot.
