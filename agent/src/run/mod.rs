@@ -471,40 +471,6 @@ fn refused(
     false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::refused;
-    use connector_core::{ConnectFailure, ConnectionEvent};
-    use std::time::Duration;
-
-    fn failed(reason: ConnectFailure) -> ConnectionEvent {
-        ConnectionEvent::ConnectionFailed { reason, retry_in: Duration::from_secs(1) }
-    }
-
-    #[test]
-    fn which_failures_mean_the_identity_is_gone() {
-        let not_authorized = failed(ConnectFailure::Refused { code: 5, reason: "not authorized".into() });
-        let bad_credentials = failed(ConnectFailure::Refused { code: 0x86, reason: "bad".into() });
-        let unavailable = failed(ConnectFailure::Refused { code: 3, reason: "server unavailable".into() });
-        let tls = failed(ConnectFailure::Transport { message: "SSL routines: handshake failure".into() });
-        let down = failed(ConnectFailure::Transport { message: "connection refused".into() });
-        // CONNACK refusals: a cached identity at once; a fresh one only after a minute.
-        assert!(refused(&not_authorized, true, false, false, 0));
-        assert!(refused(&bad_credentials, true, true, true, 0));
-        assert!(!refused(&not_authorized, false, true, false, 0));
-        assert!(refused(&not_authorized, false, false, true, 0));
-        // Other refusals never.
-        assert!(!refused(&unavailable, true, false, false, 9));
-        // TLS-level refusals of a cached certificate: three in a row before any connection.
-        assert!(!refused(&tls, true, false, false, 2));
-        assert!(refused(&tls, true, false, false, 3));
-        assert!(!refused(&tls, true, false, true, 3));
-        assert!(!refused(&tls, false, false, false, 3));
-        // A network that is down is not a refusal.
-        assert!(!refused(&down, true, false, false, 10));
-    }
-}
-
 /// Re-reads the configuration; applies what can change in place and says what cannot.
 fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError> {
     let mut new = config::load_from_process(current.file.as_deref(), &opts.overrides)?;
@@ -567,4 +533,38 @@ pub fn describe(s: &Settings) -> String {
         s.logging.level,
         if s.logging.json { " (json)" } else { "" },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused;
+    use connector_core::{ConnectFailure, ConnectionEvent};
+    use std::time::Duration;
+
+    fn failed(reason: ConnectFailure) -> ConnectionEvent {
+        ConnectionEvent::ConnectionFailed { reason, retry_in: Duration::from_secs(1) }
+    }
+
+    #[test]
+    fn which_failures_mean_the_identity_is_gone() {
+        let not_authorized = failed(ConnectFailure::Refused { code: 5, reason: "not authorized".into() });
+        let bad_credentials = failed(ConnectFailure::Refused { code: 0x86, reason: "bad".into() });
+        let unavailable = failed(ConnectFailure::Refused { code: 3, reason: "server unavailable".into() });
+        let tls = failed(ConnectFailure::Transport { message: "SSL routines: handshake failure".into() });
+        let down = failed(ConnectFailure::Transport { message: "connection refused".into() });
+        // CONNACK refusals: a cached identity at once; a fresh one only after a minute.
+        assert!(refused(&not_authorized, true, false, false, 0));
+        assert!(refused(&bad_credentials, true, true, true, 0));
+        assert!(!refused(&not_authorized, false, true, false, 0));
+        assert!(refused(&not_authorized, false, false, true, 0));
+        // Other refusals never.
+        assert!(!refused(&unavailable, true, false, false, 9));
+        // TLS-level refusals of a cached certificate: three in a row before any connection.
+        assert!(!refused(&tls, true, false, false, 2));
+        assert!(refused(&tls, true, false, false, 3));
+        assert!(!refused(&tls, true, false, true, 3));
+        assert!(!refused(&tls, false, false, false, 3));
+        // A network that is down is not a refusal.
+        assert!(!refused(&down, true, false, false, 10));
+    }
 }
