@@ -24,15 +24,21 @@ pub struct Agent {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     status: Option<ExitStatus>,
+    pumps: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn pump(r: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>, prefix: &'static str) {
+/// Collects the lines of one output stream until it closes (the process ended).
+fn pump(
+    r: impl Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+    prefix: &'static str,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
             lines.lock().unwrap().push(format!("{prefix}{line}"));
         }
-    });
+    })
 }
 
 impl Agent {
@@ -56,9 +62,11 @@ impl Agent {
         }
         let mut child = cmd.spawn().expect("start the agent");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        pump(child.stdout.take().unwrap(), lines.clone(), "");
-        pump(child.stderr.take().unwrap(), lines.clone(), "E: ");
-        Agent { child, lines, status: None }
+        let pumps = vec![
+            pump(child.stdout.take().unwrap(), lines.clone(), ""),
+            pump(child.stderr.take().unwrap(), lines.clone(), "E: "),
+        ];
+        Agent { child, lines, status: None, pumps }
     }
 
     /// Everything printed so far.
@@ -80,8 +88,8 @@ impl Agent {
         match found {
             Some(l) => l,
             None => {
-                // Let the pump threads catch up with the last lines before reporting.
-                std::thread::sleep(Duration::from_millis(200));
+                // The process ended: every line it wrote is collected once its pipes close.
+                self.join_pumps();
                 if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)).cloned() {
                     return l;
                 }
@@ -111,9 +119,15 @@ impl Agent {
             st = self.child.try_wait().unwrap();
             st.is_some()
         });
-        std::thread::sleep(Duration::from_millis(100)); // last lines
+        self.join_pumps();
         self.status = st;
         st.unwrap()
+    }
+
+    fn join_pumps(&mut self) {
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
     }
 
     /// The pid.
