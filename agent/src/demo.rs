@@ -79,7 +79,7 @@ pub async fn play(
     let ctl = match ControlClient::new(&control_url) {
         Ok(c) => c,
         Err(e) => {
-            println!("demo: cannot reach the emulator's control API: {e}");
+            say!("demo: cannot reach the emulator's control API: {e}");
             return;
         }
     };
@@ -90,17 +90,17 @@ pub async fn play(
         CloudKind::Aws => ctl.aws_update_desired(&device, None, json!({"demo": want})).await.map(|_| ()),
     };
     match patched {
-        Ok(()) => println!("demo: back end set desired demo = {want}"),
-        Err(e) => println!("demo: desired change failed: {e}"),
+        Ok(()) => say!("demo: back end set desired demo = {want}"),
+        Err(e) => say!("demo: desired change failed: {e}"),
     }
     if eventually(|| async { read_json(&desired).is_some_and(|v| v["demo"] == want) }).await {
-        println!("demo: {} now holds demo = {want}", desired.display());
+        say!("demo: {} now holds demo = {want}", desired.display());
     } else {
-        println!("demo: the desired change did not reach {}", desired.display());
+        say!("demo: the desired change did not reach {}", desired.display());
     }
     let ack = json!({"fan": 2, "mode": "eco", "applied": true});
     if let Err(e) = std::fs::write(&reported, json!({"demo": ack}).to_string()) {
-        println!("demo: cannot write {}: {e}", reported.display());
+        say!("demo: cannot write {}: {e}", reported.display());
     }
     let reported_ok = eventually(|| async {
         let doc = match flavour {
@@ -118,7 +118,7 @@ pub async fn play(
         doc.as_ref() == Some(&ack)
     })
     .await;
-    println!(
+    say!(
         "demo: {} {} the cloud's reported state",
         reported.display(),
         if reported_ok { "reached" } else { "did not reach" }
@@ -133,8 +133,8 @@ pub async fn play(
                     timeout_ms: None,
                 };
                 match ctl.invoke(&device, None, &inv).await {
-                    Ok(r) => println!("demo: back end invoked method {name} → {} {}", r.status, r.payload),
-                    Err(e) => println!("demo: method {name} failed: {e}"),
+                    Ok(r) => say!("demo: back end invoked method {name} → {} {}", r.status, r.payload),
+                    Err(e) => say!("demo: method {name} failed: {e}"),
                 }
             }
             let mut n = 0;
@@ -145,14 +145,14 @@ pub async fn play(
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            println!("demo: the hub received {n} telemetry message(s) from {device}");
+            say!("demo: the hub received {n} telemetry message(s) from {device}");
         }
         CloudKind::Aws => {
             for (id, op) in [("demo-hello", "hello"), ("demo-format-disk", "format-disk")] {
                 let job =
                     CreateJob::new(id, json!({"operation": op, "args": ["world"]}), vec![device.clone()]);
                 if let Err(e) = ctl.aws_create_job(&job).await {
-                    println!("demo: creating job {id} failed: {e}");
+                    say!("demo: creating job {id} failed: {e}");
                     continue;
                 }
                 let mut last = None;
@@ -167,9 +167,9 @@ pub async fn play(
                 }
                 match last {
                     Some(e) => {
-                        println!("demo: back end job {id} ({op}) → {:?} {:?}", e.status, e.status_details)
+                        say!("demo: back end job {id} ({op}) → {:?} {:?}", e.status, e.status_details)
                     }
-                    None => println!("demo: job {id} did not finish"),
+                    None => say!("demo: job {id} did not finish"),
                 }
             }
             let mut n = 0;
@@ -180,7 +180,7 @@ pub async fn play(
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            println!("demo: AWS IoT received {n} telemetry message(s) from {device}");
+            say!("demo: AWS IoT received {n} telemetry message(s) from {device}");
         }
     }
 }

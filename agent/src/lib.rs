@@ -33,6 +33,21 @@
 //! | [`state_sync`] | desired/reported state files |
 //! | [`handlers`] | allow-listed handler executables for methods and jobs |
 
+/// `println!`/`eprintln!` that never panic: an agent whose stdout or stderr was closed
+/// (a pipe whose reader went away) keeps running instead of dying on its next status line.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod config;
 pub mod demo;

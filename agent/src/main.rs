@@ -1,5 +1,6 @@
 //! `connector-agent`: see `connector-agent --help` and the crate docs.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     match agent(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("connector-agent: {e:#}");
+            let _ = writeln!(std::io::stderr(), "connector-agent: {e:#}");
             ExitCode::from(exit_code(&e))
         }
     }
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
 fn agent(cli: Cli) -> anyhow::Result<()> {
     if cli.help_env {
         for (key, _) in ENV_KEYS {
-            println!("{:<48} {key}", config::env_var_for(key));
+            let _ = writeln!(std::io::stdout(), "{:<48} {key}", config::env_var_for(key));
         }
         return Ok(());
     }
@@ -44,7 +45,7 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
         connector_agent::demo::prepare(&mut settings)?;
     }
     if cli.check_config {
-        println!("{}", run::describe(&settings));
+        let _ = writeln!(std::io::stdout(), "{}", run::describe(&settings));
         return Ok(());
     }
     let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);

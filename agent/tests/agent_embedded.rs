@@ -190,3 +190,22 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
     assert!(!out.contains(key), "the enrollment key is in the output");
     assert!(!out.contains("sig="), "a SAS signature is in the output");
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["--state-dir", dir.path().to_str().unwrap(), "--metrics-addr", "off", "--log-level", "warn"])
+        .args(["--status-interval", "200ms", "--exit-after", "3s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads the status lines: every write after this fails with EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

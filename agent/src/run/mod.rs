@@ -153,7 +153,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
 
     let embedded_on = matches!(settings.cloud, Cloud::Embedded(_));
     let cloud_name = settings.cloud.kind().as_str();
-    println!(
+    say!(
         "connector-agent {}: cloud {cloud_name}{}, state {}",
         env!("CARGO_PKG_VERSION"),
         if embedded_on { " (embedded emulator)" } else { "" },
@@ -165,7 +165,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     let (cloud, _emulator) = match &settings.cloud {
         Cloud::Embedded(e) => {
             let emb = embedded::start(e, &settings.state_dir).await?;
-            println!(
+            say!(
                 "emulator: control API {}, MQTT/TLS 127.0.0.1:{} ({}), data {}",
                 emb.info.control_url,
                 emb.info.mqtt_port,
@@ -183,7 +183,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
             let srv = MetricsServer::start(addr, registry.clone(), state_rx.clone())
                 .await
                 .map_err(|error| AgentError::Metrics { addr, error })?;
-            println!("metrics: http://{}/metrics", srv.local_addr());
+            say!("metrics: http://{}/metrics", srv.local_addr());
             Some(srv)
         }
         None => None,
@@ -191,7 +191,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
 
     let runner: SharedRunner = Arc::new(std::sync::RwLock::new(handler_runner(&settings)?));
     if let Some(r) = runner.read().ok().as_ref().and_then(|r| r.as_ref()) {
-        println!(
+        say!(
             "handlers: {} (allowed: {})",
             r.dir().display(),
             if settings.handlers.allow.is_empty() {
@@ -209,7 +209,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         io.max_batch_bytes = settings.ingest.batch_max_bytes;
         io.max_delay = settings.ingest.batch_max_delay;
         let (server, batches) = IngestServer::bind(io).await?;
-        println!("ingest: socket {}", server.path().display());
+        say!("ingest: socket {}", server.path().display());
         actix_rt::spawn(ingest_consumer(batches, pub_rx, shared.clone(), metrics.clone()));
         Some(server)
     } else {
@@ -313,18 +313,18 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                                             *cur = r;
                                         }
                                         register_jobs(&s.conn, &runner, &new, &metrics);
-                                        println!("reload: handlers allowed: {}", if new.handlers.allow.is_empty() { "none".to_owned() } else { new.handlers.allow.join(", ") });
+                                        say!("reload: handlers allowed: {}", if new.handlers.allow.is_empty() { "none".to_owned() } else { new.handlers.allow.join(", ") });
                                     }
                                     Err(e) => warn!(error = %e, "reload: handlers unusable; keeping the previous ones"),
                                 }
                             }
                             settings = new;
-                            println!("reload: configuration applied");
+                            say!("reload: configuration applied");
                         }
                         Err(e) => {
                             metrics.reloads.with_label_values(&["error"]).inc();
                             error!(error = %e, "reload failed; keeping the running configuration");
-                            eprintln!("reload failed, keeping the running configuration: {e}");
+                            say_err!("reload failed, keeping the running configuration: {e}");
                         }
                     }
                 }
@@ -334,7 +334,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                     if matches!(ev, None | Some(ConnectionEvent::Stopped { .. })) {
                         let _ = state_tx.send(ConnectionState::Stopped);
                         error!(device = %s.device, event = ?ev, "the connection stopped on its own; starting a new session in 5 s");
-                        println!("session: the connection stopped on its own; restarting it in 5 s");
+                        say!("session: the connection stopped on its own; restarting it in 5 s");
                         let _ = pub_tx.send(None);
                         s.conn.stop().await;
                         session = None;
@@ -366,7 +366,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                     }
                     if s.provisioned && identity_refused(&ev, s, last_provision) {
                         warn!(device = %s.device, event = ?ev, "the service refused the provisioned identity; provisioning again");
-                        println!("identity: refused by the service ({ev:?}); provisioning again");
+                        say!("identity: refused by the service ({ev:?}); provisioning again");
                         forget(&cache);
                         let _ = pub_tx.send(None);
                         s.conn.stop().await;
@@ -388,7 +388,7 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                 }
                 _ = status_tick.tick() => {
                     let line = status(s, &shared, *state_rx.borrow(), started).await;
-                    println!("{line}");
+                    say!("{line}");
                     notifier.notify(&format!("STATUS={line}"));
                 }
                 _ = watchdog_tick.tick() => notifier.notify("WATCHDOG=1"),
@@ -418,9 +418,9 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         }
         let line = status(&s, &shared, *state_rx.borrow(), started).await;
         s.conn.stop().await;
-        println!("stopped ({why_stop}): {line} pending={pending}");
+        say!("stopped ({why_stop}): {line} pending={pending}");
     } else {
-        println!("stopped ({why_stop}) before connecting");
+        say!("stopped ({why_stop}) before connecting");
     }
     drop(metrics_server);
     Ok(())
@@ -479,7 +479,7 @@ fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError
     }
     for key in config::restart_required(current, &new) {
         warn!(key, "changed in the configuration; takes effect after a restart");
-        println!("reload: `{key}` changed; restart the agent to apply it");
+        say!("reload: `{key}` changed; restart the agent to apply it");
     }
     if new.logging.level != current.logging.level {
         if let Some(log) = &opts.log {

@@ -281,7 +281,7 @@ pub(crate) async fn obtain(
                 metrics.provisioning.with_label_values(&[cloud.kind().as_str(), "error"]).inc();
                 let wait = backoff.next_delay(Instant::now(), &mut connector_core::ThreadRandom);
                 warn!(error = %e, retry_in = ?wait, "obtaining the device identity failed");
-                eprintln!("identity: {e}; retrying in {:.0?}", wait);
+                say_err!("identity: {e}; retrying in {:.0?}", wait);
                 use_cache = true;
                 tokio::time::sleep(wait).await;
             }

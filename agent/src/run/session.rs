@@ -92,7 +92,7 @@ pub(crate) fn start_session(
         "cache" => "cached identity",
         _ => "configured credentials",
     };
-    println!("identity: device {} on {} ({how})", o.device, o.hub);
+    say!("identity: device {} on {} ({how})", o.device, o.hub);
     info!(device = %o.device, hub = %o.hub, source = o.source, "session started");
     Session {
         conn,
@@ -161,7 +161,7 @@ pub(crate) fn register_methods(conn: &Connector, runner: &SharedRunner, metrics:
                 _ => "failed",
             };
             metrics.handler_runs.with_label_values(&[outcome]).inc();
-            println!("method: {name} → {}", r.status);
+            say!("method: {name} → {}", r.status);
             MethodResponse::new(r.status, r.payload)
         }
     });
@@ -232,7 +232,7 @@ pub(crate) fn register_jobs(conn: &Connector, runner: &SharedRunner, s: &Setting
                     _ => "failed",
                 };
                 metrics.handler_runs.with_label_values(&[outcome]).inc();
-                println!("job: {} ({}) → {:?}", run.job_id, run.operation().unwrap_or("-"), r.status);
+                say!("job: {} ({}) → {:?}", run.job_id, run.operation().unwrap_or("-"), r.status);
                 match r.status {
                     JobStatus::Succeeded => JobOutcome::Succeeded(r.status_details),
                     JobStatus::Rejected => JobOutcome::Rejected(r.status_details),

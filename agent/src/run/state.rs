@@ -53,7 +53,7 @@ pub(crate) async fn state_sync(
                     Ok(changed) => {
                         metrics.state_sync.with_label_values(&["desired", "ok"]).inc();
                         if changed {
-                            println!(
+                            say!(
                                 "desired: v{} written to {}",
                                 u.version.map_or_else(|| "?".to_owned(), |v| v.to_string()),
                                 mirror.path().display()
@@ -106,7 +106,7 @@ pub(crate) async fn report_pending(
     match twin.report(&p).await {
         Ok(r) => {
             metrics.state_sync.with_label_values(&["reported", "ok"]).inc();
-            println!("reported: v{}", r.version.map_or_else(|| "?".to_owned(), |v| v.to_string()));
+            say!("reported: v{}", r.version.map_or_else(|| "?".to_owned(), |v| v.to_string()));
         }
         Err(e) => {
             metrics.state_sync.with_label_values(&["reported", "error"]).inc();
