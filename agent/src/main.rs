@@ -45,7 +45,7 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
         connector_agent::demo::prepare(&mut settings)?;
     }
     if cli.check_config {
-        let _ = writeln!(std::io::stdout(), "{}", run::describe(&settings));
+        let _ = writeln!(std::io::stdout(), "{}", settings.describe());
         return Ok(());
     }
     let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
+use super::ctx::{non_empty, required, Ctx};
 use super::raw::{RawAws, RawAzure};
-use super::{
-    non_empty, required, AwsAuth, AwsSettings, AzureAuth, AzureSettings, ConfigError, Ctx, DpsAttestation,
-    DpsSettings,
-};
+use super::{AwsAuth, AwsSettings, AzureAuth, AzureSettings, ConfigError, DpsAttestation, DpsSettings};
 
 pub(super) fn azure(
     raw: RawAzure,

@@ -4,7 +4,7 @@
 //! Every error is a [`ConfigError`] naming where the offending value came from (the file,
 //! the environment variable or the flag), the key (`telemetry.interval`) and the reason.
 //! Secrets (connection strings, symmetric keys) are read from files or named environment
-//! variables into [`Secret`]s: they never appear in errors, logs or `Debug` output.
+//! variables into [`connector_core::Secret`]s: they never appear in errors, logs or `Debug` output.
 //!
 //! The sections and keys are documented in `agent/config/*.toml`; [`ENV_KEYS`] lists every
 //! key an environment variable can override (`telemetry.interval` ←
@@ -16,17 +16,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use connector_core::{DropPolicy, Secret};
+use connector_core::DropPolicy;
 use serde::Deserialize;
 use thiserror::Error;
 
 mod cloud;
+mod ctx;
 mod env;
 mod raw;
 mod settings;
 #[cfg(test)]
 mod tests;
 
+use ctx::{non_empty, Ctx};
 use env::{env_value, set_path};
 pub use env::{env_var_for, EnvKind, Overrides, ENV_KEYS};
 use raw::RawConfig;
@@ -168,74 +170,6 @@ impl<'de> Deserialize<'de> for Dur {
 /// Default telemetry interval.
 pub const DEFAULT_TELEMETRY_INTERVAL: Duration = Duration::from_secs(10);
 
-pub(super) struct Ctx {
-    origins: HashMap<String, Origin>,
-    default_origin: Origin,
-}
-
-impl Ctx {
-    fn origin(&self, key: &str) -> Origin {
-        self.origins.get(key).cloned().unwrap_or_else(|| self.default_origin.clone())
-    }
-    pub(super) fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { origin: self.origin(key), key: key.to_owned(), reason: reason.into() }
-    }
-    pub(super) fn read_file(&self, key: &str, path: &Path) -> Result<String, ConfigError> {
-        std::fs::read_to_string(path).map_err(|error| ConfigError::File {
-            origin: self.origin(key),
-            key: key.to_owned(),
-            path: path.to_owned(),
-            error,
-        })
-    }
-    pub(super) fn must_exist(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
-        std::fs::metadata(path).map(|_| ()).map_err(|error| ConfigError::File {
-            origin: self.origin(key),
-            key: key.to_owned(),
-            path: path.to_owned(),
-            error,
-        })
-    }
-    /// A secret from a file (trimmed) or a named environment variable.
-    pub(super) fn secret(
-        &self,
-        file_key: &str,
-        file: Option<&Path>,
-        env_key: &str,
-        env: Option<&str>,
-        env_lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Option<Secret>, ConfigError> {
-        match (file, env) {
-            (Some(_), Some(_)) => {
-                Err(self.invalid(env_key, format!("set either `{file_key}` or `{env_key}`, not both")))
-            }
-            (Some(path), None) => {
-                let text = self.read_file(file_key, path)?;
-                warn_if_readable_by_others(path);
-                let s = text.trim();
-                if s.is_empty() {
-                    return Err(self.invalid(file_key, format!("{} is empty", path.display())));
-                }
-                Ok(Some(Secret::new(s)))
-            }
-            (None, Some(var)) => match env_lookup(var) {
-                Some(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
-                _ => Err(self.invalid(env_key, format!("environment variable {var} is not set or empty"))),
-            },
-            (None, None) => Ok(None),
-        }
-    }
-}
-
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(file = %path.display(), "secret file is readable by group or others; chmod 600 it");
-        }
-    }
-}
-
 /// Loads, merges and validates the configuration: `file` (if any), then the environment
 /// (`env`: a lookup, normally `std::env::var`), then `overrides`.
 pub fn load(
@@ -299,17 +233,6 @@ fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         return Some(Path::new(&x).join("connector-agent"));
     }
     env("HOME").filter(|d| !d.is_empty()).map(|h| Path::new(&h).join(".local/state/connector-agent"))
-}
-
-pub(super) fn non_empty(ctx: &Ctx, key: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
-    match v {
-        Some(s) if s.trim().is_empty() => Err(ctx.invalid(key, "must not be empty")),
-        other => Ok(other),
-    }
-}
-
-pub(super) fn required<T>(ctx: &Ctx, key: &str, v: Option<T>, why: &str) -> Result<T, ConfigError> {
-    v.ok_or_else(|| ctx.invalid(key, format!("missing: {why}")))
 }
 
 fn validate(

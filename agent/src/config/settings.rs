@@ -273,3 +273,53 @@ pub struct LoggingSettings {
     /// JSON lines instead of text.
     pub json: bool,
 }
+
+impl Settings {
+    /// A one-line description of the settings for `--check-config` (no secrets).
+    pub fn describe(&self) -> String {
+        let s = self;
+        let cloud = match &s.cloud {
+            Cloud::Embedded(e) => format!(
+                "embedded {} emulator (device {}, data {})",
+                e.flavour.as_str(),
+                e.device_id,
+                e.data_dir.display()
+            ),
+            Cloud::Azure(a) => match &a.auth {
+                AzureAuth::ConnectionString(_) => "azure, connection string".to_owned(),
+                AzureAuth::X509 { host_name, device_id, .. } => {
+                    format!("azure, X.509 device {device_id} on {host_name}")
+                }
+                AzureAuth::Dps(d) => {
+                    format!(
+                        "azure, DPS {} scope {} registration {}",
+                        d.endpoint, d.id_scope, d.registration_id
+                    )
+                }
+            },
+            Cloud::Aws(a) => match &a.auth {
+                AwsAuth::Certificate { .. } => format!(
+                    "aws, endpoint {}, certificate of thing {}",
+                    a.endpoint,
+                    a.thing_name.as_deref().or(a.client_id.as_deref()).unwrap_or("-")
+                ),
+                AwsAuth::FleetProvisioning { template_name, .. } => {
+                    format!("aws, endpoint {}, fleet provisioning with template {template_name}", a.endpoint)
+                }
+            },
+        };
+        format!(
+            "configuration ok: cloud {cloud}; state {}; telemetry every {:?}; ingest {}; metrics {}; store {} ({} messages, {} bytes, drop {:?}); log {}{}",
+            s.state_dir.display(),
+            s.telemetry.interval,
+            if s.ingest.enabled { s.ingest.socket.display().to_string() } else { "off".into() },
+            s.metrics.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            s.store.dir.display(),
+            s.store.max_messages,
+            s.store.max_bytes,
+            s.store.drop_policy,
+            s.logging.level,
+            if s.logging.json { " (json)" } else { "" },
+        )
+    }
+}

@@ -27,7 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{self, AzureAuth, Cloud, ConfigError, Overrides, Settings};
+use crate::config::{self, Cloud, ConfigError, Overrides, Settings};
 use crate::embedded::{self, EmbeddedError};
 use crate::handlers::HandlerError;
 use crate::identity::IdentityCache;
@@ -36,10 +36,10 @@ use crate::logging::LogHandle;
 use crate::metrics::AgentMetrics;
 use crate::ops::{write_private, InstanceLock, LockError, Notifier};
 use crate::stats::{StatsOptions, StatsSampler};
-use provision::{forget, obtain};
+use provision::{forget, identity_refused, obtain};
 use session::{
-    handler_runner, is_auth_refusal, register_jobs, register_methods, report_agent_state, start_session,
-    state_after, status, Session, SharedRunner,
+    handler_runner, register_jobs, register_methods, report_agent_state, start_session, state_after, status,
+    Session, SharedRunner,
 };
 use telemetry::{ingest_consumer, send_stats, Flavour, Shared};
 
@@ -436,41 +436,6 @@ fn check_store_dir(dir: &std::path::Path) -> Result<(), AgentError> {
     std::fs::remove_file(&probe).map_err(err)
 }
 
-/// Whether a connection event means the service no longer accepts the provisioned
-/// identity: a CONNACK refusal (not authorised, bad credentials) of a cached identity, or
-/// of a fresh one provisioned more than a minute ago; or, before the first connection of a
-/// cached identity, three TLS-level refusals in a row (AWS IoT refuses an unknown or
-/// inactive certificate in the handshake, not with a CONNACK).
-fn identity_refused(ev: &ConnectionEvent, s: &Session, last_provision: Option<Instant>) -> bool {
-    let recent = last_provision.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
-    refused(ev, s.source == "cache", recent, s.connected_once, s.early_failures)
-}
-
-/// [`identity_refused`] on plain facts: whether the identity came from the cache, was
-/// provisioned in the last minute, has connected in this session, and how many attempts
-/// failed in a row before that.
-fn refused(
-    ev: &ConnectionEvent,
-    cached: bool,
-    recent: bool,
-    connected_once: bool,
-    early_failures: u32,
-) -> bool {
-    if is_auth_refusal(ev) {
-        return cached || !recent;
-    }
-    if let ConnectionEvent::ConnectionFailed {
-        reason: connector_core::ConnectFailure::Transport { message },
-        ..
-    } = ev
-    {
-        let m = message.to_ascii_lowercase();
-        let tls = ["ssl", "tls", "certificate", "handshake"].iter().any(|w| m.contains(w));
-        return tls && cached && !connected_once && early_failures >= 3;
-    }
-    false
-}
-
 /// Re-reads the configuration; applies what can change in place and says what cannot.
 fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError> {
     let mut new = config::load_from_process(current.file.as_deref(), &opts.overrides)?;
@@ -489,82 +454,4 @@ fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError
         }
     }
     Ok(new)
-}
-
-/// A one-line description of the settings for `--check-config` (no secrets).
-pub fn describe(s: &Settings) -> String {
-    let cloud = match &s.cloud {
-        Cloud::Embedded(e) => format!(
-            "embedded {} emulator (device {}, data {})",
-            e.flavour.as_str(),
-            e.device_id,
-            e.data_dir.display()
-        ),
-        Cloud::Azure(a) => match &a.auth {
-            AzureAuth::ConnectionString(_) => "azure, connection string".to_owned(),
-            AzureAuth::X509 { host_name, device_id, .. } => {
-                format!("azure, X.509 device {device_id} on {host_name}")
-            }
-            AzureAuth::Dps(d) => {
-                format!("azure, DPS {} scope {} registration {}", d.endpoint, d.id_scope, d.registration_id)
-            }
-        },
-        Cloud::Aws(a) => match &a.auth {
-            config::AwsAuth::Certificate { .. } => format!(
-                "aws, endpoint {}, certificate of thing {}",
-                a.endpoint,
-                a.thing_name.as_deref().or(a.client_id.as_deref()).unwrap_or("-")
-            ),
-            config::AwsAuth::FleetProvisioning { template_name, .. } => {
-                format!("aws, endpoint {}, fleet provisioning with template {template_name}", a.endpoint)
-            }
-        },
-    };
-    format!(
-        "configuration ok: cloud {cloud}; state {}; telemetry every {:?}; ingest {}; metrics {}; store {} ({} messages, {} bytes, drop {:?}); log {}{}",
-        s.state_dir.display(),
-        s.telemetry.interval,
-        if s.ingest.enabled { s.ingest.socket.display().to_string() } else { "off".into() },
-        s.metrics.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-        s.store.dir.display(),
-        s.store.max_messages,
-        s.store.max_bytes,
-        s.store.drop_policy,
-        s.logging.level,
-        if s.logging.json { " (json)" } else { "" },
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::refused;
-    use connector_core::{ConnectFailure, ConnectionEvent};
-    use std::time::Duration;
-
-    fn failed(reason: ConnectFailure) -> ConnectionEvent {
-        ConnectionEvent::ConnectionFailed { reason, retry_in: Duration::from_secs(1) }
-    }
-
-    #[test]
-    fn which_failures_mean_the_identity_is_gone() {
-        let not_authorized = failed(ConnectFailure::Refused { code: 5, reason: "not authorized".into() });
-        let bad_credentials = failed(ConnectFailure::Refused { code: 0x86, reason: "bad".into() });
-        let unavailable = failed(ConnectFailure::Refused { code: 3, reason: "server unavailable".into() });
-        let tls = failed(ConnectFailure::Transport { message: "SSL routines: handshake failure".into() });
-        let down = failed(ConnectFailure::Transport { message: "connection refused".into() });
-        // CONNACK refusals: a cached identity at once; a fresh one only after a minute.
-        assert!(refused(&not_authorized, true, false, false, 0));
-        assert!(refused(&bad_credentials, true, true, true, 0));
-        assert!(!refused(&not_authorized, false, true, false, 0));
-        assert!(refused(&not_authorized, false, false, true, 0));
-        // Other refusals never.
-        assert!(!refused(&unavailable, true, false, false, 9));
-        // TLS-level refusals of a cached certificate: three in a row before any connection.
-        assert!(!refused(&tls, true, false, false, 2));
-        assert!(refused(&tls, true, false, false, 3));
-        assert!(!refused(&tls, true, false, true, 3));
-        assert!(!refused(&tls, false, false, false, 3));
-        // A network that is down is not a refusal.
-        assert!(!refused(&down, true, false, false, 10));
-    }
 }

@@ -14,9 +14,11 @@ use connector_azure::dps::{DpsAuth, DpsOptions, DpsRegistration};
 use connector_azure::{
     AzureOptions, AzureProvider, ConnectionString, Credential, SasKey, Transport, X509Identity,
 };
-use connector_core::{BackoffPolicy, MqttVersion, PemSource};
+use connector_core::{BackoffPolicy, ConnectionEvent, MqttVersion, PemSource};
+use std::time::Duration;
 use tracing::warn;
 
+use super::session::{is_auth_refusal, Session};
 use super::telemetry::Flavour;
 use crate::config::{self, AwsAuth, AwsSettings, AzureAuth, AzureSettings, Cloud, DpsAttestation};
 use crate::identity::{CachedIdentity, IdentityCache};
@@ -286,5 +288,74 @@ pub(crate) async fn obtain(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Whether a connection event means the service no longer accepts the provisioned
+/// identity: a CONNACK refusal (not authorised, bad credentials) of a cached identity, or
+/// of a fresh one provisioned more than a minute ago; or, before the first connection of a
+/// cached identity, three TLS-level refusals in a row (AWS IoT refuses an unknown or
+/// inactive certificate in the handshake, not with a CONNACK).
+pub(crate) fn identity_refused(ev: &ConnectionEvent, s: &Session, last_provision: Option<Instant>) -> bool {
+    let recent = last_provision.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+    refused(ev, s.source == "cache", recent, s.connected_once, s.early_failures)
+}
+
+/// [`identity_refused`] on plain facts: whether the identity came from the cache, was
+/// provisioned in the last minute, has connected in this session, and how many attempts
+/// failed in a row before that.
+fn refused(
+    ev: &ConnectionEvent,
+    cached: bool,
+    recent: bool,
+    connected_once: bool,
+    early_failures: u32,
+) -> bool {
+    if is_auth_refusal(ev) {
+        return cached || !recent;
+    }
+    if let ConnectionEvent::ConnectionFailed {
+        reason: connector_core::ConnectFailure::Transport { message },
+        ..
+    } = ev
+    {
+        let m = message.to_ascii_lowercase();
+        let tls = ["ssl", "tls", "certificate", "handshake"].iter().any(|w| m.contains(w));
+        return tls && cached && !connected_once && early_failures >= 3;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused;
+    use connector_core::{ConnectFailure, ConnectionEvent};
+    use std::time::Duration;
+
+    fn failed(reason: ConnectFailure) -> ConnectionEvent {
+        ConnectionEvent::ConnectionFailed { reason, retry_in: Duration::from_secs(1) }
+    }
+
+    #[test]
+    fn which_failures_mean_the_identity_is_gone() {
+        let not_authorized = failed(ConnectFailure::Refused { code: 5, reason: "not authorized".into() });
+        let bad_credentials = failed(ConnectFailure::Refused { code: 0x86, reason: "bad".into() });
+        let unavailable = failed(ConnectFailure::Refused { code: 3, reason: "server unavailable".into() });
+        let tls = failed(ConnectFailure::Transport { message: "SSL routines: handshake failure".into() });
+        let down = failed(ConnectFailure::Transport { message: "connection refused".into() });
+        // CONNACK refusals: a cached identity at once; a fresh one only after a minute.
+        assert!(refused(&not_authorized, true, false, false, 0));
+        assert!(refused(&bad_credentials, true, true, true, 0));
+        assert!(!refused(&not_authorized, false, true, false, 0));
+        assert!(refused(&not_authorized, false, false, true, 0));
+        // Other refusals never.
+        assert!(!refused(&unavailable, true, false, false, 9));
+        // TLS-level refusals of a cached certificate: three in a row before any connection.
+        assert!(!refused(&tls, true, false, false, 2));
+        assert!(refused(&tls, true, false, false, 3));
+        assert!(!refused(&tls, true, false, true, 3));
+        assert!(!refused(&tls, false, false, false, 3));
+        // A network that is down is not a refusal.
+        assert!(!refused(&down, true, false, false, 10));
     }
 }
