@@ -18,7 +18,6 @@
 //! | `ws.rs` | MQTT over secure WebSocket: TLS, the `/$iothub/websocket` upgrade, relay to the hub |
 //! | `ca.rs` | the emulator CA, server certificate, thumbprints, chain verification |
 //! | [`control`] | control API routes ([`control::api`] bodies), [`ControlClient`], the `ctl` CLI |
-//!
 //! | `aws/` | the AWS IoT Core back end: registry, shadow, jobs and fleet-provisioning services, SigV4, topics, transports (TLS/ALPN/WSS) |
 //! | `broker/aws.rs` | the AWS MQTT server on the internal relay listener |
 //!
