@@ -233,16 +233,21 @@ impl FleetAnswer {
 }
 
 /// serde's message with every quoted string value blanked out: an answer may carry a
-/// private key or a token in a field of the wrong type, and serde quotes such values.
+/// private key or a token in a field of the wrong type (or a whole answer double-encoded
+/// as one JSON string), and serde quotes such values with `{:?}`, escaping inner quotes
+/// as `\"`: an escaped quote does not end the blanked value.
 fn redacted(e: &serde_json::Error) -> String {
     let mut out = String::new();
     let mut quoted = false;
+    let mut escaped = false;
     for c in e.to_string().chars() {
         match (c, quoted) {
             ('"', false) => {
                 quoted = true;
                 out.push_str("\"…");
             }
+            (_, true) if escaped => escaped = false,
+            ('\\', true) => escaped = true,
             ('"', true) => {
                 quoted = false;
                 out.push('"');
@@ -387,6 +392,12 @@ mod tests {
         // A secret in a malformed body never reaches the error text.
         let (_, reason) = malformed(CREATE_ACCEPTED, r#"{"privateKey":"very-secret-key""#);
         assert!(!reason.contains("very-secret"), "{reason}");
+        // A double-encoded answer (the document as one JSON string): serde quotes it with
+        // its inner quotes escaped, and nothing after them may show.
+        let doubled = serde_json::to_string(&keys_doc()).unwrap();
+        let (_, reason) = malformed(CREATE_ACCEPTED, &doubled);
+        assert!(reason.starts_with("invalid type: string \"…\", expected"), "{reason}");
+        assert!(!reason.contains("secret-key-material") && !reason.contains("token-opaque"), "{reason}");
 
         let missing = |topic: &str, body: String| match FleetAnswer::parse(topic, body.as_bytes()) {
             Err(FleetError::MissingField { field, .. }) => field,
