@@ -207,7 +207,9 @@ fn parse_seconds(file: &'static str, field: &'static str, s: &str) -> Result<f64
 pub fn parse_uptime(text: &str) -> Result<Duration, StatsError> {
     let first =
         text.split_whitespace().next().ok_or(StatsError::Missing { file: "/proc/uptime", what: "uptime" })?;
-    Ok(Duration::from_secs_f64(parse_seconds("/proc/uptime", "uptime", first)?))
+    // Beyond what a Duration holds (about 1.8e19 s) is as malformed as a negative number.
+    Duration::try_from_secs_f64(parse_seconds("/proc/uptime", "uptime", first)?)
+        .map_err(|_| bad_number("/proc/uptime", "uptime", first))
 }
 
 /// Load averages over 1, 5 and 15 minutes.

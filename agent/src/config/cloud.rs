@@ -52,7 +52,15 @@ pub(super) fn azure(
                 } else {
                     "azure.connection_string_env"
                 };
-                return Err(ctx.invalid(key, format!("not a device connection string: {e}")));
+                // The text came from a secret: an "unknown key" may be a pasted key's base64
+                // (`KEY==` followed by anything), so it is not shown.
+                let reason = match e {
+                    connector_azure::ConnectionStringError::UnknownKey(_) => {
+                        "an unknown key (not shown: it may be part of a secret)".to_owned()
+                    }
+                    e => e.to_string(),
+                };
+                return Err(ctx.invalid(key, format!("not a device connection string: {reason}")));
             }
             AzureAuth::ConnectionString(cs)
         }

@@ -177,17 +177,39 @@ pub fn load(
     env: &[(String, String)],
     overrides: &Overrides,
 ) -> Result<Settings, ConfigError> {
-    let mut table = match file {
+    match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|error| ConfigError::Read { file: path.to_owned(), error })?;
-            text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
-                file: path.to_owned(),
-                message: e.to_string().trim().to_owned(),
-            })?
+            load_str(&text, path, env, overrides)
         }
-        None => toml::Table::new(),
-    };
+        None => load_table(toml::Table::new(), None, env, overrides),
+    }
+}
+
+/// [`load`] of configuration text already in memory: `text` is the TOML of `file`, which
+/// only names it in errors and in [`Settings::file`] (it is not read). Files that keys name
+/// (secrets, certificates) are still read, and `handlers.run_as` is looked up in the user
+/// database; the environment is only `env`. The entry point of the configuration fuzz target.
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    env: &[(String, String)],
+    overrides: &Overrides,
+) -> Result<Settings, ConfigError> {
+    let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+        file: file.to_owned(),
+        message: e.to_string().trim().to_owned(),
+    })?;
+    load_table(table, Some(file), env, overrides)
+}
+
+fn load_table(
+    mut table: toml::Table,
+    file: Option<&Path>,
+    env: &[(String, String)],
+    overrides: &Overrides,
+) -> Result<Settings, ConfigError> {
     let default_origin = file.map(|p| Origin::File(p.to_owned())).unwrap_or(Origin::Default);
     let mut origins = HashMap::new();
     for (var, value) in env {
