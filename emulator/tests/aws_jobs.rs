@@ -234,6 +234,30 @@ async fn step_timer_times_out_on_the_service_clock() {
     dev.disconnect().await;
 }
 
+/// The control API may push the service clock as far as it is asked: the clock saturates
+/// at the end of time instead of overflowing, and the service keeps answering.
+#[tokio::test]
+async fn service_clock_saturates_at_the_end_of_time() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = lamp(&env, dir.path()).await;
+    env.ctl.aws_create_job(&job("late", &["lamp"])).await.unwrap();
+    dev.expect_json(&format!("{P}/notify")).await;
+    dev.expect_json(&format!("{P}/notify-next")).await;
+    let clock = env.ctl.aws_advance_clock(u64::MAX).await.unwrap();
+    assert_eq!((clock.offset_seconds, clock.now), (u64::MAX, u64::MAX));
+    let clock = env.ctl.aws_advance_clock(1).await.unwrap();
+    assert_eq!((clock.offset_seconds, clock.now), (u64::MAX, u64::MAX));
+    // Timers set at the end of time saturate too.
+    request(&dev, "start-next", json!({"stepTimeoutInMinutes": 10})).await;
+    let a = dev.expect_json(&format!("{P}/start-next/accepted")).await;
+    assert_eq!(
+        (a["execution"]["jobId"].as_str(), a["execution"]["approximateSecondsBeforeTimedOut"].as_u64()),
+        (Some("late"), Some(0))
+    );
+    dev.disconnect().await;
+}
+
 #[tokio::test]
 async fn job_timeout_retries_and_the_periodic_tick() {
     let env = Env::start();

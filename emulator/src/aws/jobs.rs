@@ -352,8 +352,9 @@ impl Jobs {
             if let Some(d) = details {
                 e.details = d;
             }
-            e.step_deadline = step.map(|m| now + m as u64 * 60);
-            e.job_deadline = job_timeout.map(|t| now + t.in_progress_timeout_in_minutes * 60);
+            e.step_deadline = step.map(|m| now.saturating_add(m.unsigned_abs() * 60));
+            e.job_deadline =
+                job_timeout.map(|t| now.saturating_add(t.in_progress_timeout_in_minutes.saturating_mul(60)));
         }
         let e = e.clone();
         Ok(json!({ "execution": self.execution_doc(Some(thing), &e, true, now) }))
@@ -439,11 +440,12 @@ impl Jobs {
         if status == Status::InProgress {
             if was == Status::Queued {
                 e.started_at = Some(now);
-                e.job_deadline = job_timeout.map(|t| now + t.in_progress_timeout_in_minutes * 60);
+                e.job_deadline = job_timeout
+                    .map(|t| now.saturating_add(t.in_progress_timeout_in_minutes.saturating_mul(60)));
             }
             match step {
                 Some(-1) => e.step_deadline = None,
-                Some(m) => e.step_deadline = Some(now + m as u64 * 60),
+                Some(m) => e.step_deadline = Some(now.saturating_add(m.unsigned_abs() * 60)),
                 None => {}
             }
         }

@@ -267,9 +267,10 @@ impl AwsCore {
     }
 
     /// Unix seconds on the service clock of jobs and provisioning (real time plus the
-    /// offset set through the control API).
+    /// offset set through the control API, saturating: the offset can be pushed as far as
+    /// the control API is asked to).
     pub fn service_now(&self, st: &AwsState) -> u64 {
-        self.now() + st.clock_offset
+        self.now().saturating_add(st.clock_offset)
     }
 
     /// Moves the service clock forward and applies what expired; the new offset and time.

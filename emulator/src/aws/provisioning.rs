@@ -209,7 +209,7 @@ fn register_new(
     let token = crate::util::b64(&crate::util::random_bytes(48));
     st.provisioning.tokens.insert(
         token.clone(),
-        OwnershipToken { certificate_id: id.clone(), expires_at: now + TOKEN_LIFETIME_SECS },
+        OwnershipToken { certificate_id: id.clone(), expires_at: now.saturating_add(TOKEN_LIFETIME_SECS) },
     );
     Ok((id, pem, token))
 }
