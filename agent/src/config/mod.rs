@@ -129,7 +129,12 @@ impl ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
-/// Parses `"500ms"`, `"10s"`, `"1.5s"`, `"5m"`, `"2h"`, `"1d"` (a bare number is seconds).
+/// The longest duration configuration accepts (about 31 years): anything longer is a
+/// mistake, and would overflow the clock arithmetic of timers and deadlines.
+pub const MAX_DURATION_SECS: u64 = 1_000_000_000;
+
+/// Parses `"500ms"`, `"10s"`, `"1.5s"`, `"5m"`, `"2h"`, `"1d"` (a bare number is seconds),
+/// at most [`MAX_DURATION_SECS`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
@@ -146,7 +151,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         u => return Err(format!("invalid duration `{s}`: unknown unit `{u}` (use ms, s, m, h or d)")),
     };
     let secs = n * scale;
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+    if !secs.is_finite() || !(0.0..=MAX_DURATION_SECS as f64).contains(&secs) {
         return Err(format!("invalid duration `{s}`: out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -161,7 +166,8 @@ impl<'de> Deserialize<'de> for Dur {
             Str(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Dur(Duration::from_secs(n))),
+            Raw::Int(n) if n <= MAX_DURATION_SECS => Ok(Dur(Duration::from_secs(n))),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!("invalid duration `{n}`: out of range"))),
             Raw::Str(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
         }
     }

@@ -23,6 +23,25 @@ fn durations() {
 }
 
 #[test]
+fn durations_as_integers_are_bounded_like_strings() {
+    let file = Path::new("agent.toml");
+    let load = |toml: &str| load_str(toml, file, &base(), &Overrides::default());
+    let s = load("[agent]\nshutdown_timeout = 1000000000\n").unwrap();
+    assert_eq!(s.shutdown_timeout, Duration::from_secs(MAX_DURATION_SECS));
+    // Longer would overflow `Instant::now() + timeout` (a panic at shutdown, or when fleet
+    // provisioning starts): refused like the same value written as a string.
+    for toml in [
+        "[agent]\nshutdown_timeout = 9223372036854775807\n",
+        "[agent]\nshutdown_timeout = \"9223372036854775807s\"\n",
+        "[aws]\nendpoint = \"e\"\n[aws.fleet_provisioning]\ntimeout = 1000000001\n",
+    ] {
+        let err = load(toml).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Invalid { .. }) && msg.contains("out of range"), "{toml}: {msg}");
+    }
+}
+
+#[test]
 fn no_configuration_is_the_embedded_azure_default() {
     let s = load(None, &base(), &Overrides::default()).unwrap();
     let Cloud::Embedded(e) = &s.cloud else { panic!("{:?}", s.cloud) };
