@@ -207,7 +207,7 @@ fn random_configurations_never_panic_and_never_show_a_secret() {
     let alphabet = b"\"=[]._\n #,{}0123456789azxystrue-\x00\\\xc3\xa9";
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut accepted, mut errors) = (0usize, BTreeMap::<&str, usize>::new());
-    for i in 0..3000 {
+    for i in 0..5000 {
         let seed = &seeds[i % seeds.len()];
         let bytes = mutate(&mut rng, seed.as_bytes(), alphabet, &tokens, 6);
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -287,7 +287,7 @@ fn random_configurations_never_panic_and_never_show_a_secret() {
         }
     }
     // The mutations reach every stage: some inputs load, and each kind of error occurs.
-    assert!(accepted >= 100, "only {accepted} of 3000 accepted ({errors:?})");
+    assert!(accepted >= 100, "only {accepted} of 5000 accepted ({errors:?})");
     for kind in ["syntax", "invalid", "file", "env"] {
         assert!(errors.get(kind).copied().unwrap_or(0) > 0, "no {kind} error ({errors:?})");
     }
@@ -364,7 +364,7 @@ fn random_ingest_lines_never_panic_and_accepted_ones_round_trip() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let (mut ok, mut envelopes) = (0usize, 0usize);
     let mut kinds = [0usize; 2];
-    for i in 0..6000 {
+    for i in 0..10000 {
         let line = if i % 3 == 0 {
             // A generated envelope or raw value.
             let mut v = random_json(&mut rng, 3, &["payload", "topic", "properties", "k", "a"]);
@@ -464,7 +464,7 @@ fn merge_patch_of_diff_rebuilds_the_new_document() {
     let keys = ["a", "b", "c", "$version", "x"];
     let mut rng = Rng(0xdead_beef_cafe_f00d);
     let mut changed = 0usize;
-    for i in 0..5000 {
+    for i in 0..10000 {
         let a = if i % 2 == 0 { random_object(&mut rng, &keys) } else { random_json(&mut rng, 3, &keys) };
         let b = if rng.chance(2) { vary(&mut rng, &a, &keys) } else { random_json(&mut rng, 3, &keys) };
         let patch = diff(&a, &b);
@@ -506,7 +506,7 @@ fn reported_watcher_survives_mutated_files_and_rebuilds_the_document() {
     let mut prev: Option<Vec<u8>> = None;
     let alphabet = b"{}[]\":,\\ 0123456789nulltrue\x00\xff";
     let (mut good, mut bad) = (0usize, 0usize);
-    for _ in 0..1500 {
+    for _ in 0..2000 {
         doc = if rng.chance(4) { random_object(&mut rng, &keys) } else { vary(&mut rng, &doc, &keys) };
         let pretty = serde_json::to_vec_pretty(&doc).unwrap();
         let bytes = if rng.chance(3) {
@@ -584,7 +584,7 @@ fn proc_parsers_never_panic_on_mutated_fixtures() {
     ];
     let mut rng = Rng(0x0bad_cafe_1234_5678);
     let mut accepted = [0usize; 5];
-    for i in 0..4000 {
+    for i in 0..8000 {
         let seed = fixtures[i % fixtures.len()].as_bytes();
         let text = String::from_utf8_lossy(&mutate(&mut rng, seed, alphabet, &tokens, 4)).into_owned();
         match stats::parse_proc_stat(&text) {
