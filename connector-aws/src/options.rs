@@ -1,5 +1,6 @@
 //! Options of [`AwsProvider`](crate::AwsProvider) and the authentication choice.
 
+use std::fmt;
 use std::time::Duration;
 
 use connector_core::{MqttVersion, PemSource};
@@ -67,7 +68,8 @@ impl SigV4Auth {
 /// Options of [`AwsProvider`](crate::AwsProvider). [`AwsOptions::new`] gives MQTT 3.1.1,
 /// the auth's standard port, system trust roots, a 300 s keep-alive, clean sessions, a
 /// 30 s connect timeout, 100 publishes per second and [`DEFAULT_TELEMETRY_TOPIC`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows no secret (nor the password of a proxy URL).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AwsOptions {
     /// The device data endpoint host (`{prefix}-ats.iot.{region}.amazonaws.com`).
     pub endpoint: String,
@@ -90,7 +92,8 @@ pub struct AwsOptions {
     pub clean_session: bool,
     /// TCP + TLS (+ WebSocket upgrade) + CONNACK time limit.
     pub connect_timeout: Duration,
-    /// HTTP proxy (`http://host:port`), tunnelled with CONNECT.
+    /// HTTP proxy (`http://host:port`, or `http://user:password@host:port` for basic
+    /// authentication), tunnelled with CONNECT.
     pub http_proxy: Option<String>,
     /// PUBLISHes per second on one connection (the service allows 100); reported as
     /// [`Limits::max_publish_rate`](connector_core::Limits::max_publish_rate) and paced by
@@ -100,6 +103,37 @@ pub struct AwsOptions {
     pub telemetry_topic: String,
     /// OpenSSL cipher list; `None` keeps OpenSSL's defaults.
     pub ciphers: Option<String>,
+}
+
+impl fmt::Debug for AwsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsOptions")
+            .field("endpoint", &self.endpoint)
+            .field("port", &self.port)
+            .field("thing_name", &self.thing_name)
+            .field("client_id", &self.client_id)
+            .field("auth", &self.auth)
+            .field("trust_roots", &self.trust_roots)
+            .field("mqtt_version", &self.mqtt_version)
+            .field("keep_alive", &self.keep_alive)
+            .field("clean_session", &self.clean_session)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("http_proxy", &self.http_proxy.as_deref().map(redact_userinfo))
+            .field("publish_rate", &self.publish_rate)
+            .field("telemetry_topic", &self.telemetry_topic)
+            .field("ciphers", &self.ciphers)
+            .finish()
+    }
+}
+
+/// A URL with the user information (`user:password@`) before its host replaced.
+fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 impl AwsOptions {
@@ -190,6 +224,17 @@ impl AwsOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_password_of_a_proxy_url() {
+        let auth = AwsAuth::CustomAuthorizer(CustomAuth::default());
+        let o = AwsOptions::new("h", "lamp", auth).http_proxy("http://proxy-user:pr0xy-pw@proxy:3128");
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("pr0xy-pw") && !shown.contains("proxy-user"), "{shown}");
+        assert!(shown.contains(r#"http_proxy: Some("http://<redacted>@proxy:3128")"#), "{shown}");
+        assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(redact_userinfo("http://u:p@w@proxy:3128/x@y"), "http://<redacted>@proxy:3128/x@y");
+    }
 
     #[test]
     fn defaults_and_ports() {
