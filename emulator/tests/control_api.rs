@@ -155,3 +155,23 @@ async fn unknown_routes_and_bad_bodies_are_errors() {
         .unwrap_err();
     assert_eq!(e.status(), Some(400));
 }
+
+/// A peer that accepts the connection but never answers: the request fails with a
+/// timeout instead of hanging (what `ctl --url` pointed at the wrong port would do).
+#[tokio::test]
+async fn a_silent_peer_is_a_timeout_not_a_hang() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        std::future::pending::<()>().await;
+        drop(socket);
+    });
+    let client = connector_emulator::ControlClient::from_addr(addr)
+        .with_timeout(std::time::Duration::from_millis(300));
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(20), client.info()).await;
+    let err = answered.expect("the client's own timeout ends the request").unwrap_err();
+    let io = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(io.map(std::io::Error::kind), Some(std::io::ErrorKind::TimedOut), "{err:?}");
+    held.abort();
+}

@@ -1,6 +1,7 @@
 //! [`ControlClient`]: an async client of the control API (what the CLI and tests use).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -26,10 +27,18 @@ use crate::util::pct_encode;
 /// Client of the control API. Needs a tokio runtime (actix has one).
 ///
 /// Identities are given as `(device_id, Option<module_id>)`.
+/// Every request is bounded by a timeout ([`DEFAULT_TIMEOUT`], see
+/// [`ControlClient::with_timeout`]): a peer that accepts but never answers is an error,
+/// not a hang.
 #[derive(Clone, Debug)]
 pub struct ControlClient {
     addr: SocketAddr,
+    timeout: Duration,
 }
+
+/// How long a request may take by default: longer than the longest a route waits on a
+/// device (a method invocation's 300 s response timeout).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(330);
 
 fn identity_path(device: &str, module: Option<&str>) -> String {
     match module {
@@ -54,12 +63,18 @@ impl ControlClient {
                     .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
             })
             .ok_or_else(bad)?;
-        Ok(ControlClient { addr })
+        Ok(ControlClient::from_addr(addr))
     }
 
     /// A client for a socket address.
     pub fn from_addr(addr: SocketAddr) -> ControlClient {
-        ControlClient { addr }
+        ControlClient { addr, timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// The same client with every request bounded by `timeout` instead.
+    pub fn with_timeout(mut self, timeout: Duration) -> ControlClient {
+        self.timeout = timeout;
+        self
     }
 
     /// Sends a request with an optional JSON body and decodes the JSON answer.
@@ -85,6 +100,16 @@ impl ControlClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ControlError> {
+        match tokio::time::timeout(self.timeout, self.exchange(method, path, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(ControlError::Connect(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from {} within {:?}", self.addr, self.timeout),
+            )))),
+        }
+    }
+
+    async fn exchange(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ControlError> {
         let connect = |e: Box<dyn std::error::Error + Send + Sync>| ControlError::Connect(e);
         let stream = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| connect(e.into()))?;
         let (mut sender, conn) =
