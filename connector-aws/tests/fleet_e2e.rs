@@ -355,6 +355,16 @@ async fn a_corrupt_store_is_an_error_not_a_new_registration() {
 }
 
 #[actix_rt::test]
+async fn an_unbounded_timeout_is_no_limit_not_a_panic() {
+    let env = Env::start().await;
+    let opts = fast().timeout(Duration::MAX);
+    let claim = AwsProvider::new(env.claim_options("claim-max")).unwrap();
+    let id = provision(claim, &env.request("0010"), &opts).await.unwrap();
+    assert_eq!(id.thing_name, "sensor-0010");
+    env.emu.shutdown();
+}
+
+#[actix_rt::test]
 async fn an_unreachable_endpoint_times_out_with_the_last_failure() {
     let env = Env::start().await;
     // A port nothing listens on.

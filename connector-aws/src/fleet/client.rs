@@ -302,7 +302,10 @@ pub async fn provision(
     request: &FleetRequest,
     opts: &ProvisioningOptions,
 ) -> Result<FleetIdentity, ProvisioningError> {
-    let deadline = Instant::now() + opts.timeout;
+    // A bound past what the clock can hold (`Duration::MAX` for "no limit") is a far
+    // future, not an overflow panic.
+    let now = Instant::now();
+    let deadline = now.checked_add(opts.timeout).unwrap_or_else(|| now + FAR_FUTURE);
     // The key (CSR flow) is made before connecting: the claim's window stays short.
     let own_key = match &request.certificate {
         CertificateRequest::CreateKeysAndCertificate => None,
@@ -329,6 +332,9 @@ pub async fn provision(
     }
     result
 }
+
+/// The deadline of an exchange whose timeout the clock cannot hold (about 30 years).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// Whether [`provision_or_load`] provisioned or reused a stored identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
