@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use connector_core::provider::redact_userinfo;
 use connector_core::{MqttVersion, PemSource};
 
 use crate::credentials::{AwsCredentials, CredentialsSource};
@@ -123,16 +124,6 @@ impl fmt::Debug for AwsOptions {
             .field("telemetry_topic", &self.telemetry_topic)
             .field("ciphers", &self.ciphers)
             .finish()
-    }
-}
-
-/// A URL with the user information (`user:password@`) before its host replaced.
-fn redact_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 

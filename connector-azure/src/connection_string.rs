@@ -205,7 +205,7 @@ impl FromStr for ConnectionString {
             let slot = match KEYS.iter().position(|k| *k == key) {
                 Some(i) => i,
                 None if key == X509 => 7,
-                None => return Err(E::UnknownKey(shown_key(key, value))),
+                None => return Err(E::UnknownKey(shown_key(key))),
             };
             let name = if slot == 7 { X509 } else { KEYS[slot] };
             if values[slot].is_some() {
@@ -265,16 +265,35 @@ impl FromStr for ConnectionString {
     }
 }
 
-/// An unknown key as shown in the error. A pasted secret without its `Name=` splits into a
-/// "key" of base64 text and a value of only `=` padding (or nothing): that is never shown.
-fn shown_key(key: &str, value: &str) -> String {
-    let looks_like_a_name =
-        key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if looks_like_a_name && !value.bytes().all(|b| b == b'=') {
+/// An unknown key as shown in the error. A pasted secret can land in the key position
+/// (`…;<base64 key>=` or `…;<key>=!!`), so a key is shown only when it reads like a
+/// misspelt or unsupported key name: letters (and `_`, `-`, `.`) only — base64 secrets
+/// almost always hold a digit, `+` or `/` — and either short (at most 20 characters, below
+/// the 22 of the smallest base64 key) or close to a known key name (a typo of one). The
+/// value is never looked at: it may be the secret's tail.
+fn shown_key(key: &str) -> String {
+    let letters = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphabetic() || b"_-.".contains(&b));
+    let near_known = KEYS.iter().chain(std::iter::once(&X509)).any(|k| edit_distance(k, key) <= 3);
+    if letters && (key.len() <= 20 || near_known) {
         key.to_owned()
     } else {
         "<redacted>".to_owned()
     }
+}
+
+/// Levenshtein distance, ASCII case-insensitive (both strings are short key names).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(!ca.eq_ignore_ascii_case(cb));
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 fn check_host(key: &'static str, host: &str) -> Result<(), ConnectionStringError> {
@@ -369,7 +388,8 @@ mod tests {
             (";HostName=h".into(), E::MalformedPair { index: 0 }),
             ("HostName=h;DeviceId=d;x509=true;Foo=1".into(), E::UnknownKey("Foo".into())),
             ("hostname=h;DeviceId=d;x509=true".into(), E::UnknownKey("hostname".into())),
-            ("HostName=h;DeviceId=d;x509=true;Foo=".into(), E::UnknownKey("<redacted>".into())),
+            ("HostName=h;DeviceId=d;x509=true;Foo=".into(), E::UnknownKey("Foo".into())),
+            ("HostName=h;DeviceId=d;x509=true;SharedAcessKeyNmae=x".into(), E::UnknownKey("SharedAcessKeyNmae".into())),
             ("HostName=h;DeviceId=d;x509=true;a b=1".into(), E::UnknownKey("<redacted>".into())),
             ("HostName=h;DeviceId=d;x509=true;UseProvisioning=true".into(), E::UnknownKey("UseProvisioning".into())),
             ("HostName=h;DeviceId=d;DeviceId=e;x509=true".into(), E::DuplicateKey("DeviceId")),
@@ -480,10 +500,18 @@ mod tests {
             format!("HostName=h;DeviceId=d;SharedAccessKey={KEY};{KEY}"),
             format!("HostName=h;DeviceId=d;x509=true;{}", "AAECAwQFBgcICQoLDA0ODw=="),
             format!("HostName=h;DeviceId=d;SharedAccessSignature={TOKEN}&x=1"),
+            // A key pasted where a name goes, followed by anything (the agent's fuzzing found
+            // `<key>=!!` and a key then a second line showing the key as an "unknown key").
+            format!("HostName=h;DeviceId=d;x509=true;{}=!!", KEY.trim_end_matches('=')),
+            format!("HostName=h;DeviceId=d;x509=true;{}\nmore=1", KEY.trim_end_matches('=')),
+            "HostName=h;DeviceId=d;x509=true;QUJDREVGR0hJSktMTU5PUFFSU1RVVldY=x".to_string(),
         ] {
             let e = parse(&bad).unwrap_err();
             let shown = format!("{e} {e:?}");
-            assert!(!shown.contains("AAECAw") && !shown.contains("vH1TWHoM"), "{shown}");
+            assert!(
+                !shown.contains("AAECAw") && !shown.contains("vH1TWHoM") && !shown.contains("QUJDREVG"),
+                "{shown}"
+            );
         }
     }
 

@@ -1,5 +1,6 @@
 //! Options of the IoT Hub provider and the DPS codec, with the transport choice.
 
+use connector_core::provider::redact_userinfo;
 use std::time::Duration;
 
 use connector_core::PemSource;
@@ -49,7 +50,7 @@ impl Transport {
 /// Options of [`AzureProvider`](crate::AzureProvider). `Default` gives MQTT over TLS on
 /// 8883, system trust roots, one-hour SAS tokens, api-version [`DEFAULT_API_VERSION`] and a
 /// 240 s keep-alive (the C SDK's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AzureOptions {
     /// Lifetime of each generated SAS token; a fresh one is made for every connect and the
     /// connection renews before it ends.
@@ -76,6 +77,26 @@ pub struct AzureOptions {
     pub x509: Option<X509Identity>,
     /// HTTP proxy (`http://host:port`) for WebSocket connections.
     pub http_proxy: Option<String>,
+}
+
+/// A proxy URL's credentials (`user:password@`) are never shown.
+impl std::fmt::Debug for AzureOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureOptions")
+            .field("sas_ttl", &self.sas_ttl)
+            .field("api_version", &self.api_version)
+            .field("model_id", &self.model_id)
+            .field("product_info", &self.product_info)
+            .field("transport", &self.transport)
+            .field("port", &self.port)
+            .field("keep_alive", &self.keep_alive)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("trust_roots", &self.trust_roots)
+            .field("ciphers", &self.ciphers)
+            .field("x509", &self.x509)
+            .field("http_proxy", &self.http_proxy.as_deref().map(redact_userinfo))
+            .finish()
+    }
 }
 
 impl Default for AzureOptions {
@@ -144,5 +165,17 @@ mod tests {
         assert_eq!(Transport::Mqtt.uri("h", None), "mqtts://h:8883");
         assert_eq!(Transport::WebSocket.uri("h", None), "wss://h:443/$iothub/websocket");
         assert_eq!(Transport::Mqtt.uri("127.0.0.1", Some(1234)), "mqtts://127.0.0.1:1234");
+    }
+
+    #[test]
+    fn debug_hides_the_credentials_of_a_proxy_url() {
+        let o = AzureOptions {
+            http_proxy: Some("http://me:s3cret@proxy:3128".into()),
+            ..AzureOptions::default()
+        };
+        let d = crate::dps::DpsOptions { http_proxy: o.http_proxy.clone(), ..Default::default() };
+        for shown in [format!("{o:?}"), format!("{d:?}")] {
+            assert!(!shown.contains("s3cret") && shown.contains("<redacted>@proxy:3128"), "{shown}");
+        }
     }
 }

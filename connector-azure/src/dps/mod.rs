@@ -23,6 +23,7 @@ pub mod client;
 pub mod codec;
 pub mod topics;
 
+use connector_core::provider::redact_userinfo;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -65,7 +66,7 @@ pub enum DpsAuth {
 }
 
 /// Options of [`DpsRegistration`]; `Default` is the global endpoint over MQTT/TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DpsOptions {
     /// The DPS host.
     pub endpoint: String,
@@ -89,6 +90,25 @@ pub struct DpsOptions {
     pub http_proxy: Option<String>,
     /// Product string sent as `ClientVersion`.
     pub product_info: Option<String>,
+}
+
+/// A proxy URL's credentials (`user:password@`) are never shown.
+impl std::fmt::Debug for DpsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpsOptions")
+            .field("endpoint", &self.endpoint)
+            .field("transport", &self.transport)
+            .field("port", &self.port)
+            .field("api_version", &self.api_version)
+            .field("sas_ttl", &self.sas_ttl)
+            .field("keep_alive", &self.keep_alive)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("trust_roots", &self.trust_roots)
+            .field("ciphers", &self.ciphers)
+            .field("http_proxy", &self.http_proxy.as_deref().map(redact_userinfo))
+            .field("product_info", &self.product_info)
+            .finish()
+    }
 }
 
 impl Default for DpsOptions {

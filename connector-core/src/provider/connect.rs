@@ -175,6 +175,24 @@ impl FromStr for BrokerUri {
     }
 }
 
+/// A URL with its user information (`user:password@` before the host) replaced by
+/// `<redacted>`, for `Debug` and logs of proxy URLs that may carry basic-auth credentials.
+///
+/// ```
+/// use connector_core::provider::redact_userinfo;
+/// assert_eq!(redact_userinfo("http://u:pw@proxy:3128"), "http://<redacted>@proxy:3128");
+/// assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
+/// ```
+pub fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("<redacted>@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 fn redact_query(s: &str) -> String {
     match s.split_once('?') {
         Some((p, _)) => format!("{p}?<redacted>"),
@@ -265,7 +283,7 @@ impl fmt::Debug for ConnectParams {
             .field("keep_alive", &self.keep_alive)
             .field("clean_session", &self.clean_session)
             .field("connect_timeout", &self.connect_timeout)
-            .field("http_proxy", &self.http_proxy)
+            .field("http_proxy", &self.http_proxy.as_deref().map(redact_userinfo))
             .field("http_headers", &self.http_headers)
             .field("credentials_expire", &self.credentials_expire)
             .finish()
@@ -338,6 +356,23 @@ impl ConnectParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_credentials_never_reach_debug() {
+        let mut p = ConnectParams::new("wss://h/mqtt".parse().unwrap(), "c");
+        p.http_proxy = Some("http://proxy-user:pr0xy-pw@proxy:3128".into());
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("pr0xy-pw") && !shown.contains("proxy-user"), "{shown}");
+        assert!(shown.contains("http://<redacted>@proxy:3128"), "{shown}");
+        for (url, want) in [
+            ("http://proxy:3128", "http://proxy:3128"),
+            ("http://u@p:1/a@b", "http://<redacted>@p:1/a@b"),
+            ("u:p@proxy:3128", "<redacted>@proxy:3128"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_userinfo(url), want, "{url}");
+        }
+    }
 
     #[test]
     fn uris_parse_with_default_ports() {

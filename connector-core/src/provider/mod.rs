@@ -9,7 +9,7 @@ mod mqtt;
 
 use std::time::{Duration, SystemTime};
 
-pub use connect::{BrokerUri, ConnectParams, MqttVersion, PemSource, Scheme, TlsOptions};
+pub use connect::{redact_userinfo, BrokerUri, ConnectParams, MqttVersion, PemSource, Scheme, TlsOptions};
 pub use mqtt::{MqttOptions, MqttProvider};
 
 use crate::error::{ProviderError, TopicError};
