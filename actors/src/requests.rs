@@ -19,6 +19,13 @@ use crate::messages::{Barrier, PublishPacket};
 use crate::publisher::Publisher;
 use crate::subscriber::Subscriber;
 
+/// The instant `after` from now, saturating: a timeout of `Duration::MAX` (no limit) is
+/// about a century, not an overflow panic.
+pub(crate) fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// Why a request's packet could not be handed over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SendFailure {
@@ -173,4 +180,17 @@ pub(crate) fn arm_timer<A: Requester>(act: &mut A, ctx: &mut Context<A>) {
         arm_timer(act, ctx);
     });
     act.links().timer = Some((at, h));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let before = Instant::now();
+        assert!(deadline_after(Duration::from_secs(1)) > before);
+        let far = deadline_after(Duration::MAX);
+        assert!(far > before + Duration::from_secs(50 * 365 * 24 * 3600));
+    }
 }

@@ -179,7 +179,7 @@ impl JobsActor {
                 let _ = tx.send(Err(e));
             }
             Ok(()) => {
-                let deadline = Instant::now() + self.args.settings.timeout;
+                let deadline = requests::deadline_after(self.args.settings.timeout);
                 debug!(rid = %rid, op = label, "jobs request");
                 self.pending.insert(rid.clone(), deadline, Pending { req, tx, deadline });
                 requests::arm_timer(self, ctx);

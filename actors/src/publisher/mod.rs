@@ -331,7 +331,7 @@ impl Publisher {
         self.incomplete_bytes += packet.size();
         self.entries
             .insert(seq, Entry { packet, reply, state: State::Queued, attempts: 0, persisted, timeout });
-        self.deadlines.push(Instant::now() + timeout, seq, timeout);
+        self.deadlines.push(crate::requests::deadline_after(timeout), seq, timeout);
         if self.deadlines.len() > 2 * self.entries.len() + 1024 {
             let entries = &self.entries;
             self.deadlines.prune(|s| entries.get(s).is_some());
@@ -575,7 +575,7 @@ impl Publisher {
             Ok((store, pending)) => {
                 let n = pending.len();
                 let timeout = self.args.options.ack_timeout;
-                let deadline = Instant::now() + timeout;
+                let deadline = crate::requests::deadline_after(timeout);
                 let mut seqs = Vec::with_capacity(n);
                 for (seq, packet) in pending {
                     self.incomplete_bytes += packet.size();

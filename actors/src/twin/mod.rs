@@ -203,7 +203,7 @@ impl TwinActor {
             self.finish(p, Err(e.into()));
             return;
         }
-        p.deadline = Instant::now() + self.args.settings.timeout;
+        p.deadline = requests::deadline_after(self.args.settings.timeout);
         p.attempts += 1;
         debug!(rid = %rid, op = p.op.label(), attempt = p.attempts, "twin request");
         self.pending.insert(rid.clone(), p.deadline, p);
