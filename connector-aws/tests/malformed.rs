@@ -206,13 +206,7 @@ fn random_mutations_never_panic() {
         br#"{"execution":{"jobId":"j","status":"QUEUED"},"timestamp":1}"#,
     ];
     let alphabet = b"$/+#a-z0{}[]\":,\x00\xff";
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = test_support::xorshift(0x9e37_79b9_7f4a_7c15u64);
     for i in 0..20_000 {
         let mut t = topics[i % topics.len()].as_bytes().to_vec();
         let mut b = bodies[i % bodies.len()].to_vec();

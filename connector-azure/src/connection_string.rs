@@ -543,13 +543,7 @@ mod robustness {
             "HostName=h;DeviceId=d;SharedAccessSignature=SharedAccessSignature sr=h%2Fdevices%2Fd&sig=AA%3D%3D&se=1",
         ];
         let alphabet: Vec<char> = ";=HDSx509+#%/ \u{0}éA=".chars().collect();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = test_support::xorshift(0x2545_f491_4f6c_dd1du64);
         for i in 0..20_000 {
             let mut s: Vec<char> = seeds[i % seeds.len()].chars().collect();
             for _ in 0..(1 + next() % 5) {

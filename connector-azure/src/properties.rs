@@ -417,13 +417,7 @@ mod robustness {
     fn random_bags_never_panic_and_round_trip() {
         let seeds = ["%24.mid=1&a=b%20c&n", "?$.to=/devices/d/messages/deviceBound&x=%2F", "a=&b=%c3%a9"];
         let alphabet: Vec<char> = "&=?%$.2F4aC3 +\u{0}é/".chars().collect();
-        let mut state = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = test_support::xorshift(0x1234_5678_9abc_def1u64);
         for i in 0..20_000 {
             let mut s: Vec<char> = seeds[i % seeds.len()].chars().collect();
             for _ in 0..(1 + next() % 5) {

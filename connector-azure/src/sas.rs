@@ -441,13 +441,7 @@ mod robustness {
     fn random_tokens_never_panic() {
         let seed = "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=vH1TWHoMBnbcGUwhWDFi3MT2AZMNHMDw8JeMARqTd5k%3D&se=1735689600&skn=device";
         let alphabet: Vec<char> = "SAsrigekn=&%2F3D0aZ+/ \u{0}é9".chars().collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = test_support::xorshift(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..20_000 {
             let mut s: Vec<char> = seed.chars().collect();
             for _ in 0..(1 + next() % 6) {

@@ -538,13 +538,7 @@ mod robustness {
             "$iothub/twin/PATCH/properties/desired/?$version=8",
         ];
         let alphabet: Vec<char> = "/?&=$%#+24abdr0 \u{0}é".chars().collect();
-        let mut state = 0x0bad_cafe_dead_beefu64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = test_support::xorshift(0x0bad_cafe_dead_beefu64);
         for i in 0..30_000 {
             let mut s: Vec<char> = seeds[i % seeds.len()].chars().collect();
             for _ in 0..(1 + next() % 4) {

@@ -8,6 +8,7 @@
 //!   cannot be made to show (withheld PUBACKs, refused CONNACKs, malformed packets).
 //! * [`HttpProxy`] — an HTTP `CONNECT` proxy on a free loopback port that records the
 //!   targets it tunnelled to.
+//! * [`xorshift`] — a seeded generator for the fuzz stand-in tests.
 //! * [`recv_within`], [`wait_until`] and friends — deadline-bounded waiting helpers.
 //!
 //! No helper here sleeps as a means of synchronisation: every wait polls a condition
@@ -18,6 +19,7 @@ pub mod http_proxy;
 pub mod mosquitto;
 pub mod pki;
 pub mod recv;
+pub mod rng;
 #[cfg(test)]
 mod test_mqtt;
 
@@ -26,3 +28,4 @@ pub use http_proxy::HttpProxy;
 pub use mosquitto::{Mosquitto, MosquittoConfig, TlsListener};
 pub use pki::{generate_ca, issue_cert, TestPki};
 pub use recv::{recv_within, recv_within_unbounded, unique_client_id, wait_until, wait_until_async};
+pub use rng::xorshift;

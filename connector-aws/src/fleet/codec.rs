@@ -450,13 +450,7 @@ mod robustness {
             ),
         ];
         let alphabet: Vec<char> = "$/{}[]\":,0123456789aejnrstu\\ \u{0}é".chars().collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = test_support::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut mutate = |s: &str| {
             let mut v: Vec<char> = s.chars().collect();
             for _ in 0..(next() % 4) {

@@ -342,13 +342,7 @@ fn classify_never_panics_on_random_topics() {
         "$iothub/methods/POST/m/?$rid=2",
     ];
     let alphabet: Vec<char> = "/?&=$%#+1ad \u{0}é".chars().collect();
-    let mut state = 0x5151_f00d_1234_abcdu64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = test_support::xorshift(0x5151_f00d_1234_abcdu64);
     for i in 0..10_000 {
         let mut s: Vec<char> = seeds[i % seeds.len()].chars().collect();
         for _ in 0..(1 + next() % 4) {

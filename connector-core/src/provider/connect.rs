@@ -467,13 +467,7 @@ mod robustness {
     fn random_uris_never_panic_and_round_trip() {
         let seeds = ["tcp://h:1", "wss://[::1]:443/p?q", "mqtts://a.b", "ws://x/y", "ssl://h:65535"];
         let alphabet: Vec<char> = "tcpmqsw:/[]?@.0123456789h \u{0}é".chars().collect();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = test_support::xorshift(0x2545_f491_4f6c_dd1du64);
         for i in 0..20_000 {
             let mut s: Vec<char> = seeds[i % seeds.len()].chars().collect();
             for _ in 0..(next() % 4) {
