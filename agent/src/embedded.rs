@@ -233,6 +233,7 @@ async fn start_aws(
             parameters: BTreeMap::from([("ThingName".to_owned(), e.device_id.clone())]),
             timeout: Duration::from_secs(30),
         },
+        alpn: false,
     });
     let info = EmulatorInfo {
         flavour: "aws".into(),

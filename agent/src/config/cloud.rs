@@ -1,10 +1,14 @@
 //! Validation of the `[azure]` and `[aws]` sections.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ctx::{non_empty, required, Ctx};
-use super::raw::{RawAws, RawAzure};
-use super::{AwsAuth, AwsSettings, AzureAuth, AzureSettings, ConfigError, DpsAttestation, DpsSettings};
+use super::raw::{RawAws, RawAzure, RawCustomAuthorizer, RawFleet, RawSigV4};
+use super::{
+    AwsAuth, AwsCredentialsSetting, AwsSettings, AwsSigV4Settings, AzureAuth, AzureSettings, ConfigError,
+    DpsAttestation, DpsSettings,
+};
 
 pub(super) fn azure(
     raw: RawAzure,
@@ -161,7 +165,11 @@ pub(super) fn azure(
     Ok(AzureSettings { auth, port: raw.port, ca_file: raw.ca_file, model_id: raw.model_id, websocket })
 }
 
-pub(super) fn aws(raw: RawAws, ctx: &Ctx) -> Result<AwsSettings, ConfigError> {
+pub(super) fn aws(
+    raw: RawAws,
+    ctx: &Ctx,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AwsSettings, ConfigError> {
     let endpoint = required(
         ctx,
         "aws.endpoint",
@@ -171,7 +179,69 @@ pub(super) fn aws(raw: RawAws, ctx: &Ctx) -> Result<AwsSettings, ConfigError> {
     if let Some(ca) = &raw.ca_file {
         ctx.must_exist("aws.ca_file", ca)?;
     }
-    let auth = match (raw.cert_file, raw.key_file, raw.fleet_provisioning) {
+    let kind = raw.auth.as_deref().map(str::to_ascii_lowercase);
+    let (alpn, certificate) =
+        match kind.as_deref() {
+            None | Some("certificate") => (false, true),
+            Some("certificate-alpn") => (true, true),
+            Some("sigv4") | Some("custom-authorizer") => (false, false),
+            Some(other) => return Err(ctx.invalid(
+                "aws.auth",
+                format!(
+                    "`{other}`: expected `certificate`, `certificate-alpn`, `sigv4` or `custom-authorizer`"
+                ),
+            )),
+        };
+    let kind_name = kind.as_deref().unwrap_or("certificate");
+    let not_used = |key: &str| {
+        ctx.invalid(key, format!("not used with aws.auth = \"{kind_name}\": remove it or change aws.auth"))
+    };
+    if !certificate {
+        for (key, set) in [
+            ("aws.cert_file", raw.cert_file.is_some()),
+            ("aws.key_file", raw.key_file.is_some()),
+            ("aws.fleet_provisioning", raw.fleet_provisioning.is_some()),
+        ] {
+            if set {
+                return Err(not_used(key));
+            }
+        }
+    }
+    if kind_name != "sigv4" && raw.sigv4.is_some() {
+        return Err(not_used("aws.sigv4"));
+    }
+    if kind_name != "custom-authorizer" && raw.custom_authorizer.is_some() {
+        return Err(not_used("aws.custom_authorizer"));
+    }
+    let auth = match kind_name {
+        "sigv4" => AwsAuth::SigV4(sigv4(raw.sigv4, &endpoint, ctx, env)?),
+        "custom-authorizer" => AwsAuth::CustomAuthorizer(custom_authorizer(raw.custom_authorizer, ctx, env)?),
+        _ => certificate_auth(raw.cert_file, raw.key_file, raw.fleet_provisioning, ctx)?,
+    };
+    if raw.thing_name.is_none()
+        && raw.client_id.is_none()
+        && !matches!(auth, AwsAuth::FleetProvisioning { .. })
+    {
+        return Err(ctx.invalid("aws.thing_name", "missing: the thing name (or aws.client_id)"));
+    }
+    Ok(AwsSettings {
+        endpoint,
+        port: raw.port,
+        thing_name: non_empty(ctx, "aws.thing_name", raw.thing_name)?,
+        client_id: non_empty(ctx, "aws.client_id", raw.client_id)?,
+        ca_file: raw.ca_file,
+        auth,
+        alpn,
+    })
+}
+
+fn certificate_auth(
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    fleet: Option<RawFleet>,
+    ctx: &Ctx,
+) -> Result<AwsAuth, ConfigError> {
+    Ok(match (cert_file, key_file, fleet) {
         (Some(_), Some(_), Some(_)) => {
             return Err(ctx.invalid(
                 "aws.fleet_provisioning",
@@ -219,20 +289,238 @@ pub(super) fn aws(raw: RawAws, ctx: &Ctx) -> Result<AwsSettings, ConfigError> {
             }
         }
         (None, None, None) => {
-            return Err(
-                ctx.invalid("aws", "no credentials: set cert_file and key_file, or [aws.fleet_provisioning]")
+            return Err(ctx.invalid(
+                "aws",
+                "no credentials: set cert_file and key_file, or [aws.fleet_provisioning] (or choose another aws.auth)",
+            ))
+        }
+    })
+}
+
+fn sigv4(
+    raw: Option<RawSigV4>,
+    endpoint: &str,
+    ctx: &Ctx,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AwsSigV4Settings, ConfigError> {
+    let Some(raw) = raw else {
+        return Err(ctx.invalid(
+            "aws.sigv4",
+            "missing: aws.auth = \"sigv4\" needs [aws.sigv4] with source = \"environment\", \"profile\" or \"files\"",
+        ));
+    };
+    let region = match non_empty(ctx, "aws.sigv4.region", raw.region)? {
+        Some(r) => r,
+        None => connector_aws::endpoint::region_of(endpoint).map(str::to_owned).ok_or_else(|| {
+            ctx.invalid(
+                "aws.sigv4.region",
+                "missing: the endpoint names no region (*.iot.REGION.amazonaws.com)",
             )
+        })?,
+    };
+    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ctx.invalid("aws.sigv4.region", format!("`{region}`: expected a region like eu-west-1")));
+    }
+    let source = raw.source.as_deref().map(str::to_ascii_lowercase);
+    let source = required(
+        ctx,
+        "aws.sigv4.source",
+        source,
+        "where the credentials come from: \"environment\", \"profile\" or \"files\"",
+    )?;
+    let only_for = |key: &str, wanted: &str| {
+        ctx.invalid(key, format!("only used with aws.sigv4.source = \"{wanted}\" (it is \"{source}\")"))
+    };
+    let profile_keys = [
+        ("aws.sigv4.profile", raw.profile.is_some()),
+        ("aws.sigv4.credentials_file", raw.credentials_file.is_some()),
+    ];
+    let file_keys = [
+        ("aws.sigv4.access_key_id", raw.access_key_id.is_some()),
+        ("aws.sigv4.secret_access_key_file", raw.secret_access_key_file.is_some()),
+        ("aws.sigv4.session_token_file", raw.session_token_file.is_some()),
+    ];
+    let check_unused = |keys: &[(&str, bool)], wanted: &str| -> Result<(), ConfigError> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(only_for(key, wanted)),
+            None => Ok(()),
         }
     };
-    if raw.thing_name.is_none() && raw.client_id.is_none() && matches!(auth, AwsAuth::Certificate { .. }) {
-        return Err(ctx.invalid("aws.thing_name", "missing: the thing name (or aws.client_id)"));
+    let resolve_error =
+        |key: &str, e: connector_aws::error::CredentialsError| ctx.invalid(key, e.to_string());
+    let credentials = match source.as_str() {
+        "environment" => {
+            check_unused(&profile_keys, "profile")?;
+            check_unused(&file_keys, "files")?;
+            connector_aws::CredentialsSource::Environment
+                .resolve_with(env)
+                .map_err(|e| resolve_error("aws.sigv4.source", e))?;
+            AwsCredentialsSetting::Environment
+        }
+        "profile" => {
+            check_unused(&file_keys, "files")?;
+            let name = non_empty(ctx, "aws.sigv4.profile", raw.profile)?;
+            let file = raw.credentials_file;
+            let key = if file.is_some() { "aws.sigv4.credentials_file" } else { "aws.sigv4.profile" };
+            connector_aws::CredentialsSource::Profile { name: name.clone(), file: file.clone() }
+                .resolve_with(env)
+                .map_err(|e| resolve_error(key, e))?;
+            AwsCredentialsSetting::Profile { name, file }
+        }
+        "files" => {
+            check_unused(&profile_keys, "profile")?;
+            let id = required(
+                ctx,
+                "aws.sigv4.access_key_id",
+                non_empty(ctx, "aws.sigv4.access_key_id", raw.access_key_id)?,
+                "the access key id (with secret_access_key_file)",
+            )?;
+            let secret = ctx
+                .secret(
+                    "aws.sigv4.secret_access_key_file",
+                    raw.secret_access_key_file.as_deref(),
+                    "aws.sigv4.secret_access_key_file",
+                    None,
+                    env,
+                )?
+                .ok_or_else(|| {
+                    ctx.invalid(
+                        "aws.sigv4.secret_access_key_file",
+                        "missing: the file holding the secret access key",
+                    )
+                })?;
+            let token = ctx.secret(
+                "aws.sigv4.session_token_file",
+                raw.session_token_file.as_deref(),
+                "aws.sigv4.session_token_file",
+                None,
+                env,
+            )?;
+            let creds = connector_aws::AwsCredentials::new(id, secret)
+                .map_err(|e| resolve_error("aws.sigv4.access_key_id", e))?;
+            AwsCredentialsSetting::Files(match token {
+                Some(t) => creds.with_session_token(t),
+                None => creds,
+            })
+        }
+        other => {
+            return Err(ctx.invalid(
+                "aws.sigv4.source",
+                format!("`{other}`: expected `environment`, `profile` or `files`"),
+            ))
+        }
+    };
+    Ok(AwsSigV4Settings { region, credentials })
+}
+
+fn custom_authorizer(
+    raw: Option<RawCustomAuthorizer>,
+    ctx: &Ctx,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<connector_aws::CustomAuth, ConfigError> {
+    let Some(raw) = raw else {
+        return Err(ctx.invalid(
+            "aws.custom_authorizer",
+            "missing: aws.auth = \"custom-authorizer\" needs [aws.custom_authorizer]",
+        ));
+    };
+    let name = non_empty(ctx, "aws.custom_authorizer.authorizer_name", raw.authorizer_name)?;
+    let mut auth = connector_aws::CustomAuth::new(name.as_deref());
+    let token = ctx.secret(
+        "aws.custom_authorizer.token_file",
+        raw.token_file.as_deref(),
+        "aws.custom_authorizer.token_env",
+        raw.token_env.as_deref(),
+        env,
+    )?;
+    let key_name = non_empty(ctx, "aws.custom_authorizer.token_key_name", raw.token_key_name)?;
+    match (token, key_name) {
+        (Some(token), Some(key_name)) => auth = auth.token(key_name, token),
+        (Some(_), None) => {
+            return Err(ctx.invalid(
+                "aws.custom_authorizer.token_key_name",
+                "missing: the token's key name (the authorizer's tokenKeyName)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ctx.invalid(
+                "aws.custom_authorizer.token_file",
+                "missing: token_key_name is set but no token_file or token_env",
+            ))
+        }
+        (None, None) => {}
     }
-    Ok(AwsSettings {
-        endpoint,
-        port: raw.port,
-        thing_name: non_empty(ctx, "aws.thing_name", raw.thing_name)?,
-        client_id: non_empty(ctx, "aws.client_id", raw.client_id)?,
-        ca_file: raw.ca_file,
-        auth,
-    })
+    let signature = ctx.secret(
+        "aws.custom_authorizer.signature_file",
+        raw.signature_file.as_deref(),
+        "aws.custom_authorizer.signing_key_file",
+        None,
+        env,
+    )?;
+    match (signature, raw.signing_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.invalid(
+                "aws.custom_authorizer.signing_key_file",
+                "set either `aws.custom_authorizer.signature_file` or `aws.custom_authorizer.signing_key_file`, not both",
+            ))
+        }
+        (Some(sig), None) => auth = auth.signature(sig),
+        (None, Some(key_file)) => {
+            const KEY: &str = "aws.custom_authorizer.signing_key_file";
+            if auth.token.is_none() {
+                return Err(ctx.invalid(KEY, "there is no token to sign: set token_file or token_env"));
+            }
+            let pem = connector_core::Secret::new(ctx.read_file(KEY, &key_file)?);
+            auth = auth
+                .sign_with(pem.expose().as_bytes())
+                .map_err(|_| ctx.invalid(KEY, format!("{}: not an RSA private key (PEM)", key_file.display())))?;
+        }
+        (None, None) => {}
+    }
+    if let Some(user) = non_empty(ctx, "aws.custom_authorizer.username", raw.username)? {
+        auth = auth.username(user);
+    }
+    if let Some(password) = ctx.secret(
+        "aws.custom_authorizer.password_file",
+        raw.password_file.as_deref(),
+        "aws.custom_authorizer.password_env",
+        raw.password_env.as_deref(),
+        env,
+    )? {
+        auth = auth.password(password);
+    }
+    match raw.transport.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("mqtt") => {}
+        Some("websocket") | Some("wss") => auth = auth.over_websocket(),
+        Some(other) => {
+            return Err(ctx.invalid(
+                "aws.custom_authorizer.transport",
+                format!("`{other}`: expected `mqtt` or `websocket`"),
+            ))
+        }
+    }
+    if auth.token.is_none() && auth.username.is_none() && auth.password.is_none() {
+        return Err(ctx.invalid(
+            "aws.custom_authorizer",
+            "no credentials: set token_file/token_env (with token_key_name), username or password_file/password_env",
+        ));
+    }
+    if let Err(e) = auth.validate() {
+        // The library names its own fields (`custom_auth.token_key_name`): name ours.
+        return Err(match e {
+            connector_aws::AwsError::Config { field, reason } => {
+                let key = match field {
+                    "custom_auth.authorizer" => "aws.custom_authorizer.authorizer_name",
+                    "custom_auth.token_key_name" => "aws.custom_authorizer.token_key_name",
+                    "custom_auth.username" => "aws.custom_authorizer.username",
+                    "custom_auth.signature" => "aws.custom_authorizer.signature_file",
+                    _ => "aws.custom_authorizer",
+                };
+                ctx.invalid(key, reason)
+            }
+            e => ctx.invalid("aws.custom_authorizer", e.to_string()),
+        });
+    }
+    Ok(auth)
 }

@@ -349,7 +349,7 @@ fn validate(
     } else {
         match provider {
             CloudKind::Azure => Cloud::Azure(cloud::azure(raw.azure.unwrap_or_default(), ctx, env)?),
-            CloudKind::Aws => Cloud::Aws(cloud::aws(raw.aws.unwrap_or_default(), ctx)?),
+            CloudKind::Aws => Cloud::Aws(cloud::aws(raw.aws.unwrap_or_default(), ctx, env)?),
         }
     };
 

@@ -87,6 +87,36 @@ pub(super) struct RawAws {
     pub(super) cert_file: Option<PathBuf>,
     pub(super) key_file: Option<PathBuf>,
     pub(super) fleet_provisioning: Option<RawFleet>,
+    pub(super) auth: Option<String>,
+    pub(super) sigv4: Option<RawSigV4>,
+    pub(super) custom_authorizer: Option<RawCustomAuthorizer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawSigV4 {
+    pub(super) region: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) profile: Option<String>,
+    pub(super) credentials_file: Option<PathBuf>,
+    pub(super) access_key_id: Option<String>,
+    pub(super) secret_access_key_file: Option<PathBuf>,
+    pub(super) session_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawCustomAuthorizer {
+    pub(super) authorizer_name: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) token_env: Option<String>,
+    pub(super) token_key_name: Option<String>,
+    pub(super) signature_file: Option<PathBuf>,
+    pub(super) signing_key_file: Option<PathBuf>,
+    pub(super) username: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) password_env: Option<String>,
+    pub(super) transport: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

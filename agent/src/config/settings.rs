@@ -161,7 +161,7 @@ pub enum DpsAttestation {
 pub struct AwsSettings {
     /// The account's device data endpoint.
     pub endpoint: String,
-    /// Port (8883 or 443 with ALPN).
+    /// Port override (default: 8883 for a certificate, else 443).
     pub port: Option<u16>,
     /// Thing name (also the client id unless `client_id` is set).
     pub thing_name: Option<String>,
@@ -171,6 +171,48 @@ pub struct AwsSettings {
     pub ca_file: Option<PathBuf>,
     /// How the device authenticates.
     pub auth: AwsAuth,
+    /// A certificate identity (configured or fleet-provisioned) connects on 443 with ALPN
+    /// `x-amzn-mqtt-ca` (`aws.auth = "certificate-alpn"`) instead of MQTT on 8883.
+    pub alpn: bool,
+}
+
+/// Where SigV4 credentials come from.
+#[derive(Debug, Clone)]
+pub enum AwsCredentialsSetting {
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) of the agent.
+    Environment,
+    /// A profile of a shared credentials file.
+    Profile {
+        /// The profile (`None`: `AWS_PROFILE`, else `default`).
+        name: Option<String>,
+        /// The file (`None`: `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`).
+        file: Option<PathBuf>,
+    },
+    /// An access key id with its secret (and session token) read from files. `Debug` shows
+    /// the key id only.
+    Files(connector_aws::AwsCredentials),
+}
+
+impl AwsCredentialsSetting {
+    /// The library's credentials source.
+    pub fn source(&self) -> connector_aws::CredentialsSource {
+        match self {
+            AwsCredentialsSetting::Environment => connector_aws::CredentialsSource::Environment,
+            AwsCredentialsSetting::Profile { name, file } => {
+                connector_aws::CredentialsSource::Profile { name: name.clone(), file: file.clone() }
+            }
+            AwsCredentialsSetting::Files(c) => connector_aws::CredentialsSource::Explicit(c.clone()),
+        }
+    }
+}
+
+/// SigV4 (MQTT over WebSocket with a presigned URL).
+#[derive(Debug, Clone)]
+pub struct AwsSigV4Settings {
+    /// The region of the credential scope (configured, or from the endpoint).
+    pub region: String,
+    /// Where the credentials come from.
+    pub credentials: AwsCredentialsSetting,
 }
 
 /// AWS device authentication.
@@ -196,6 +238,10 @@ pub enum AwsAuth {
         /// Provisioning time limit.
         timeout: Duration,
     },
+    /// SigV4-signed MQTT over WebSocket.
+    SigV4(AwsSigV4Settings),
+    /// A custom authorizer (token, signature, user name, password); `Debug` shows no secret.
+    CustomAuthorizer(connector_aws::CustomAuth),
 }
 
 /// Periodic telemetry.
@@ -297,16 +343,50 @@ impl Settings {
                     )
                 }
             },
-            Cloud::Aws(a) => match &a.auth {
-                AwsAuth::Certificate { .. } => format!(
-                    "aws, endpoint {}, certificate of thing {}",
-                    a.endpoint,
-                    a.thing_name.as_deref().or(a.client_id.as_deref()).unwrap_or("-")
-                ),
-                AwsAuth::FleetProvisioning { template_name, .. } => {
-                    format!("aws, endpoint {}, fleet provisioning with template {template_name}", a.endpoint)
+            Cloud::Aws(a) => {
+                let thing = a.thing_name.as_deref().or(a.client_id.as_deref()).unwrap_or("-");
+                let alpn = if a.alpn { " (ALPN x-amzn-mqtt-ca on 443)" } else { "" };
+                match &a.auth {
+                    AwsAuth::Certificate { .. } => {
+                        format!("aws, endpoint {}, certificate of thing {thing}{alpn}", a.endpoint)
+                    }
+                    AwsAuth::FleetProvisioning { template_name, .. } => format!(
+                        "aws, endpoint {}, fleet provisioning with template {template_name}{alpn}",
+                        a.endpoint
+                    ),
+                    AwsAuth::SigV4(v) => {
+                        let creds = match &v.credentials {
+                            AwsCredentialsSetting::Environment => "the environment".to_owned(),
+                            AwsCredentialsSetting::Profile { name, file } => format!(
+                                "profile {} of {}",
+                                name.as_deref().unwrap_or("(AWS_PROFILE or default)"),
+                                file.as_ref().map_or_else(
+                                    || "the default credentials file".to_owned(),
+                                    |f| f.display().to_string()
+                                )
+                            ),
+                            AwsCredentialsSetting::Files(c) => {
+                                format!("files (access key id {})", c.access_key_id())
+                            }
+                        };
+                        format!(
+                            "aws, endpoint {}, SigV4 over WebSocket as thing {thing}, region {}, credentials from {creds}",
+                            a.endpoint, v.region
+                        )
+                    }
+                    AwsAuth::CustomAuthorizer(c) => format!(
+                        "aws, endpoint {}, custom authorizer {} over {} as thing {thing}{}{}",
+                        a.endpoint,
+                        c.authorizer.as_deref().unwrap_or("(the default authorizer)"),
+                        match c.transport {
+                            connector_aws::CustomAuthTransport::WebSocket => "WebSocket",
+                            _ => "MQTT (ALPN mqtt)",
+                        },
+                        c.token.as_ref().map_or_else(String::new, |(k, _)| format!(", token {k}")),
+                        if c.signature.is_some() { ", signed" } else { "" },
+                    ),
                 }
-            },
+            }
         };
         format!(
             "configuration ok: cloud {cloud}; state {}; telemetry every {:?}; ingest {}; metrics {}; store {} ({} messages, {} bytes, drop {:?}); log {}{}",

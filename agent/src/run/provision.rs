@@ -8,7 +8,7 @@ use connector_aws::fleet::client::{
     device_options, provision as fleet_provision, FleetRequest, ProvisioningOptions as FleetOptions,
 };
 use connector_aws::fleet::{IdentityStore, TemplateName};
-use connector_aws::{AwsOptions, AwsProvider, X509Credentials};
+use connector_aws::{AwsOptions, AwsProvider, SigV4Auth, X509Credentials};
 use connector_azure::dps::client::{provision, ProvisioningOptions};
 use connector_azure::dps::{DpsAuth, DpsOptions, DpsRegistration};
 use connector_azure::{
@@ -185,6 +185,25 @@ fn aws_options(a: &AwsSettings, thing: &str, auth: connector_aws::AwsAuth) -> Aw
     o
 }
 
+/// A certificate identity over 8883, or 443 with ALPN (`aws.auth = "certificate-alpn"`).
+fn certificate(a: &AwsSettings, creds: X509Credentials) -> connector_aws::AwsAuth {
+    if a.alpn {
+        connector_aws::AwsAuth::CertificateAlpn(creds)
+    } else {
+        connector_aws::AwsAuth::Certificate(creds)
+    }
+}
+
+/// Options of configured (not provisioned) credentials: the thing name, else the client id.
+fn configured(a: &AwsSettings, auth: connector_aws::AwsAuth) -> AwsOptions {
+    let thing = a.thing_name.clone().or_else(|| a.client_id.clone()).unwrap_or_default();
+    let mut opts = aws_options(a, &thing, auth);
+    if let Some(c) = &a.client_id {
+        opts = opts.client_id(c.clone());
+    }
+    opts
+}
+
 /// The device connection: MQTT 5 (message properties travel as user properties).
 fn aws(
     opts: AwsOptions,
@@ -207,14 +226,18 @@ fn aws(
 /// One attempt at an identity for AWS IoT Core.
 async fn aws_identity(a: &AwsSettings, cache: &IdentityCache, use_cache: bool) -> Result<Obtained, String> {
     match &a.auth {
-        AwsAuth::Certificate { cert_file, key_file } => {
-            let thing = a.thing_name.clone().or_else(|| a.client_id.clone()).unwrap_or_default();
-            let creds = connector_aws::AwsAuth::Certificate(X509Credentials::from_files(cert_file, key_file));
-            let mut opts = aws_options(a, &thing, creds);
-            if let Some(c) = &a.client_id {
-                opts = opts.client_id(c.clone());
-            }
-            aws(opts, a, "static", false)
+        AwsAuth::Certificate { cert_file, key_file } => aws(
+            configured(a, certificate(a, X509Credentials::from_files(cert_file, key_file))),
+            a,
+            "static",
+            false,
+        ),
+        AwsAuth::SigV4(v) => {
+            let auth = SigV4Auth::new(v.credentials.source()).region(v.region.clone());
+            aws(configured(a, connector_aws::AwsAuth::SigV4(auth)), a, "static", false)
+        }
+        AwsAuth::CustomAuthorizer(c) => {
+            aws(configured(a, connector_aws::AwsAuth::CustomAuthorizer(c.clone())), a, "static", false)
         }
         AwsAuth::FleetProvisioning {
             template_name,
@@ -234,10 +257,7 @@ async fn aws_identity(a: &AwsSettings, cache: &IdentityCache, use_cache: bool) -
             };
             // Claim connections of many devices share the claim certificate: distinct ids.
             let claim_id = format!("claim-{}", a.thing_name.as_deref().unwrap_or("connector-agent"));
-            let claim_auth = connector_aws::AwsAuth::Certificate(X509Credentials::from_files(
-                claim_cert_file,
-                claim_key_file,
-            ));
+            let claim_auth = certificate(a, X509Credentials::from_files(claim_cert_file, claim_key_file));
             let claim = aws_options(a, &claim_id, claim_auth);
             let (identity, source) = match stored {
                 Some(id) => (id, "cache"),
