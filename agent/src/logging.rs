@@ -5,9 +5,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-/// Always-quiet targets: the in-process emulator's server runtime is chatty at shutdown.
-const QUIET: &str =
-    ",ntex_server=off,ntex_rt=warn,ntex_io=warn,ntex_mqtt=warn,ntex_service=warn,connector_emulator=warn";
+/// Always-quiet targets (appended after the configured level, so they win): the in-process
+/// emulator's server runtime is chatty at shutdown, and the MQTT client library's DEBUG and
+/// TRACE lines print its connect options and server URI verbatim, which carry AWS
+/// credentials (a custom authorizer's token in the user name, a SigV4 session token in the
+/// WebSocket URL).
+const QUIET: &str = ",ntex_server=off,ntex_rt=warn,ntex_io=warn,ntex_mqtt=warn,ntex_service=warn,connector_emulator=warn,paho_mqtt=info,paho_mqtt_c=info";
 
 /// Changes the log level after start.
 #[derive(Clone)]

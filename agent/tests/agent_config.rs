@@ -9,6 +9,9 @@ use common::run_to_end;
 /// A connection-string key that must never be printed.
 const SECRET: &str = "c2VjcmV0LWtleS1uZXZlci1wcmludGVkLTEyMzQ=";
 
+/// The start of an `[aws]` section the AWS cases complete.
+const AWS: &str = "[aws]\nendpoint = \"abc-ats.iot.eu-west-1.amazonaws.com\"\nthing_name = \"t\"\n";
+
 #[test]
 fn bad_files_are_named_errors_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,6 +60,79 @@ fn bad_files_are_named_errors_with_exit_code_2() {
         ),
         ("[aws]\nendpoint = \"x.iot.amazonaws.com\"\ncert_file = \"/c\"\n".into(), "aws.key_file", "missing"),
         ("[cloud]\nembedded = true\n[azure]\nconnection_string_env = \"X\"\n".into(), "cloud.embedded", "remove one"),
+        (format!("{AWS}auth = \"password\"\n"), "aws.auth", "expected `certificate`, `certificate-alpn`"),
+        (format!("{AWS}auth = \"sigv4\"\n"), "aws.sigv4", "missing"),
+        (format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nregion = \"eu-west-1\"\n"), "aws.sigv4.source", "missing"),
+        (format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"vault\"\n"), "aws.sigv4.source", "expected `environment`"),
+        (format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"files\"\n"), "aws.sigv4.access_key_id", "missing"),
+        (
+            format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"files\"\naccess_key_id = \"AKIAEXAMPLE\"\n"),
+            "aws.sigv4.secret_access_key_file",
+            "missing",
+        ),
+        (
+            format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"files\"\naccess_key_id = \"AKIAEXAMPLE\"\nsecret_access_key_file = \"/nonexistent/secret\"\n"),
+            "aws.sigv4.secret_access_key_file",
+            "cannot read",
+        ),
+        (
+            format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"files\"\naccess_key_id = \"AK/X\"\nsecret_access_key_file = {cs}\n"),
+            "aws.sigv4.access_key_id",
+            "invalid access key id",
+        ),
+        (
+            format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"files\"\nprofile = \"dev\"\n"),
+            "aws.sigv4.profile",
+            "only used with aws.sigv4.source = \"profile\"",
+        ),
+        (
+            format!("{AWS}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"profile\"\ncredentials_file = \"/nonexistent/credentials\"\n"),
+            "aws.sigv4.credentials_file",
+            "cannot read",
+        ),
+        (
+            "[aws]\nendpoint = \"localhost\"\nthing_name = \"t\"\nauth = \"sigv4\"\n[aws.sigv4]\nsource = \"environment\"\n".into(),
+            "aws.sigv4.region",
+            "the endpoint names no region",
+        ),
+        (format!("{AWS}auth = \"sigv4\"\ncert_file = \"/c\"\n"), "aws.cert_file", "not used with aws.auth = \"sigv4\""),
+        (
+            format!("{AWS}auth = \"certificate-alpn\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n[aws.sigv4]\nsource = \"environment\"\n"),
+            "aws.sigv4",
+            "not used with aws.auth = \"certificate-alpn\"",
+        ),
+        (format!("{AWS}auth = \"custom-authorizer\"\n"), "aws.custom_authorizer", "missing"),
+        (format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\nauthorizer_name = \"a\"\n"), "aws.custom_authorizer", "no credentials"),
+        (
+            format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\ntoken_file = {cs}\n"),
+            "aws.custom_authorizer.token_key_name",
+            "missing",
+        ),
+        (
+            format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\ntoken_env = \"CONNECTOR_TEST_UNSET_TOKEN\"\ntoken_key_name = \"tok\"\n"),
+            "aws.custom_authorizer.token_env",
+            "is not set",
+        ),
+        (
+            format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\ntoken_file = {cs}\ntoken_key_name = \"tok\"\nsigning_key_file = {key}\n"),
+            "aws.custom_authorizer.signing_key_file",
+            "not an RSA private key",
+        ),
+        (
+            format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\nusername = \"u\"\npassword_file = \"/nonexistent/password\"\n"),
+            "aws.custom_authorizer.password_file",
+            "cannot read",
+        ),
+        (
+            format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\nauthorizer_name = \"bad name!\"\nusername = \"u\"\n"),
+            "aws.custom_authorizer.authorizer_name",
+            "1–128 characters",
+        ),
+        (
+            format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\nusername = \"u\"\ntransport = \"http\"\n"),
+            "aws.custom_authorizer.transport",
+            "expected `mqtt` or `websocket`",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (body, key, reason)) in table.iter().enumerate() {
