@@ -111,3 +111,132 @@ fn secrets_stay_out_of_debug_and_errors() {
     let msg = load(Some(&file), &base(), &Overrides::default()).unwrap_err().to_string();
     assert!(msg.contains("azure.connection_string_file") && !msg.contains("c2VjcmV0"), "{msg}");
 }
+
+const AWS_ENDPOINT: &str = "[aws]\nendpoint = \"abc-ats.iot.eu-west-1.amazonaws.com\"\nthing_name = \"t\"\n";
+
+#[test]
+fn aws_auth_defaults_to_a_certificate_and_alpn_is_chosen_by_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("c.pem");
+    std::fs::write(&pem, "x").unwrap();
+    let file = dir.path().join("a.toml");
+    let toml = format!("{AWS_ENDPOINT}cert_file = {pem:?}\nkey_file = {pem:?}\n");
+    let s = load_str(&toml, &file, &base(), &Overrides::default()).unwrap();
+    let Cloud::Aws(a) = &s.cloud else { panic!("{:?}", s.cloud) };
+    assert!(matches!(a.auth, AwsAuth::Certificate { .. }) && !a.alpn);
+    assert!(s.describe().contains("certificate of thing t;"), "{}", s.describe());
+    let mut e = base();
+    e.push(("CONNECTOR_AGENT_AWS_AUTH".into(), "certificate-alpn".into()));
+    let s = load_str(&toml, &file, &e, &Overrides::default()).unwrap();
+    let Cloud::Aws(a) = &s.cloud else { panic!("{:?}", s.cloud) };
+    assert!(matches!(a.auth, AwsAuth::Certificate { .. }) && a.alpn);
+    assert!(s.describe().contains("(ALPN x-amzn-mqtt-ca on 443)"), "{}", s.describe());
+    // The error of an environment value names the variable.
+    let mut e = base();
+    e.push(("CONNECTOR_AGENT_AWS_AUTH".into(), "kerberos".into()));
+    let err = load_str(&toml, &file, &e, &Overrides::default()).unwrap_err();
+    assert_eq!(err.key(), Some("aws.auth"));
+    assert!(err.to_string().contains("environment variable CONNECTOR_AGENT_AWS_AUTH"), "{err}");
+}
+
+#[test]
+fn aws_sigv4_sources_region_and_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.toml");
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
+    let token = "FwoGZXIvYXdzSESSIONTOKEN";
+    let (sf, tf) = (dir.path().join("secret"), dir.path().join("token"));
+    std::fs::write(&sf, format!("{secret}\n")).unwrap();
+    std::fs::write(&tf, token).unwrap();
+    // Files, with everything from environment overrides and the region from the endpoint.
+    let mut e = base();
+    e.extend(env(&[
+        ("CONNECTOR_AGENT_AWS_AUTH", "sigv4"),
+        ("CONNECTOR_AGENT_AWS_SIGV4_SOURCE", "files"),
+        ("CONNECTOR_AGENT_AWS_SIGV4_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("CONNECTOR_AGENT_AWS_SIGV4_SECRET_ACCESS_KEY_FILE", sf.to_str().unwrap()),
+        ("CONNECTOR_AGENT_AWS_SIGV4_SESSION_TOKEN_FILE", tf.to_str().unwrap()),
+    ]));
+    let s = load_str(AWS_ENDPOINT, &file, &e, &Overrides::default()).unwrap();
+    let Cloud::Aws(a) = &s.cloud else { panic!("{:?}", s.cloud) };
+    let AwsAuth::SigV4(v) = &a.auth else { panic!("{:?}", a.auth) };
+    assert_eq!(v.region, "eu-west-1");
+    let AwsCredentialsSetting::Files(c) = &v.credentials else { panic!("{:?}", v.credentials) };
+    assert_eq!((c.access_key_id(), c.secret_access_key().expose()), ("AKIAEXAMPLE", secret));
+    assert_eq!(c.session_token().map(|t| t.expose()), Some(token));
+    let (dbg, described) = (format!("{s:?}"), s.describe());
+    for text in [&dbg, &described] {
+        assert!(!text.contains(secret) && !text.contains(token) && !text.contains("SECRETKEY"), "{text}");
+    }
+    assert!(described.contains("SigV4 over WebSocket as thing t, region eu-west-1, credentials from files (access key id AKIAEXAMPLE)"), "{described}");
+
+    // The environment source reads AWS_* when the configuration is loaded.
+    let toml = format!(
+        "{AWS_ENDPOINT}auth = \"sigv4\"\n[aws.sigv4]\nregion = \"us-east-2\"\nsource = \"environment\"\n"
+    );
+    let err = load_str(&toml, &file, &base(), &Overrides::default()).unwrap_err();
+    assert_eq!(err.key(), Some("aws.sigv4.source"));
+    assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"), "{err}");
+    let mut e = base();
+    e.extend(env(&[("AWS_ACCESS_KEY_ID", "AKIAENV"), ("AWS_SECRET_ACCESS_KEY", secret)]));
+    let s = load_str(&toml, &file, &e, &Overrides::default()).unwrap();
+    let Cloud::Aws(a) = &s.cloud else { panic!("{:?}", s.cloud) };
+    let AwsAuth::SigV4(v) = &a.auth else { panic!("{:?}", a.auth) };
+    assert_eq!(v.region, "us-east-2");
+    assert!(matches!(v.credentials, AwsCredentialsSetting::Environment));
+    assert!(matches!(v.credentials.source(), connector_aws::CredentialsSource::Environment));
+
+    // A profile of a named file.
+    let creds = dir.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("[dev]\naws_access_key_id = AKIAPROFILE\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let toml = format!("{AWS_ENDPOINT}auth = \"sigv4\"\n[aws.sigv4]\nsource = \"profile\"\nprofile = \"dev\"\ncredentials_file = {creds:?}\n");
+    let s = load_str(&toml, &file, &base(), &Overrides::default()).unwrap();
+    assert!(s.describe().contains(&format!("profile dev of {}", creds.display())), "{}", s.describe());
+    let toml = toml.replace("\"dev\"", "\"prod\"");
+    let err = load_str(&toml, &file, &base(), &Overrides::default()).unwrap_err();
+    assert_eq!(err.key(), Some("aws.sigv4.credentials_file"));
+    assert!(
+        err.to_string().contains("profile `prod` not found") && !err.to_string().contains(secret),
+        "{err}"
+    );
+}
+
+#[test]
+fn aws_custom_authorizer_secrets_stay_out_of_debug_and_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.toml");
+    let (token, password, signature) = ("tok-SECRET-1", "pw-SECRET-2", "c2lnLVNFQ1JFVC0z");
+    let (pf, sigf) = (dir.path().join("pw"), dir.path().join("sig"));
+    std::fs::write(&pf, password).unwrap();
+    std::fs::write(&sigf, signature).unwrap();
+    let toml = format!(
+        "{AWS_ENDPOINT}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\nauthorizer_name = \"my-auth\"\ntoken_env = \"MY_TOKEN\"\ntoken_key_name = \"token\"\nsignature_file = {sigf:?}\nusername = \"dev\"\npassword_file = {pf:?}\ntransport = \"websocket\"\n"
+    );
+    let mut e = base();
+    e.push(("MY_TOKEN".into(), token.into()));
+    let s = load_str(&toml, &file, &e, &Overrides::default()).unwrap();
+    let Cloud::Aws(a) = &s.cloud else { panic!("{:?}", s.cloud) };
+    let AwsAuth::CustomAuthorizer(c) = &a.auth else { panic!("{:?}", a.auth) };
+    assert_eq!(c.authorizer.as_deref(), Some("my-auth"));
+    assert_eq!(c.token.as_ref().map(|(k, t)| (k.as_str(), t.expose())), Some(("token", token)));
+    assert_eq!(c.signature.as_ref().map(|s| s.expose()), Some(signature));
+    assert_eq!(c.password.as_ref().map(|p| p.expose()), Some(password));
+    assert_eq!(c.transport, connector_aws::CustomAuthTransport::WebSocket);
+    let (dbg, described) = (format!("{s:?}"), s.describe());
+    for text in [&dbg, &described] {
+        assert!(!text.contains("SECRET") && !text.contains(signature), "{text}");
+    }
+    assert!(
+        described.contains("custom authorizer my-auth over WebSocket as thing t, token token, signed"),
+        "{described}"
+    );
+    // A signature without the token it signs.
+    let toml = format!("{AWS_ENDPOINT}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\nusername = \"dev\"\nsignature_file = {sigf:?}\n");
+    let err = load_str(&toml, &file, &base(), &Overrides::default()).unwrap_err();
+    assert_eq!(err.key(), Some("aws.custom_authorizer.signature_file"), "{err}");
+    assert!(!err.to_string().contains(signature), "{err}");
+}
