@@ -3,7 +3,8 @@
 //!
 //! Every error is a [`ConfigError`] naming where the offending value came from (the file,
 //! the environment variable or the flag), the key (`telemetry.interval`) and the reason.
-//! Secrets (connection strings, symmetric keys) are read from files or named environment
+//! Secrets (connection strings, symmetric keys, AWS secret access keys, session tokens and
+//! custom-authorizer credentials) are read from files or named environment
 //! variables into [`connector_core::Secret`]s: they never appear in errors, logs or `Debug` output.
 //!
 //! The sections and keys are documented in `agent/config/*.toml`; [`ENV_KEYS`] lists every
