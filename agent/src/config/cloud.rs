@@ -180,18 +180,19 @@ pub(super) fn aws(
         ctx.must_exist("aws.ca_file", ca)?;
     }
     let kind = raw.auth.as_deref().map(str::to_ascii_lowercase);
-    let (alpn, certificate) =
-        match kind.as_deref() {
-            None | Some("certificate") => (false, true),
-            Some("certificate-alpn") => (true, true),
-            Some("sigv4") | Some("custom-authorizer") => (false, false),
-            Some(other) => return Err(ctx.invalid(
+    let (alpn, certificate) = match kind.as_deref() {
+        None | Some("certificate") => (false, true),
+        Some("certificate-alpn") => (true, true),
+        Some("sigv4") | Some("custom-authorizer") => (false, false),
+        Some(other) => {
+            return Err(ctx.invalid(
                 "aws.auth",
                 format!(
                     "`{other}`: expected `certificate`, `certificate-alpn`, `sigv4` or `custom-authorizer`"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let kind_name = kind.as_deref().unwrap_or("certificate");
     let not_used = |key: &str| {
         ctx.invalid(key, format!("not used with aws.auth = \"{kind_name}\": remove it or change aws.auth"))
