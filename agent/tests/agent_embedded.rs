@@ -186,7 +186,9 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
     let key = std::fs::read_to_string(dir.path().join("emulator").join("agent-enrollment.key")).unwrap();
     let key = key.trim();
     assert!(key.len() >= 40, "the enrollment key file holds a key");
-    assert!(out.lines().count() > 50, "trace logging is on");
+    // (The MQTT client library's own lines stay at info whatever the level: they print
+    // connect options and URLs that carry credentials.)
+    assert!(out.lines().count() > 20 && out.contains("TRACE"), "trace logging is on: {out}");
     assert!(!out.contains(key), "the enrollment key is in the output");
     assert!(!out.contains("sig="), "a SAS signature is in the output");
 }
