@@ -448,8 +448,9 @@ fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError
     }
     if new.logging.level != current.logging.level {
         if let Some(log) = &opts.log {
-            if let Err(e) = log.set_level(&new.logging.level) {
-                warn!(error = %e, "cannot change the log level");
+            match log.set_level(&new.logging.level) {
+                Ok(()) => tracing::debug!(level = %new.logging.level, "log level changed"),
+                Err(e) => warn!(error = %e, "cannot change the log level"),
             }
         }
     }
