@@ -6,6 +6,11 @@
 //! see nothing of the client library behind it, so a second transport can be added and
 //! measured without touching them. Each connection gets a fresh link: whatever the old one
 //! had in flight is the Publisher's to resend, never the library's.
+//!
+//! Logging: this crate never logs credentials, but paho-mqtt logs its connect options
+//! (password, SAS token, presigned URL, custom-authorizer user name) at `debug` under the
+//! `log` targets `paho_mqtt` and `paho_mqtt_c`. Keep those targets at `info` or above in
+//! production filters.
 
 mod paho;
 
