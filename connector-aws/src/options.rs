@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use connector_core::provider::redact_userinfo;
-use connector_core::{MqttVersion, PemSource};
+use connector_core::{MqttVersion, PemSource, TopicAliasing};
 
 use crate::credentials::{AwsCredentials, CredentialsSource};
 use crate::custom_auth::CustomAuth;
@@ -104,6 +104,9 @@ pub struct AwsOptions {
     pub telemetry_topic: String,
     /// OpenSSL cipher list; `None` keeps OpenSSL's defaults.
     pub ciphers: Option<String>,
+    /// Outbound MQTT 5 topic aliases (off by default, as in the AWS IoT Device SDK v2).
+    /// The service allows 8 per connection.
+    pub topic_aliasing: TopicAliasing,
 }
 
 impl fmt::Debug for AwsOptions {
@@ -123,6 +126,7 @@ impl fmt::Debug for AwsOptions {
             .field("publish_rate", &self.publish_rate)
             .field("telemetry_topic", &self.telemetry_topic)
             .field("ciphers", &self.ciphers)
+            .field("topic_aliasing", &self.topic_aliasing)
             .finish()
     }
 }
@@ -145,6 +149,7 @@ impl AwsOptions {
             publish_rate: DEFAULT_PUBLISH_RATE,
             telemetry_topic: DEFAULT_TELEMETRY_TOPIC.to_owned(),
             ciphers: None,
+            topic_aliasing: TopicAliasing::Disabled,
         }
     }
     /// Sets the port.
@@ -165,6 +170,11 @@ impl AwsOptions {
     /// Sets the MQTT version.
     pub fn mqtt_version(mut self, v: MqttVersion) -> Self {
         self.mqtt_version = v;
+        self
+    }
+    /// Sets outbound topic aliasing (MQTT 5 only): e.g. `TopicAliasing::Lru { max: 8 }`.
+    pub fn topic_aliasing(mut self, aliasing: TopicAliasing) -> Self {
+        self.topic_aliasing = aliasing;
         self
     }
     /// Sets the keep-alive.

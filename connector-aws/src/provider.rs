@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use connector_core::provider::{encode_with_mqtt5_properties, JobsCodec, StateCodec};
 use connector_core::{
     BrokerUri, ConnectParams, Inbound, InboundMessage, Limits, MqttVersion, OutboundPacket, Provider,
-    ProviderError, Publish, Target, TlsOptions,
+    ProviderError, Publish, Target, TlsOptions, TopicAliasing,
 };
 
 use crate::credentials::AwsCredentials;
@@ -103,6 +103,9 @@ impl AwsProvider {
         }
         if opts.publish_rate == 0 {
             return Err(AwsError::config("publish_rate", "at least one publish per second"));
+        }
+        if opts.mqtt_version == MqttVersion::V311 && opts.topic_aliasing != TopicAliasing::Disabled {
+            return Err(AwsError::config("topic_aliasing", "topic aliases need MQTT 5"));
         }
         if let Some(p) = &opts.http_proxy {
             if !p.starts_with("http://") {
@@ -306,6 +309,7 @@ impl Provider for AwsProvider {
         p.clean_session = self.opts.clean_session;
         p.connect_timeout = self.opts.connect_timeout;
         p.http_proxy = self.opts.http_proxy.clone();
+        p.topic_aliasing = self.opts.topic_aliasing;
         Ok(p)
     }
 

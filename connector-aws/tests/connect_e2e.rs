@@ -348,3 +348,104 @@ async fn custom_authorizer_default_when_none_is_named() {
     conn.stop().await;
     emu.shutdown();
 }
+
+/// Outbound MQTT 5 topic aliases against the emulator (which, like AWS IoT Core, allows 8):
+/// asked for 16, the client uses the server's 8; every PUBLISH carries the alias the
+/// least-recently-used table gives (checked against the table itself), the emulator
+/// resolves each one to the topic that was sent, a subscriber gets the full topics, and
+/// after the connection is dropped the new connection binds its aliases afresh (an alias
+/// reused from the old connection would be a protocol error and the message would never
+/// be captured).
+#[actix_rt::test]
+async fn topic_aliases_are_bound_reused_and_reset_on_reconnect() {
+    use connector_actors::messages::Subscribe;
+    use connector_actors::Connector;
+    use connector_core::topic_alias::{AliasUse, TopicAliasCache};
+    use connector_core::{Inbound, MqttVersion, QoS, TopicAliasing};
+    use futures::StreamExt as _;
+
+    let emu = start();
+    let sender = AwsProvider::new(
+        options(&emu, "alias-sender", AwsAuth::Certificate(thing_with_cert(&emu, "alias-sender").await))
+            .mqtt_version(MqttVersion::V5)
+            .topic_aliasing(TopicAliasing::Lru { max: 16 }),
+    )
+    .unwrap();
+    let receiver = AwsProvider::new(
+        options(&emu, "alias-receiver", AwsAuth::Certificate(thing_with_cert(&emu, "alias-receiver").await))
+            .mqtt_version(MqttVersion::V5),
+    )
+    .unwrap();
+    let rx_conn = Connector::builder(receiver).backoff(fast_backoff()).start();
+    rx_conn.wait_connected(WAIT).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    rx_conn
+        .subscriber()
+        .subscribe(Subscribe::handler("alias/#", QoS::AtLeastOnce, move |i: &Inbound| {
+            let _ = tx.send(i.topic().to_owned());
+        }))
+        .await
+        .unwrap();
+    let tx_conn = Connector::builder(sender).backoff(fast_backoff()).start();
+    tx_conn.wait_connected(WAIT).await.unwrap();
+
+    // Ten topics through eight aliases: binds, reuses, and least-recently-used rebinds.
+    let order: Vec<usize> = (0..8).chain(0..8).chain([8, 9, 0, 3, 1, 9, 8, 2]).collect();
+    let mut model = TopicAliasCache::new(8);
+    let mut sent = Vec::new();
+    for (n, i) in order.iter().enumerate() {
+        let topic = format!("alias/t{i}");
+        tx_conn
+            .publisher()
+            .publish(Publish::to_topic(&topic, format!("{n}").into_bytes()).qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        sent.push((topic.clone(), model.resolve(&topic)));
+    }
+    let captured = emu.control().aws_telemetry(Some("alias-sender"), None).await.unwrap();
+    let got: Vec<(String, Option<u16>)> = captured.iter().map(|c| (c.topic.clone(), c.topic_alias)).collect();
+    let want: Vec<(String, Option<u16>)> = sent
+        .iter()
+        .map(|(t, u)| match u {
+            AliasUse::Bind(a) | AliasUse::Reuse(a) => (t.clone(), Some(*a)),
+            AliasUse::Off => (t.clone(), None),
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(sent.iter().filter(|(_, u)| matches!(u, AliasUse::Reuse(_))).count() >= 9, "{sent:?}");
+    for (topic, _) in &sent {
+        let t = tokio::time::timeout(WAIT, rx.recv()).await.expect("the subscriber receives it").unwrap();
+        assert_eq!(&t, topic);
+    }
+
+    // A new connection starts a new table: the first PUBLISH binds alias 1 again.
+    let mut events = tx_conn.events(16);
+    emu.control().aws_drop("alias-sender").await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, events.next()).await.expect("a reconnect") {
+            Some(ConnectionEvent::Connected { .. }) => break,
+            Some(_) => {}
+            None => panic!("events ended"),
+        }
+    }
+    for topic in ["alias/t3", "alias/t3", "alias/t7"] {
+        tx_conn
+            .publisher()
+            .publish(Publish::to_topic(topic, &b"again"[..]).qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+    }
+    let captured = emu.control().aws_telemetry(Some("alias-sender"), None).await.unwrap();
+    let tail: Vec<(String, Option<u16>)> =
+        captured[order.len()..].iter().map(|c| (c.topic.clone(), c.topic_alias)).collect();
+    assert_eq!(
+        tail,
+        [
+            ("alias/t3".to_string(), Some(1)),
+            ("alias/t3".to_string(), Some(1)),
+            ("alias/t7".to_string(), Some(2))
+        ]
+    );
+    tx_conn.stop().await;
+    rx_conn.stop().await;
+}

@@ -10,6 +10,7 @@
 //! | [`correlation`] | request/response correlation with deadlines |
 //! | [`rate`] | the token bucket that paces publishes to a service's per-connection rate |
 //! | [`topic`] | topic name/filter validation and matching |
+//! | [`topic_alias`] | outbound MQTT 5 topic aliases (least recently used) |
 //! | [`metrics`] | Prometheus metric families |
 //! | [`secret`] | [`Secret`], redacted in `Debug` and `Display` |
 //! | [`clock`] | injected time and randomness |
@@ -34,6 +35,7 @@ pub mod provider;
 pub mod rate;
 pub mod secret;
 pub mod topic;
+pub mod topic_alias;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter};
 pub use clock::{Clock, ManualClock, Random, SeqRandom, SystemClock, ThreadRandom};
@@ -51,3 +53,4 @@ pub use provider::{
     Scheme, StateCodec, SubscriptionSpec, TlsOptions,
 };
 pub use secret::Secret;
+pub use topic_alias::TopicAliasing;

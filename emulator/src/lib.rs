@@ -103,10 +103,12 @@
 //!   Maximum QoS 1, Retain Available 0, no shared subscriptions or subscription
 //!   identifiers, Topic Alias Maximum 8, Receive Maximum 100, Server Keep Alive when the
 //!   client's was clamped;
-//!   inbound topic aliases. User properties, content type, response topic, correlation
+//!   inbound topic aliases (resolved by ntex-mqtt; an unknown alias closes the connection
+//!   with a protocol error). User properties, content type, response topic, correlation
 //!   data and payload format indicator (of PUBLISH and Will) go unchanged to MQTT 5
 //!   subscribers (3.1.1 subscribers get the bare message); telemetry records user
-//!   properties and content type ([`control::aws_api::AwsTelemetry`]).
+//!   properties, content type and the Topic Alias a PUBLISH carried
+//!   ([`control::aws_api::AwsTelemetry`]).
 //!
 //! Refused on the AWS side: QoS 2, retained messages, MQTT 5 enhanced authentication,
 //! session expiry, message expiry, shared subscriptions and request/problem information,

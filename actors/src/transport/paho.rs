@@ -9,12 +9,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use connector_core::topic_alias::{AliasUse, TopicAliasCache};
 use connector_core::{
     ConnectFailure, ConnectParams, DisconnectReason, InboundMessage, MqttVersion, OutboundPacket, PemSource,
     QoS, TlsOptions,
 };
 use futures::future::BoxFuture;
 use paho_mqtt as mqtt;
+use parking_lot::Mutex;
 use tokio::sync::mpsc::unbounded_channel;
 use tracing::{debug, error, warn};
 
@@ -136,16 +138,30 @@ fn inbound(msg: &mqtt::Message) -> InboundMessage {
     m
 }
 
-fn paho_message(packet: &OutboundPacket, v5: bool) -> Result<mqtt::Message, TransportError> {
+/// The paho message for a packet. With an alias, [`AliasUse::Reuse`] sends an empty topic and
+/// [`AliasUse::Bind`] the topic; both carry the Topic Alias property.
+fn paho_message(packet: &OutboundPacket, v5: bool, alias: AliasUse) -> Result<mqtt::Message, TransportError> {
+    let alias = if v5 { alias } else { AliasUse::Off };
+    let topic = match alias {
+        AliasUse::Reuse(_) => "",
+        AliasUse::Bind(_) | AliasUse::Off => packet.topic.as_str(),
+    };
     let mut b = mqtt::MessageBuilder::new()
-        .topic(packet.topic.as_str())
+        .topic(topic)
         .payload(packet.payload.as_ref())
         .qos(i32::from(packet.qos.as_u8()))
         .retained(packet.retain);
-    if v5 && !packet.properties.is_empty() {
+    let alias = match alias {
+        AliasUse::Bind(a) | AliasUse::Reuse(a) => Some(a),
+        AliasUse::Off => None,
+    };
+    if v5 && (!packet.properties.is_empty() || alias.is_some()) {
         let p = &packet.properties;
         let mut props = mqtt::Properties::new();
         let fail = |e: mqtt::Error| TransportError::Failed(format!("property: {e}"));
+        if let Some(a) = alias {
+            props.push_u16(mqtt::PropertyCode::TopicAlias, a).map_err(fail)?;
+        }
         if let Some(ct) = &p.content_type {
             props.push_string(mqtt::PropertyCode::ContentType, ct).map_err(fail)?;
         }
@@ -175,6 +191,8 @@ const RC_MAX_BUFFERED: i32 = -12;
 struct PahoLink {
     client: mqtt::AsyncClient,
     v5: bool,
+    /// This connection's outbound topic aliases; `None` when aliasing is off.
+    aliases: Option<Mutex<TopicAliasCache>>,
     _tls: Option<TlsFiles>,
 }
 
@@ -185,9 +203,8 @@ fn completion_error(e: mqtt::Error) -> TransportError {
     }
 }
 
-impl Link for PahoLink {
-    fn publish(&self, packet: &OutboundPacket) -> Result<PublishCompletion, TransportError> {
-        let msg = paho_message(packet, self.v5)?;
+impl PahoLink {
+    fn try_publish(&self, msg: mqtt::Message) -> Result<PublishCompletion, TransportError> {
         let token = self.client.try_publish(msg).map_err(|e| match e {
             mqtt::Error::Disconnected => TransportError::NotConnected,
             mqtt::Error::Publish(RC_DISCONNECTED, _) => TransportError::NotConnected,
@@ -200,6 +217,21 @@ impl Link for PahoLink {
             other => TransportError::Failed(other.to_string()),
         })?;
         Ok(Box::pin(futures::TryFutureExt::map_err(token, completion_error)))
+    }
+}
+
+impl Link for PahoLink {
+    fn publish(&self, packet: &OutboundPacket) -> Result<PublishCompletion, TransportError> {
+        // The table stays locked until paho has queued the message, so bindings reach the
+        // wire in the order the table handed them out.
+        let mut aliases = self.aliases.as_ref().map(|m| m.lock());
+        let alias = aliases.as_mut().map_or(AliasUse::Off, |t| t.resolve(&packet.topic));
+        let sent = paho_message(packet, self.v5, alias).and_then(|msg| self.try_publish(msg));
+        if let (Err(_), AliasUse::Bind(_), Some(t)) = (&sent, alias, aliases.as_mut()) {
+            // The binding never left the client: the server does not know it.
+            t.forget(&packet.topic);
+        }
+        sent
     }
 
     fn subscribe(
@@ -419,6 +451,46 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
         // Normal on a first connection; the Subscriber subscribes again either way.
         debug!(client = %params.client_id, "broker has no session for this client; subscribing afresh");
     }
-    let link = PahoLink { client, v5, _tls: tls_files };
+    let aliases = if v5 {
+        let server_max = rsp.properties().get_int(mqtt::PropertyCode::TopicAliasMaximum).unwrap_or(0);
+        let max = params.topic_aliasing.effective_max(u16::try_from(server_max).unwrap_or(0));
+        if max > 0 {
+            debug!(client = %params.client_id, aliases = max, server_max, "outbound topic aliases on");
+        }
+        (max > 0).then(|| Mutex::new(TopicAliasCache::new(max)))
+    } else {
+        None
+    };
+    let link = PahoLink { client, v5, aliases, _tls: tls_files };
     Ok(Connected { link: Arc::new(link), session_present, events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(topic: &str) -> OutboundPacket {
+        OutboundPacket {
+            topic: topic.to_owned(),
+            payload: bytes::Bytes::from_static(b"p"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        }
+    }
+
+    #[test]
+    fn aliased_messages_carry_the_alias_and_omit_a_bound_topic() -> Result<(), TransportError> {
+        let alias = |m: &mqtt::Message| m.properties().get_int(mqtt::PropertyCode::TopicAlias);
+        let m = paho_message(&packet("a/b"), true, AliasUse::Bind(3))?;
+        assert_eq!((m.topic(), alias(&m)), ("a/b", Some(3)));
+        let m = paho_message(&packet("a/b"), true, AliasUse::Reuse(3))?;
+        assert_eq!((m.topic(), alias(&m)), ("", Some(3)));
+        let m = paho_message(&packet("a/b"), true, AliasUse::Off)?;
+        assert_eq!((m.topic(), alias(&m)), ("a/b", None));
+        // MQTT 3.1.1 has no aliases: the topic always goes.
+        let m = paho_message(&packet("a/b"), false, AliasUse::Reuse(3))?;
+        assert_eq!((m.topic(), alias(&m)), ("a/b", None));
+        Ok(())
+    }
 }

@@ -116,6 +116,7 @@ fn options_are_checked_once() {
         (base().keep_alive(Duration::from_secs(1201)), "keep_alive"),
         (base().connect_timeout(Duration::ZERO), "connect_timeout"),
         (base().publish_rate(0), "publish_rate"),
+        (base().topic_aliasing(connector_core::TopicAliasing::Lru { max: 8 }), "topic_aliasing"),
         (base().http_proxy("socks5://p:1080"), "http_proxy"),
         (base().telemetry_topic("$aws/things/{thing}/shadow/update"), "telemetry_topic"),
         (base().telemetry_topic("dt/{device}/t"), "telemetry_topic"),

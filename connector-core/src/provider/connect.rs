@@ -269,6 +269,8 @@ pub struct ConnectParams {
     /// When these credentials stop working: the connection renews them (reconnects with
     /// fresh parameters) before that instant.
     pub credentials_expire: Option<SystemTime>,
+    /// Outbound MQTT 5 topic aliases (off by default; ignored on 3.1.1).
+    pub topic_aliasing: crate::topic_alias::TopicAliasing,
 }
 
 impl fmt::Debug for ConnectParams {
@@ -286,6 +288,7 @@ impl fmt::Debug for ConnectParams {
             .field("http_proxy", &self.http_proxy.as_deref().map(redact_userinfo))
             .field("http_headers", &self.http_headers)
             .field("credentials_expire", &self.credentials_expire)
+            .field("topic_aliasing", &self.topic_aliasing)
             .finish()
     }
 }
@@ -307,6 +310,7 @@ impl ConnectParams {
             http_proxy: None,
             http_headers: Vec::new(),
             credentials_expire: None,
+            topic_aliasing: crate::topic_alias::TopicAliasing::Disabled,
         }
     }
 
@@ -349,6 +353,14 @@ impl ConnectParams {
                 reason: "a client certificate needs its private key and vice versa".into(),
             });
         }
+        if self.mqtt_version == MqttVersion::V311
+            && self.topic_aliasing != crate::topic_alias::TopicAliasing::Disabled
+        {
+            return Err(ConfigError::Invalid {
+                field: "topic_aliasing",
+                reason: "topic aliases need MQTT 5".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -356,6 +368,15 @@ impl ConnectParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_aliasing_needs_mqtt5() {
+        let mut p = ConnectParams::new("tcp://h:1883".parse().unwrap(), "c");
+        p.topic_aliasing = crate::topic_alias::TopicAliasing::Lru { max: 8 };
+        assert!(matches!(p.validate(), Err(ConfigError::Invalid { field: "topic_aliasing", .. })));
+        p.mqtt_version = MqttVersion::V5;
+        assert!(p.validate().is_ok());
+    }
 
     #[test]
     fn proxy_credentials_never_reach_debug() {

@@ -34,6 +34,8 @@ pub struct MqttOptions {
     pub telemetry_topic: String,
     /// Limits to enforce before sending.
     pub limits: Limits,
+    /// Outbound MQTT 5 topic aliases (off by default).
+    pub topic_aliasing: crate::topic_alias::TopicAliasing,
 }
 
 impl MqttOptions {
@@ -53,6 +55,7 @@ impl MqttOptions {
             clean_session: true,
             connect_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            topic_aliasing: crate::topic_alias::TopicAliasing::Disabled,
         }
     }
 
@@ -84,6 +87,12 @@ impl MqttOptions {
     /// Sets the protocol version.
     pub fn mqtt_version(mut self, v: MqttVersion) -> Self {
         self.mqtt_version = v;
+        self
+    }
+
+    /// Sets outbound topic aliasing (MQTT 5 only).
+    pub fn topic_aliasing(mut self, aliasing: crate::topic_alias::TopicAliasing) -> Self {
+        self.topic_aliasing = aliasing;
         self
     }
 }
@@ -121,6 +130,7 @@ impl MqttProvider {
         p.keep_alive = o.keep_alive;
         p.clean_session = o.clean_session;
         p.connect_timeout = o.connect_timeout;
+        p.topic_aliasing = o.topic_aliasing;
         p
     }
 }

@@ -79,6 +79,9 @@ pub(crate) struct MessageProps {
     pub correlation_data: Option<Vec<u8>>,
     /// Payload format indicator 1 (UTF-8).
     pub utf8_payload: bool,
+    /// The Topic Alias the client sent the PUBLISH with (already resolved into the topic).
+    /// Recorded with telemetry; never forwarded, aliases belong to one connection.
+    pub topic_alias: Option<u16>,
 }
 
 /// The close reason of a connection replaced by a newer one with its client id (MQTT 5:
@@ -511,6 +514,7 @@ impl AwsCore {
                     qos,
                     user_properties: props.user_properties.clone(),
                     content_type: props.content_type.clone(),
+                    topic_alias: props.topic_alias,
                     received_at_ms: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)

@@ -163,6 +163,7 @@ fn props_from_v5(p: &v5::codec::PublishProperties) -> MessageProps {
         response_topic: p.response_topic.as_ref().map(|t| t.to_string()),
         correlation_data: p.correlation_data.as_ref().map(|d| d.to_vec()),
         utf8_payload: p.is_utf8_payload,
+        topic_alias: p.topic_alias.map(|a| a.get()),
     }
 }
 
@@ -312,6 +313,7 @@ async fn handshake_v5(
                 response_topic: w.response_topic.as_ref().map(|t| t.to_string()),
                 correlation_data: w.correlation_data.as_ref().map(|d| d.to_vec()),
                 utf8_payload: w.is_utf8_payload.unwrap_or(false),
+                topic_alias: None,
             };
             let will =
                 Will { topic: w.topic.to_string(), payload: w.message.to_vec(), qos: qos_u8(w.qos), props };

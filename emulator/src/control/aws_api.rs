@@ -161,6 +161,9 @@ pub struct AwsTelemetry {
     /// MQTT 5 content type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// The MQTT 5 Topic Alias the PUBLISH carried (`topic` is the resolved topic either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_alias: Option<u16>,
     /// Receive time, Unix milliseconds.
     pub received_at_ms: u64,
 }
