@@ -267,6 +267,41 @@ async fn sigv4_with_credentials_from_a_shared_file_profile() {
     emu.shutdown();
 }
 
+/// An MQTT 5 provider for a new thing with a certificate.
+async fn v5_provider(
+    emu: &connector_emulator::EmulatorHandle,
+    thing: &str,
+    f: impl FnOnce(connector_aws::AwsOptions) -> connector_aws::AwsOptions,
+) -> AwsProvider {
+    let auth = AwsAuth::Certificate(thing_with_cert(emu, thing).await);
+    AwsProvider::new(f(options(emu, thing, auth).mqtt_version(connector_core::MqttVersion::V5))).unwrap()
+}
+
+/// A connected MQTT 5 connector for a new thing, subscribed to `filter`: what it receives.
+async fn v5_receiver(
+    emu: &connector_emulator::EmulatorHandle,
+    thing: &str,
+    filter: &str,
+) -> (connector_actors::Connector, tokio::sync::mpsc::UnboundedReceiver<connector_core::Inbound>) {
+    use connector_actors::messages::Subscribe;
+    let conn = connector_actors::Connector::builder(v5_provider(emu, thing, |o| o).await)
+        .backoff(fast_backoff())
+        .start();
+    conn.wait_connected(WAIT).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    conn.subscriber()
+        .subscribe(Subscribe::handler(
+            filter,
+            connector_core::QoS::AtLeastOnce,
+            move |i: &connector_core::Inbound| {
+                let _ = tx.send(i.clone());
+            },
+        ))
+        .await
+        .unwrap();
+    (conn, rx)
+}
+
 /// MQTT 5 end to end: the provider connects with MQTT 5; user properties, content type,
 /// correlation data and message expiry go on the wire from `Publish`, the response topic
 /// from `encode_request`; the emulator captures them and a second MQTT 5 connector
@@ -274,31 +309,12 @@ async fn sigv4_with_credentials_from_a_shared_file_profile() {
 /// before sending.
 #[actix_rt::test]
 async fn mqtt5_properties_reach_the_service_and_subscribers() {
-    use connector_actors::messages::Subscribe;
     use connector_actors::Connector;
-    use connector_core::{Inbound, MqttVersion, Provider, QoS};
+    use connector_core::{Inbound, Provider};
 
     let emu = start();
-    let sender = AwsProvider::new(
-        options(&emu, "v5-sender", AwsAuth::Certificate(thing_with_cert(&emu, "v5-sender").await))
-            .mqtt_version(MqttVersion::V5),
-    )
-    .unwrap();
-    let receiver = AwsProvider::new(
-        options(&emu, "v5-receiver", AwsAuth::Certificate(thing_with_cert(&emu, "v5-receiver").await))
-            .mqtt_version(MqttVersion::V5),
-    )
-    .unwrap();
-    let rx_conn = Connector::builder(receiver).backoff(fast_backoff()).start();
-    rx_conn.wait_connected(WAIT).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    rx_conn
-        .subscriber()
-        .subscribe(Subscribe::handler("dt/v5-sender/telemetry", QoS::AtLeastOnce, move |i: &Inbound| {
-            let _ = tx.send(i.clone());
-        }))
-        .await
-        .unwrap();
+    let sender = v5_provider(&emu, "v5-sender", |o| o).await;
+    let (rx_conn, mut rx) = v5_receiver(&emu, "v5-receiver", "dt/v5-sender/telemetry").await;
     let publish = Publish::telemetry(&b"{\"t\":1}"[..])
         .user_property("unit", "C")
         .user_property("unit", "K")
@@ -358,34 +374,15 @@ async fn custom_authorizer_default_when_none_is_named() {
 /// be captured).
 #[actix_rt::test]
 async fn topic_aliases_are_bound_reused_and_reset_on_reconnect() {
-    use connector_actors::messages::Subscribe;
     use connector_actors::Connector;
     use connector_core::topic_alias::{AliasUse, TopicAliasCache};
-    use connector_core::{Inbound, MqttVersion, QoS, TopicAliasing};
+    use connector_core::{QoS, TopicAliasing};
     use futures::StreamExt as _;
 
     let emu = start();
-    let sender = AwsProvider::new(
-        options(&emu, "alias-sender", AwsAuth::Certificate(thing_with_cert(&emu, "alias-sender").await))
-            .mqtt_version(MqttVersion::V5)
-            .topic_aliasing(TopicAliasing::Lru { max: 16 }),
-    )
-    .unwrap();
-    let receiver = AwsProvider::new(
-        options(&emu, "alias-receiver", AwsAuth::Certificate(thing_with_cert(&emu, "alias-receiver").await))
-            .mqtt_version(MqttVersion::V5),
-    )
-    .unwrap();
-    let rx_conn = Connector::builder(receiver).backoff(fast_backoff()).start();
-    rx_conn.wait_connected(WAIT).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    rx_conn
-        .subscriber()
-        .subscribe(Subscribe::handler("alias/#", QoS::AtLeastOnce, move |i: &Inbound| {
-            let _ = tx.send(i.topic().to_owned());
-        }))
-        .await
-        .unwrap();
+    let sender =
+        v5_provider(&emu, "alias-sender", |o| o.topic_aliasing(TopicAliasing::Lru { max: 16 })).await;
+    let (rx_conn, mut rx) = v5_receiver(&emu, "alias-receiver", "alias/#").await;
     let tx_conn = Connector::builder(sender).backoff(fast_backoff()).start();
     tx_conn.wait_connected(WAIT).await.unwrap();
 
@@ -415,7 +412,7 @@ async fn topic_aliases_are_bound_reused_and_reset_on_reconnect() {
     assert!(sent.iter().filter(|(_, u)| matches!(u, AliasUse::Reuse(_))).count() >= 9, "{sent:?}");
     for (topic, _) in &sent {
         let t = tokio::time::timeout(WAIT, rx.recv()).await.expect("the subscriber receives it").unwrap();
-        assert_eq!(&t, topic);
+        assert_eq!(t.topic(), topic);
     }
 
     // A new connection starts a new table: the first PUBLISH binds alias 1 again.
