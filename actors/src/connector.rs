@@ -75,6 +75,13 @@ impl ConnectorBuilder {
         self.publisher.offline.drop = drop;
         self
     }
+    /// An exact cap on the bytes (topic + payload) of accepted messages not yet
+    /// acknowledged, queued and in flight; the offline queue's drop policy applies at the cap
+    /// (see [`OfflinePolicy::max_bytes`]). No cap by default.
+    pub fn offline_max_bytes(mut self, bytes: usize) -> Self {
+        self.publisher.offline.max_bytes = Some(bytes);
+        self
+    }
     /// The whole offline policy.
     pub fn offline(mut self, policy: OfflinePolicy) -> Self {
         self.publisher.offline = policy;

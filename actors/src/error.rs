@@ -23,7 +23,19 @@ pub enum PublishError {
         /// The queue's capacity.
         capacity: usize,
     },
-    /// Evicted from the full offline queue by a newer message (drop-oldest policy).
+    /// The message does not fit under the byte cap on accepted, unacknowledged messages
+    /// ([`connector_core::OfflinePolicy::max_bytes`]): the policy refuses the newest, or
+    /// evicting every queued message would not make room (messages in flight fill the cap,
+    /// or the message alone is larger than it).
+    #[error("store full ({size} more bytes would exceed the cap of {max_bytes})")]
+    StoreFull {
+        /// The refused message's size (topic + payload bytes).
+        size: usize,
+        /// The byte cap.
+        max_bytes: usize,
+    },
+    /// Evicted from the offline queue by a newer message (drop-oldest policy, at the
+    /// queue's capacity or its byte cap).
     #[error("dropped from the offline queue by a newer message")]
     Dropped,
     /// No acknowledgement in time. The message may still arrive (at least once); it is not
@@ -54,6 +66,7 @@ impl PublishError {
             PublishError::Invalid(_) => "invalid",
             PublishError::NotConnected => "not_connected",
             PublishError::QueueFull { .. } => "rejected",
+            PublishError::StoreFull { .. } => "store_full",
             PublishError::Dropped => "dropped",
             PublishError::Timeout { .. } => "timeout",
             PublishError::Transport(_) => "failed",

@@ -72,9 +72,10 @@ pub struct PublisherStats {
     pub queued_count: usize,
     /// Messages acknowledged since start.
     pub acked_total: u64,
-    /// Messages evicted (drop-oldest) since start.
+    /// Messages evicted (drop-oldest, at the queue's capacity or its byte cap) since start.
     pub dropped_oldest_total: u64,
-    /// Messages refused (drop-newest) since start.
+    /// Messages refused when offered since start: by a full queue (drop-newest) or by the
+    /// byte cap ([`PublishError::StoreFull`], either policy).
     pub rejected_newest_total: u64,
     /// Messages that timed out since start.
     pub timed_out_total: u64,

@@ -1,7 +1,8 @@
 //! Offline: the on-disk store's caps from the configuration apply while the hub refuses
-//! the agent (`store.max_messages` with `drop_policy = "newest"` refuses the newest,
-//! `store.max_bytes` refuses new telemetry), and what was accepted is delivered once the
-//! hub takes the agent back.
+//! the agent (`store.max_messages` with `drop_policy = "newest"` refuses the newest;
+//! `store.max_bytes` is exact: `newest` refuses new telemetry at the cap, `oldest` drops the
+//! oldest lines to make room), and what was accepted (and not dropped) is delivered once
+//! the hub takes the agent back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -87,32 +88,105 @@ fn newest_policy_refuses_beyond_max_messages_and_delivers_the_rest_later() {
     assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
 }
 
+/// The numbers of the lines the hub has received so far (each message is a JSON array of lines).
+fn received(rt: &tokio::runtime::Runtime, cloud: &ExternalCloud) -> Vec<u64> {
+    rt.block_on(cloud.emu.control().telemetry(DEVICE, None))
+        .unwrap()
+        .iter()
+        .flat_map(|m| serde_json::from_str::<Vec<serde_json::Value>>(m.payload.as_deref().unwrap()).unwrap())
+        .map(|v| v["n"].as_u64().unwrap())
+        .collect()
+}
+
+/// A line of about 200 bytes.
+fn padded(n: u64) -> String {
+    format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200))
+}
+
 #[test]
-fn max_bytes_refuses_new_telemetry_while_offline() {
+fn max_bytes_refuses_new_telemetry_exactly_at_the_cap_with_newest() {
+    const CAP: usize = 2048;
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let cloud = ExternalCloud::start(&rt, dir.path(), DEVICE);
-    let (mut agent, mut stream) =
-        offline_agent(dir.path(), &rt, &cloud, "max_messages = 1000\nmax_bytes = 2048");
+    let (mut agent, mut stream) = offline_agent(
+        dir.path(),
+        &rt,
+        &cloud,
+        &format!("max_messages = 1000\nmax_bytes = {CAP}\ndrop_policy = \"newest\""),
+    );
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let filler = "x".repeat(200);
-    let mut accepted = 0usize;
+    let mut accepted = Vec::new();
+    let mut body_bytes = 0;
     let mut refusal = None;
-    let mut n = 0;
-    wait_until(WITHIN, "a line refused for store.max_bytes", || {
-        let a = send(&mut stream, &mut reader, &format!("{{\"n\":{n},\"pad\":\"{filler}\"}}"));
-        n += 1;
+    for n in 0..100 {
+        let line = padded(n);
+        let a = send(&mut stream, &mut reader, &line);
         if a["ok"] == true {
-            accepted += 1;
+            accepted.push(n);
+            // Each line travels alone as `[line]`; its topic comes on top.
+            body_bytes += line.len() + 2;
         } else {
-            refusal = a["error"].as_str().map(str::to_owned);
+            refusal = Some((n, a["error"].as_str().unwrap_or_default().to_owned()));
+            break;
         }
-        refusal.is_some()
+    }
+    let (refused, why) = refusal.expect("a line refused for store.max_bytes");
+    println!("store.max_bytes {CAP}, newest: accepted {} lines ({body_bytes} payload bytes), refused line {refused}", accepted.len());
+    assert!(why.contains("store.max_bytes"), "{why}");
+    // Exact: the accepted payloads alone fit under the cap (the 1-second poll this replaces
+    // let a burst of lines through), and no refusal came before the cap was near.
+    assert!(body_bytes <= CAP, "accepted {} lines, {body_bytes} payload bytes", accepted.len());
+    assert!(accepted.len() >= 3, "accepted only {} lines", accepted.len());
+
+    // The hub takes the agent back: exactly the accepted lines arrive.
+    rt.block_on(cloud.emu.control().clear_faults(DEVICE, None)).unwrap();
+    let mut got = Vec::new();
+    wait_until(WITHIN, "the accepted lines at the hub", || {
+        got = received(&rt, &cloud);
+        got.len() >= accepted.len()
     });
-    let refusal = refusal.unwrap();
-    assert!(refusal.contains("store.max_bytes"), "{refusal}");
-    // At least the cap's worth was taken before refusing.
-    assert!(accepted * 200 >= 2048, "accepted {accepted} lines");
+    got.sort_unstable();
+    assert_eq!(got, accepted, "line {refused} was refused");
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
+}
+
+#[test]
+fn max_bytes_drops_the_oldest_telemetry_with_oldest() {
+    const CAP: usize = 2048;
+    const LINES: u64 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cloud = ExternalCloud::start(&rt, dir.path(), DEVICE);
+    let (mut agent, mut stream) = offline_agent(
+        dir.path(),
+        &rt,
+        &cloud,
+        &format!("max_messages = 1000\nmax_bytes = {CAP}\ndrop_policy = \"oldest\""),
+    );
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    // Every line is taken: older ones make room.
+    for n in 0..LINES {
+        let a = send(&mut stream, &mut reader, &padded(n));
+        assert_eq!(a["ok"], true, "line {n}: {a}");
+    }
+
+    // Back online: the newest lines arrive, in order, and the oldest were dropped.
+    rt.block_on(cloud.emu.control().clear_faults(DEVICE, None)).unwrap();
+    let mut got = Vec::new();
+    wait_until(WITHIN, "the last line at the hub", || {
+        got = received(&rt, &cloud);
+        got.contains(&(LINES - 1))
+    });
+    let kept = got.len();
+    let first = LINES - kept as u64;
+    println!(
+        "store.max_bytes {CAP}, oldest: offered {LINES} lines, delivered the newest {kept}, dropped {first}"
+    );
+    assert_eq!(got, (first..LINES).collect::<Vec<_>>(), "a contiguous run of the newest lines");
+    assert!(first > 0, "nothing was dropped");
+    assert!(kept * (padded(0).len() + 2) <= CAP, "{kept} lines kept under a cap of {CAP} bytes");
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
 }

@@ -1,9 +1,14 @@
-//! Offline behaviour: a bounded queue of accepted-but-unsent messages with a drop policy.
+//! Offline behaviour: a bounded queue of accepted-but-unsent messages with a drop policy,
+//! and an optional cap on the bytes of every accepted, unacknowledged message.
 //!
 //! Semantics follow the AWS IoT Device SDK's offline publish queue: when the queue is full,
 //! [`DropPolicy::Oldest`] evicts the oldest queued request to make room and
 //! [`DropPolicy::Newest`] refuses the new one. Either way the dropped message's caller is
 //! told (it gets an error), so nothing accepted vanishes silently, and every drop is counted.
+//!
+//! The byte cap ([`OfflinePolicy::max_bytes`]) applies the same drop policy to bytes, exactly:
+//! [`OfflinePolicy::byte_verdict`] decides, for each new message, whether it fits, fits once
+//! some queued messages are evicted (oldest first), or is refused.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,8 +18,11 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum DropPolicy {
     /// Evict the oldest queued message (its caller gets `Dropped`) and queue the new one.
+    /// Under the byte cap, as many of the oldest queued messages as it takes (messages in
+    /// flight are never evicted); when even that is not enough, the new one is refused.
     Oldest,
-    /// Refuse the new message (its caller gets `QueueFull`); the queue is untouched.
+    /// Refuse the new message (its caller gets `QueueFull`, or `StoreFull` at the byte cap);
+    /// the queue is untouched.
     #[default]
     Newest,
 }
@@ -46,8 +54,21 @@ pub struct OfflinePolicy {
     /// How many accepted messages may wait to be sent (offline, or behind a full in-flight
     /// window). Messages already handed to the broker are bounded by the window instead.
     pub capacity: usize,
-    /// Which message goes when the queue is full.
+    /// Which message goes when the queue is full, or when a new message would exceed
+    /// `max_bytes`.
     pub drop: DropPolicy,
+    /// An exact cap on the bytes of every accepted message not yet completed (acknowledged,
+    /// or failed), queued *and* in flight, measured as topic + payload bytes
+    /// ([`crate::OutboundPacket::size`], the measure of the Publisher's `incomplete_bytes`).
+    /// A new message that would take the total beyond it is refused ([`DropPolicy::Newest`])
+    /// or makes room by evicting queued messages oldest first ([`DropPolicy::Oldest`]; it is
+    /// refused if that is not enough, when messages in flight alone fill the cap). A message
+    /// larger than the whole cap is always refused. Messages recovered from the on-disk store
+    /// at start and messages put back in the queue after a lost connection were accepted
+    /// earlier and are never refused, so the total can stand above the cap until they
+    /// complete; new messages are then refused (or evict) as above. `None` (the default):
+    /// no byte cap.
+    pub max_bytes: Option<usize>,
     /// QoS 0 while disconnected.
     pub qos0: Qos0Offline,
     /// After a reconnect, send queued messages no faster than one per interval (AWS V1's
@@ -58,7 +79,58 @@ pub struct OfflinePolicy {
 
 impl Default for OfflinePolicy {
     fn default() -> Self {
-        Self { capacity: 10_000, drop: DropPolicy::Newest, qos0: Qos0Offline::Fail, drain_interval: None }
+        Self {
+            capacity: 10_000,
+            drop: DropPolicy::Newest,
+            max_bytes: None,
+            qos0: Qos0Offline::Fail,
+            drain_interval: None,
+        }
+    }
+}
+
+/// What the byte cap ([`OfflinePolicy::max_bytes`]) makes of a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteVerdict {
+    /// It fits as things stand (or there is no byte cap).
+    Fits,
+    /// It fits once this many queued messages, oldest first, are evicted (drop-oldest).
+    FitsEvicting(usize),
+    /// It does not fit: refuse it.
+    Refused,
+}
+
+impl OfflinePolicy {
+    /// Applies the byte cap to a new message of `size` bytes, when `incomplete` bytes are
+    /// accepted and not yet completed (queued and in flight) and `queued` lists the sizes of
+    /// the queued messages, oldest first (the only ones drop-oldest may evict; it is read only
+    /// as far as needed).
+    pub fn byte_verdict(
+        &self,
+        size: usize,
+        incomplete: usize,
+        queued: impl IntoIterator<Item = usize>,
+    ) -> ByteVerdict {
+        let Some(max) = self.max_bytes else { return ByteVerdict::Fits };
+        if size > max {
+            return ByteVerdict::Refused;
+        }
+        let mut over = incomplete.saturating_add(size).saturating_sub(max);
+        if over == 0 {
+            return ByteVerdict::Fits;
+        }
+        match self.drop {
+            DropPolicy::Newest => ByteVerdict::Refused,
+            DropPolicy::Oldest => {
+                for (i, s) in queued.into_iter().enumerate() {
+                    over = over.saturating_sub(s);
+                    if over == 0 {
+                        return ByteVerdict::FitsEvicting(i + 1);
+                    }
+                }
+                ByteVerdict::Refused
+            }
+        }
     }
 }
 
@@ -204,6 +276,66 @@ mod tests {
         let mut q = OfflineQueue::new(0, DropPolicy::Oldest);
         assert_eq!(q.push(1), PushOutcome::Rejected(1));
         assert!(q.is_empty());
+    }
+
+    fn capped(max: usize, drop: DropPolicy) -> OfflinePolicy {
+        OfflinePolicy { max_bytes: Some(max), drop, ..OfflinePolicy::default() }
+    }
+
+    #[test]
+    fn no_byte_cap_by_default() {
+        let p = OfflinePolicy::default();
+        assert_eq!(p.max_bytes, None);
+        assert_eq!(p.byte_verdict(usize::MAX, usize::MAX, []), ByteVerdict::Fits);
+    }
+
+    /// (policy, size, incomplete, queued sizes oldest first, verdict) under a cap of 100.
+    #[test]
+    fn byte_verdicts() {
+        use ByteVerdict::*;
+        use DropPolicy::*;
+        let table: &[(DropPolicy, usize, usize, &[usize], ByteVerdict)] = &[
+            // Fits exactly at the cap, with either policy.
+            (Newest, 40, 60, &[30, 30], Fits),
+            (Oldest, 40, 60, &[30, 30], Fits),
+            (Newest, 100, 0, &[], Fits),
+            // One byte over: newest refuses, oldest evicts the oldest queued.
+            (Newest, 41, 60, &[30, 30], Refused),
+            (Oldest, 41, 60, &[30, 30], FitsEvicting(1)),
+            // Oldest evicts as many as it takes, and no more.
+            (Oldest, 70, 60, &[10, 10, 10, 30], FitsEvicting(3)),
+            (Oldest, 70, 60, &[30, 30], FitsEvicting(1)),
+            // In flight (incomplete but not queued) alone fills the cap: nothing to evict.
+            (Oldest, 10, 100, &[], Refused),
+            // Queued messages are not enough to make room: refused, nothing evicted.
+            (Oldest, 50, 90, &[10, 20], Refused),
+            // Larger than the whole cap: always refused, even when empty.
+            (Newest, 101, 0, &[], Refused),
+            (Oldest, 101, 0, &[], Refused),
+            (Oldest, 101, 100, &[100], Refused),
+            // Above the cap already (recovered or requeued messages): refused or evicting.
+            (Newest, 1, 250, &[100, 100, 50], Refused),
+            (Oldest, 1, 250, &[100, 100, 50], FitsEvicting(2)),
+            (Oldest, 51, 250, &[100, 100, 50], FitsEvicting(3)),
+        ];
+        for (i, &(drop, size, incomplete, queued, want)) in table.iter().enumerate() {
+            let got = capped(100, drop).byte_verdict(size, incomplete, queued.iter().copied());
+            assert_eq!(got, want, "case {i}: {drop:?} size {size} incomplete {incomplete} queued {queued:?}");
+        }
+    }
+
+    #[test]
+    fn byte_verdict_reads_the_queue_only_as_far_as_needed() {
+        let mut read = 0;
+        let sizes = std::iter::repeat_with(|| {
+            read += 1;
+            10
+        });
+        assert_eq!(
+            capped(100, DropPolicy::Oldest).byte_verdict(25, 100, sizes),
+            ByteVerdict::FitsEvicting(3)
+        );
+        assert_eq!(read, 3);
     }
 
     #[test]

@@ -2,6 +2,16 @@
 //! PUBACK and a timeout; an in-flight window; the offline queue with its drop policy; an
 //! optional on-disk store so that accepted messages survive a crash.
 //!
+//! Two bounds apply when a message is accepted, both with the offline policy's
+//! [`DropPolicy`](connector_core::DropPolicy): the queue's capacity (a count of messages
+//! waiting to be sent) and, when set, [`OfflinePolicy::max_bytes`], an exact cap on the
+//! topic + payload bytes of every accepted message not yet completed, queued and in flight
+//! (the `incomplete_bytes` of [`PublisherStats`]). At the byte cap drop-newest refuses the
+//! new message with [`PublishError::StoreFull`]; drop-oldest evicts queued messages oldest
+//! first (their callers get [`PublishError::Dropped`]) until it fits, and refuses it with
+//! `StoreFull` when evicting every queued message would not be enough. Neither bound refuses
+//! messages recovered from the store or put back in the queue after a lost link.
+//!
 //! Every accepted message stays in the Publisher's own table until it completes. When a
 //! link dies, whatever was in flight on it goes back to the head of the queue and is sent
 //! again on the next link, whether or not the client library noticed the loss in time
@@ -15,6 +25,8 @@
 
 mod outbox;
 pub(crate) mod store;
+#[cfg(test)]
+mod tests;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -26,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
+use connector_core::offline::ByteVerdict;
 use connector_core::{
     ConnectionMetrics, OfflinePolicy, OfflineQueue, OutboundPacket, Provider, PushOutcome, QoS, Qos0Offline,
 };
@@ -303,13 +316,30 @@ impl Publisher {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let size = packet.size();
+        let entries = &self.entries;
+        let queued = self.queue.iter().map(|s| entries.get(*s).map_or(0, |e| e.packet.size()));
+        match self.args.options.offline.byte_verdict(size, self.incomplete_bytes, queued) {
+            ByteVerdict::Fits => {}
+            ByteVerdict::FitsEvicting(n) => {
+                for _ in 0..n {
+                    if let Some(old) = self.queue.pop() {
+                        self.evict(old);
+                    }
+                }
+            }
+            ByteVerdict::Refused => {
+                let max_bytes = self.args.options.offline.max_bytes.unwrap_or(0);
+                self.stats.rejected_newest_total += 1;
+                self.metrics().queue_dropped("newest", 1);
+                self.metrics().published("message", "store_full");
+                debug!(size, max_bytes, incomplete = self.incomplete_bytes, "byte cap: message refused");
+                return Err((PublishError::StoreFull { size, max_bytes }, reply));
+            }
+        }
         match self.queue.push(seq) {
             PushOutcome::Queued => {}
-            PushOutcome::QueuedEvicting(old) => {
-                self.stats.dropped_oldest_total += 1;
-                self.metrics().queue_dropped("oldest", 1);
-                self.finish(old, Err(PublishError::Dropped));
-            }
+            PushOutcome::QueuedEvicting(old) => self.evict(old),
             PushOutcome::Rejected(_) => {
                 self.stats.rejected_newest_total += 1;
                 self.metrics().queue_dropped("newest", 1);
@@ -328,7 +358,7 @@ impl Publisher {
                 persisted = true;
             }
         }
-        self.incomplete_bytes += packet.size();
+        self.incomplete_bytes += size;
         self.entries
             .insert(seq, Entry { packet, reply, state: State::Queued, attempts: 0, persisted, timeout });
         self.deadlines.push(crate::requests::deadline_after(timeout), seq, timeout);
@@ -339,6 +369,14 @@ impl Publisher {
         self.schedule_timer(ctx);
         self.pump(ctx);
         Ok(seq)
+    }
+
+    /// Drops a queued message to make room for a newer one (drop-oldest): its caller gets
+    /// `Dropped`, and the drop is counted.
+    fn evict(&mut self, seq: u64) {
+        self.stats.dropped_oldest_total += 1;
+        self.metrics().queue_dropped("oldest", 1);
+        self.finish(seq, Err(PublishError::Dropped));
     }
 
     fn schedule_timer(&mut self, ctx: &mut Context<Self>) {

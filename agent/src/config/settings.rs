@@ -303,9 +303,10 @@ pub struct StoreSettings {
     pub dir: PathBuf,
     /// Most accepted messages waiting to be sent.
     pub max_messages: usize,
-    /// Most bytes of accepted, unacknowledged messages (new messages are refused beyond).
+    /// Most topic + payload bytes of accepted, unacknowledged messages (queued and in
+    /// flight): an exact cap, the Publisher's `OfflinePolicy::max_bytes`.
     pub max_bytes: u64,
-    /// Which message goes when `max_messages` is reached.
+    /// Which message goes when `max_messages` or `max_bytes` is reached.
     pub drop_policy: DropPolicy,
     /// `fsync` every store write.
     pub fsync: bool,

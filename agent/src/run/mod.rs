@@ -14,7 +14,6 @@ mod state;
 mod telemetry;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -383,7 +382,6 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                 _ = store_tick.tick() => {
                     if let Ok(st) = s.conn.publisher().stats().await {
                         metrics.store_bytes.set(st.incomplete_bytes as i64);
-                        shared.store_full.store(st.incomplete_bytes as u64 >= settings.store.max_bytes, Ordering::Relaxed);
                     }
                 }
                 _ = status_tick.tick() => {

@@ -80,6 +80,7 @@ pub(crate) fn start_session(
         .metrics(families.clone())
         .registry(registry)
         .offline_queue(s.store.max_messages, s.store.drop_policy)
+        .offline_max_bytes(usize::try_from(s.store.max_bytes).unwrap_or(usize::MAX))
         .persistence(s.store.dir.clone())
         .fsync(s.store.fsync)
         .disconnect_timeout(s.shutdown_timeout)

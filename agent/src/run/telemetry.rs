@@ -5,10 +5,10 @@
 //! for device stats and ingested lines without a channel, `dt/{thing}/{channel}` for those
 //! with one, with the same properties as MQTT 5 user properties.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use connector_actors::PublisherHandle;
+use connector_actors::{PublishError, PublisherHandle};
 use connector_core::{Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
@@ -22,9 +22,11 @@ use crate::stats::StatsSampler;
 pub(crate) struct Shared {
     /// Messages the Publisher accepted.
     pub sent: AtomicU64,
-    /// Unacknowledged bytes reached `store.max_bytes`.
-    pub store_full: AtomicBool,
 }
+
+/// What a producer is told when the Publisher's byte cap (`store.max_bytes`) refuses its
+/// lines.
+const STORE_FULL: &str = "the agent's store is full (store.max_bytes)";
 
 /// How a session's telemetry is addressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +79,6 @@ pub(crate) fn send_stats(
             return;
         }
     };
-    if shared.store_full.load(Ordering::Relaxed) {
-        metrics.messages.with_label_values(&["device_stats", "refused"]).inc();
-        warn!("store full (store.max_bytes): device stats not sent");
-        return;
-    }
     let body = match serde_json::to_vec(&stats) {
         Ok(b) => b,
         Err(e) => {
@@ -99,6 +96,10 @@ pub(crate) fn send_stats(
                 shared.sent.fetch_add(1, Ordering::Relaxed);
                 metrics.messages.with_label_values(&["device_stats", "accepted"]).inc();
             }
+            Err(e @ PublishError::StoreFull { .. }) => {
+                metrics.messages.with_label_values(&["device_stats", "refused"]).inc();
+                warn!(error = %e, "store full (store.max_bytes): device stats not sent");
+            }
             Err(e) => {
                 metrics.messages.with_label_values(&["device_stats", "refused"]).inc();
                 warn!(error = %e, "device stats refused by the publisher");
@@ -112,8 +113,9 @@ type Group = (Option<String>, Vec<(String, String)>, Vec<(bytes::Bytes, crate::i
 
 /// Publishes ingested batches through the current session's Publisher; a line is
 /// acknowledged to its producer only once the Publisher accepted (and stored) the message
-/// holding it. Lines of one batch with the same channel and properties travel together as
-/// one JSON array.
+/// holding it, and refused when the Publisher refuses it (at `store.max_bytes` with
+/// `drop_policy = "newest"`, the Publisher's exact byte cap). Lines of one batch with the
+/// same channel and properties travel together as one JSON array.
 pub(crate) async fn ingest_consumer(
     mut batches: mpsc::Receiver<Batch>,
     mut publisher: watch::Receiver<Option<(PublisherHandle, Flavour)>>,
@@ -135,11 +137,6 @@ pub(crate) async fn ingest_consumer(
                 metrics.ingest_lines.with_label_values(&["refused"]).inc_by(items.len() as u64);
                 items.into_iter().for_each(|(_, a)| a.reject(why.to_owned()));
             };
-            if shared.store_full.load(Ordering::Relaxed) {
-                metrics.messages.with_label_values(&["ingest", "refused"]).inc();
-                reject(items, "the agent's store is full (store.max_bytes)");
-                continue;
-            }
             let mut body = Vec::with_capacity(items.iter().map(|(p, _)| p.len() + 1).sum::<usize>() + 2);
             body.push(b'[');
             for (i, (p, _)) in items.iter().enumerate() {
@@ -168,6 +165,10 @@ pub(crate) async fn ingest_consumer(
                     metrics.messages.with_label_values(&["ingest", "accepted"]).inc();
                     metrics.ingest_lines.with_label_values(&["accepted"]).inc_by(n);
                     items.into_iter().for_each(|(_, a)| a.accept());
+                }
+                Err(e @ PublishError::StoreFull { .. }) => {
+                    metrics.messages.with_label_values(&["ingest", "refused"]).inc();
+                    reject(items, &format!("{STORE_FULL}: {e}"));
                 }
                 Err(e) => {
                     metrics.messages.with_label_values(&["ingest", "refused"]).inc();
