@@ -234,6 +234,7 @@ async fn start_aws(
             timeout: Duration::from_secs(30),
         },
         alpn: false,
+        topic_aliases: 0,
     });
     let info = EmulatorInfo {
         flavour: "aws".into(),

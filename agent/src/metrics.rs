@@ -25,7 +25,8 @@ pub struct AgentMetrics {
     pub store_bytes: IntGauge,
     /// `connector_agent_handler_runs_total{outcome}`.
     pub handler_runs: IntCounterVec,
-    /// `connector_agent_state_sync_total{direction,outcome}`.
+    /// `connector_agent_state_sync_total{direction,outcome,shadow}`: `shadow` is empty for
+    /// the twin / classic shadow, else a configured named shadow's name.
     pub state_sync: IntCounterVec,
 }
 
@@ -74,9 +75,9 @@ impl AgentMetrics {
             state_sync: IntCounterVec::new(
                 Opts::new(
                     "connector_agent_state_sync_total",
-                    "State-file synchronisation by direction (desired, reported) and outcome (ok, error).",
+                    "State-file synchronisation by direction (desired, reported), outcome (ok, error) and AWS named shadow (empty: the twin or classic shadow).",
                 ),
-                &["direction", "outcome"],
+                &["direction", "outcome", "shadow"],
             )?,
         };
         registry.register(Box::new(m.info.clone()))?;

@@ -12,6 +12,11 @@ const SECRET: &str = "c2VjcmV0LWtleS1uZXZlci1wcmludGVkLTEyMzQ=";
 /// The start of an `[aws]` section the AWS cases complete.
 const AWS: &str = "[aws]\nendpoint = \"abc-ats.iot.eu-west-1.amazonaws.com\"\nthing_name = \"t\"\n";
 
+/// The embedded AWS flavour and the start of a `[[state.named_shadows]]` entry.
+const AWS_SHADOWS: &str = "[cloud]\nprovider = \"aws\"\n[[state.named_shadows]]\n";
+/// One more `[[state.named_shadows]]` entry.
+const SHADOW: &str = "[[state.named_shadows]]\n";
+
 #[test]
 fn bad_files_are_named_errors_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,6 +25,10 @@ fn bad_files_are_named_errors_with_exit_code_2() {
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, "not base64 !!").unwrap();
     let cs = format!("{secret_file:?}");
+    let good_cs_file = dir.path().join("good-cs");
+    std::fs::write(&good_cs_file, format!("HostName=hub.example;DeviceId=d;SharedAccessKey={SECRET}"))
+        .unwrap();
+    let good_cs = format!("{good_cs_file:?}");
     let key = format!("{key_file:?}");
     // (file body, key named, words of the reason)
     let table: Vec<(String, &str, &str)> = vec![
@@ -132,6 +141,40 @@ fn bad_files_are_named_errors_with_exit_code_2() {
             format!("{AWS}auth = \"custom-authorizer\"\n[aws.custom_authorizer]\nusername = \"u\"\ntransport = \"http\"\n"),
             "aws.custom_authorizer.transport",
             "expected `mqtt` or `websocket`",
+        ),
+        (format!("{AWS}topic_aliases = 70000\n"), "aws.topic_aliases", "from 0 (off) to 65535"),
+        (format!("{AWS}topic_aliases = -1\n"), "aws.topic_aliases", "from 0 (off) to 65535"),
+        (format!("{AWS}topic_aliases = \"many\"\n"), "aws.topic_aliases", "invalid type"),
+        // AWS named shadows: the AWS flavour only, valid distinct names, files of their own.
+        ("[[state.named_shadows]]\nname = \"config\"\n".into(), "state.named_shadows", "the cloud is the embedded azure emulator"),
+        (
+            format!("[cloud]\nprovider = \"azure\"\n[azure]\nconnection_string_file = {good_cs}\n[[state.named_shadows]]\nname = \"config\"\n"),
+            "state.named_shadows",
+            "named shadows are an AWS IoT feature but the cloud is azure",
+        ),
+        (format!("{AWS_SHADOWS}name = \"bad/name\"\n"), "state.named_shadows[0].name", "`bad/name` is not a shadow name"),
+        (format!("{AWS_SHADOWS}name = \"{}\"\n", "x".repeat(65)), "state.named_shadows[0].name", "1–64 characters"),
+        (format!("{AWS_SHADOWS}desired_file = \"/tmp/n.json\"\n"), "state.named_shadows[0].name", "missing"),
+        (format!("{AWS_SHADOWS}name = \"config\"\nfile = \"/tmp/n.json\"\n"), "state.named_shadows[0].file", "unknown field `file`"),
+        (
+            format!("{AWS_SHADOWS}name = \"config\"\n{SHADOW}name = \"config\"\n"),
+            "state.named_shadows[1].name",
+            "`config` is listed twice (also state.named_shadows[0])",
+        ),
+        (
+            format!("[state]\ndesired_file = \"/tmp/d.json\"\n{AWS_SHADOWS}name = \"config\"\nreported_file = \"/tmp/d.json\"\n"),
+            "state.named_shadows[0].reported_file",
+            "/tmp/d.json is also state.desired_file",
+        ),
+        (
+            format!("{AWS_SHADOWS}name = \"a\"\ndesired_file = \"/tmp/n.json\"\n{SHADOW}name = \"b\"\ndesired_file = \"/tmp/n.json\"\n"),
+            "state.named_shadows[1].desired_file",
+            "is also state.named_shadows[0].desired_file",
+        ),
+        (
+            format!("{AWS_SHADOWS}name = \"a\"\ndesired_file = \"/tmp/n.json\"\nreported_file = \"/tmp/n.json\"\n"),
+            "state.named_shadows[0].reported_file",
+            "is also state.named_shadows[0].desired_file: every document needs its own files",
         ),
     ];
     let mut failures = Vec::new();

@@ -179,6 +179,12 @@ pub(super) fn aws(
     if let Some(ca) = &raw.ca_file {
         ctx.must_exist("aws.ca_file", ca)?;
     }
+    let topic_aliases = match raw.topic_aliases {
+        None => 0,
+        Some(n) => u16::try_from(n).map_err(|_| {
+            ctx.invalid("aws.topic_aliases", format!("`{n}`: expected an integer from 0 (off) to 65535"))
+        })?,
+    };
     let kind = raw.auth.as_deref().map(str::to_ascii_lowercase);
     let (alpn, certificate) = match kind.as_deref() {
         None | Some("certificate") => (false, true),
@@ -233,6 +239,7 @@ pub(super) fn aws(
         ca_file: raw.ca_file,
         auth,
         alpn,
+        topic_aliases,
     })
 }
 

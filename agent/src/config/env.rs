@@ -19,7 +19,8 @@ pub enum EnvKind {
 
 /// Every key an environment variable can set: `CONNECTOR_AGENT_` followed by the key in
 /// upper case with `.` replaced by `_` (`azure.dps.id_scope` ←
-/// `CONNECTOR_AGENT_AZURE_DPS_ID_SCOPE`).
+/// `CONNECTOR_AGENT_AZURE_DPS_ID_SCOPE`). Lists of tables (`[[state.named_shadows]]`)
+/// have no variable: they come from the file only.
 pub const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("agent.state_dir", EnvKind::Str),
     ("agent.status_interval", EnvKind::Str),
@@ -75,6 +76,7 @@ pub const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("aws.custom_authorizer.password_file", EnvKind::Str),
     ("aws.custom_authorizer.password_env", EnvKind::Str),
     ("aws.custom_authorizer.transport", EnvKind::Str),
+    ("aws.topic_aliases", EnvKind::Int),
     ("emulator.data_dir", EnvKind::Str),
     ("emulator.device_id", EnvKind::Str),
     ("telemetry.interval", EnvKind::Str),

@@ -26,6 +26,7 @@ mod ctx;
 mod env;
 mod raw;
 mod settings;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -378,18 +379,7 @@ fn validate(
         return Err(ctx.invalid("ingest.socket", "a Unix socket path must be at most 107 bytes"));
     }
 
-    let state = StateSettings {
-        enabled: raw.state.enabled.unwrap_or(true),
-        desired_file: raw.state.desired_file.unwrap_or_else(|| state_dir.join("desired.json")),
-        reported_file: raw.state.reported_file.unwrap_or_else(|| state_dir.join("reported.json")),
-        poll_interval: raw.state.poll_interval.map_or(Duration::from_secs(1), |d| d.0),
-    };
-    if state.poll_interval < Duration::from_millis(50) {
-        return Err(ctx.invalid("state.poll_interval", "must be at least 50ms"));
-    }
-    if state.desired_file == state.reported_file {
-        return Err(ctx.invalid("state.reported_file", "must differ from state.desired_file"));
-    }
+    let state = state::state(raw.state, &state_dir, &cloud, ctx)?;
 
     let handlers = HandlerSettings {
         dir: raw.handlers.dir,

@@ -90,6 +90,7 @@ pub(super) struct RawAws {
     pub(super) auth: Option<String>,
     pub(super) sigv4: Option<RawSigV4>,
     pub(super) custom_authorizer: Option<RawCustomAuthorizer>,
+    pub(super) topic_aliases: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +161,16 @@ pub(super) struct RawState {
     pub(super) desired_file: Option<PathBuf>,
     pub(super) reported_file: Option<PathBuf>,
     pub(super) poll_interval: Option<Dur>,
+    pub(super) named_shadows: Vec<RawNamedShadow>,
+}
+
+/// One `[[state.named_shadows]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawNamedShadow {
+    pub(super) name: Option<String>,
+    pub(super) desired_file: Option<PathBuf>,
+    pub(super) reported_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -174,6 +174,8 @@ pub struct AwsSettings {
     /// A certificate identity (configured or fleet-provisioned) connects on 443 with ALPN
     /// `x-amzn-mqtt-ca` (`aws.auth = "certificate-alpn"`) instead of MQTT on 8883.
     pub alpn: bool,
+    /// Most MQTT 5 topic aliases the device connection uses (`aws.topic_aliases`; 0: none).
+    pub topic_aliases: u16,
 }
 
 /// Where SigV4 credentials come from.
@@ -277,8 +279,23 @@ pub struct StateSettings {
     pub desired_file: PathBuf,
     /// Where reported state is read from.
     pub reported_file: PathBuf,
-    /// How often the reported file is checked for changes.
+    /// How often the reported files are checked for changes.
     pub poll_interval: Duration,
+    /// AWS named shadows synchronised beside the classic shadow, each with its own files
+    /// (`[[state.named_shadows]]`; empty on Azure).
+    pub named_shadows: Vec<NamedShadowSettings>,
+}
+
+/// An AWS named shadow mirrored to its own pair of files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedShadowSettings {
+    /// The shadow's name (`[$a-zA-Z0-9:_-]`, 1–64 characters).
+    pub name: String,
+    /// Where its desired state is written (default `<state_dir>/shadow-<name>.desired.json`).
+    pub desired_file: PathBuf,
+    /// Where its reported state is read from (default
+    /// `<state_dir>/shadow-<name>.reported.json`).
+    pub reported_file: PathBuf,
 }
 
 /// Method/job handler executables.
@@ -347,7 +364,11 @@ impl Settings {
             Cloud::Aws(a) => {
                 let thing = a.thing_name.as_deref().or(a.client_id.as_deref()).unwrap_or("-");
                 let alpn = if a.alpn { " (ALPN x-amzn-mqtt-ca on 443)" } else { "" };
-                match &a.auth {
+                let aliases = match a.topic_aliases {
+                    0 => String::new(),
+                    n => format!(", up to {n} topic aliases"),
+                };
+                let auth = match &a.auth {
                     AwsAuth::Certificate { .. } => {
                         format!("aws, endpoint {}, certificate of thing {thing}{alpn}", a.endpoint)
                     }
@@ -386,11 +407,18 @@ impl Settings {
                         c.token.as_ref().map_or_else(String::new, |(k, _)| format!(", token {k}")),
                         if c.signature.is_some() { ", signed" } else { "" },
                     ),
-                }
+                };
+                format!("{auth}{aliases}")
             }
         };
+        let named = if s.state.enabled && !s.state.named_shadows.is_empty() {
+            let names: Vec<&str> = s.state.named_shadows.iter().map(|n| n.name.as_str()).collect();
+            format!("; named shadows {}", names.join(", "))
+        } else {
+            String::new()
+        };
         format!(
-            "configuration ok: cloud {cloud}; state {}; telemetry every {:?}; ingest {}; metrics {}; store {} ({} messages, {} bytes, drop {:?}); log {}{}",
+            "configuration ok: cloud {cloud}; state {}{named}; telemetry every {:?}; ingest {}; metrics {}; store {} ({} messages, {} bytes, drop {:?}); log {}{}",
             s.state_dir.display(),
             s.telemetry.interval,
             if s.ingest.enabled { s.ingest.socket.display().to_string() } else { "off".into() },

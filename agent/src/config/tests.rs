@@ -240,3 +240,72 @@ fn aws_custom_authorizer_secrets_stay_out_of_debug_and_description() {
     assert_eq!(err.key(), Some("aws.custom_authorizer.signature_file"), "{err}");
     assert!(!err.to_string().contains(signature), "{err}");
 }
+
+#[test]
+fn named_shadows_default_their_files_beside_the_classic_pair_and_need_aws() {
+    let file = Path::new("agent.toml");
+    let shadows = "[[state.named_shadows]]\nname = \"config\"\n[[state.named_shadows]]\nname = \"fw:ota_1\"\ndesired_file = \"/etc/fw.json\"\nreported_file = \"/run/fw-reported.json\"\n";
+    let toml = format!("[agent]\nstate_dir = \"/s\"\n[cloud]\nprovider = \"aws\"\n{shadows}");
+    let s = load_str(&toml, file, &base(), &Overrides::default()).unwrap();
+    let want = [
+        ("config", "/s/shadow-config.desired.json", "/s/shadow-config.reported.json"),
+        ("fw:ota_1", "/etc/fw.json", "/run/fw-reported.json"),
+    ];
+    let got: Vec<_> = s
+        .state
+        .named_shadows
+        .iter()
+        .map(|n| (n.name.as_str(), n.desired_file.to_str().unwrap(), n.reported_file.to_str().unwrap()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(s.describe().contains("; named shadows config, fw:ota_1;"), "{}", s.describe());
+    // None by default; refused on Azure (the embedded default too), whatever the origin.
+    assert!(load(None, &base(), &Overrides::default()).unwrap().state.named_shadows.is_empty());
+    let err =
+        load_str(&format!("[agent]\nstate_dir = \"/s\"\n{shadows}"), file, &base(), &Overrides::default())
+            .unwrap_err();
+    assert_eq!(err.key(), Some("state.named_shadows"));
+    assert!(err.to_string().contains("the embedded azure emulator"), "{err}");
+    let o = Overrides { cloud: Some("azure".into()), ..Overrides::default() };
+    let err = load_str(&toml, file, &base(), &o).unwrap_err();
+    assert_eq!(err.key(), Some("state.named_shadows"));
+    // Lists of tables have no environment variable.
+    let mut e = base();
+    e.push(("CONNECTOR_AGENT_STATE_NAMED_SHADOWS".into(), "config".into()));
+    assert!(matches!(load(None, &e, &Overrides::default()), Err(ConfigError::UnknownEnv { .. })));
+    assert!(!ENV_KEYS.iter().any(|(k, _)| k.starts_with("state.named_shadows")));
+}
+
+#[test]
+fn aws_topic_aliases_from_the_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("c.pem");
+    std::fs::write(&pem, "x").unwrap();
+    let file = dir.path().join("a.toml");
+    let toml = format!("{AWS_ENDPOINT}cert_file = {pem:?}\nkey_file = {pem:?}\n");
+    let aliases = |s: &Settings| match &s.cloud {
+        Cloud::Aws(a) => a.topic_aliases,
+        other => panic!("{other:?}"),
+    };
+    let s = load_str(&toml, &file, &base(), &Overrides::default()).unwrap();
+    assert_eq!(aliases(&s), 0, "off by default");
+    assert!(!s.describe().contains("topic aliases"), "{}", s.describe());
+    let s = load_str(&format!("{toml}topic_aliases = 16\n"), &file, &base(), &Overrides::default()).unwrap();
+    assert_eq!(aliases(&s), 16);
+    assert!(s.describe().contains("certificate of thing t, up to 16 topic aliases;"), "{}", s.describe());
+    let mut e = base();
+    e.push(("CONNECTOR_AGENT_AWS_TOPIC_ALIASES".into(), "65535".into()));
+    assert_eq!(aliases(&load_str(&toml, &file, &e, &Overrides::default()).unwrap()), 65535);
+    for bad in ["65536", "-1"] {
+        let mut e = base();
+        e.push(("CONNECTOR_AGENT_AWS_TOPIC_ALIASES".into(), bad.into()));
+        let err = load_str(&toml, &file, &e, &Overrides::default()).unwrap_err();
+        assert_eq!(err.key(), Some("aws.topic_aliases"));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("environment variable CONNECTOR_AGENT_AWS_TOPIC_ALIASES")
+                && msg.contains("from 0 (off) to 65535"),
+            "{msg}"
+        );
+    }
+}

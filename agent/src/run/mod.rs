@@ -282,12 +282,15 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         register_jobs(&s.conn, &runner, &settings, &metrics);
         if let (true, Some(twin)) = (settings.state.enabled, s.conn.twin()) {
             let delta_catch_up = matches!(s.flavour, Flavour::Aws { .. });
-            s.tasks.push(actix_rt::spawn(state::state_sync(
-                twin,
-                settings.state.clone(),
-                metrics.clone(),
-                delta_catch_up,
-            )));
+            for doc in state::Document::all(&settings.state) {
+                s.tasks.push(actix_rt::spawn(state::state_sync(
+                    twin.clone(),
+                    doc,
+                    settings.state.poll_interval,
+                    metrics.clone(),
+                    delta_catch_up,
+                )));
+            }
         }
         let _ = pub_tx.send(Some((s.conn.publisher(), s.flavour.clone())));
         loop {

@@ -14,7 +14,7 @@ use connector_azure::dps::{DpsAuth, DpsOptions, DpsRegistration};
 use connector_azure::{
     AzureOptions, AzureProvider, ConnectionString, Credential, SasKey, Transport, X509Identity,
 };
-use connector_core::{BackoffPolicy, ConnectionEvent, MqttVersion, PemSource};
+use connector_core::{BackoffPolicy, ConnectionEvent, MqttVersion, PemSource, TopicAliasing};
 use std::time::Duration;
 use tracing::warn;
 
@@ -204,7 +204,9 @@ fn configured(a: &AwsSettings, auth: connector_aws::AwsAuth) -> AwsOptions {
     opts
 }
 
-/// The device connection: MQTT 5 (message properties travel as user properties).
+/// The device connection: MQTT 5 (message properties travel as user properties), with up
+/// to `aws.topic_aliases` topic aliases. Set here rather than in [`aws_options`]: the claim
+/// connection of fleet provisioning is MQTT 3.1.1, which has no topic aliases.
 fn aws(
     opts: AwsOptions,
     a: &AwsSettings,
@@ -212,7 +214,8 @@ fn aws(
     provisioned: bool,
 ) -> Result<Obtained, String> {
     let thing = opts.thing_name.clone();
-    let provider = AwsProvider::new(opts.mqtt_version(MqttVersion::V5)).map_err(|e| e.to_string())?;
+    let opts = opts.mqtt_version(MqttVersion::V5).topic_aliasing(topic_aliasing(a.topic_aliases));
+    let provider = AwsProvider::new(opts).map_err(|e| e.to_string())?;
     Ok(Obtained {
         builder: Connector::builder(provider),
         flavour: Flavour::Aws { thing: thing.clone() },
@@ -221,6 +224,14 @@ fn aws(
         source,
         provisioned,
     })
+}
+
+/// `aws.topic_aliases`: 0 is off.
+fn topic_aliasing(max: u16) -> TopicAliasing {
+    match max {
+        0 => TopicAliasing::Disabled,
+        max => TopicAliasing::Lru { max },
+    }
 }
 
 /// One attempt at an identity for AWS IoT Core.
@@ -348,7 +359,8 @@ fn refused(
 
 #[cfg(test)]
 mod tests {
-    use super::refused;
+    use super::{refused, topic_aliasing};
+    use connector_core::TopicAliasing;
     use connector_core::{ConnectFailure, ConnectionEvent};
     use std::time::Duration;
 
@@ -377,5 +389,12 @@ mod tests {
         assert!(!refused(&tls, false, false, false, 3));
         // A network that is down is not a refusal.
         assert!(!refused(&down, true, false, false, 10));
+    }
+
+    #[test]
+    fn topic_aliases_zero_is_off() {
+        assert_eq!(topic_aliasing(0), TopicAliasing::Disabled);
+        assert_eq!(topic_aliasing(16), TopicAliasing::Lru { max: 16 });
+        assert_eq!(topic_aliasing(u16::MAX), TopicAliasing::Lru { max: u16::MAX });
     }
 }
