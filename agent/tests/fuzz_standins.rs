@@ -338,6 +338,24 @@ fn random_json(rng: &mut Rng, depth: usize, keys: &[&str]) -> Value {
     }
 }
 
+/// Found by cargo-fuzz (`agent_ingest_line`): without serde_json's `float_roundtrip`, an
+/// integer too large for 64 bits parsed to an f64 one step away from the nearest, so the
+/// compacted payload changed the device's value and did not re-parse to itself.
+#[test]
+fn large_numbers_keep_their_value_through_the_agent() {
+    for line in [
+        "211105555555555555555555555555",
+        "{\"v\":1.7976931348623157e308,\"w\":5e-324}",
+        "[0.1,0.30000000000000004]",
+    ] {
+        let p = parse_line(line.as_bytes()).unwrap();
+        check_parsed(line.as_bytes(), &p);
+        let sent: Value = serde_json::from_slice(&p.payload).unwrap();
+        let original: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(sent, original, "{line}");
+    }
+}
+
 #[test]
 fn random_ingest_lines_never_panic_and_accepted_ones_round_trip() {
     let seeds: &[&[u8]] = &[
