@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ for SECONDS each (default 60) and prints one line
 # per target: executions, coverage, corpus size. Stops at the first crash, leaving the
-# input under fuzz/artifacts/<target>/.
+# input under fuzz/artifacts/<target>/. The corpus grows in fuzz/corpus/<target>/ (not
+# committed); the hand-written valid inputs in fuzz/seeds/<target>/ start it.
 #
 # Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets through the -Z flags cargo-fuzz
 # passes to rustc (sanitizer, coverage instrumentation). Needs `cargo install cargo-fuzz`.
@@ -24,7 +25,12 @@ fi
 cargo fuzz build -O >/dev/null
 for t in "${targets[@]}"; do
   log=$(mktemp)
-  if ! cargo fuzz run -O "$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+  dirs=("fuzz/corpus/$t")
+  mkdir -p "${dirs[0]}"
+  if [ -d "fuzz/seeds/$t" ]; then
+    dirs+=("fuzz/seeds/$t")
+  fi
+  if ! cargo fuzz run -O "$t" "${dirs[@]}" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
     tail -60 "$log"
     echo "CRASH in $t: the input is under fuzz/artifacts/$t/" >&2
     rm -f "$log"
