@@ -109,58 +109,8 @@ pub enum CredentialsError {
     },
 }
 
-/// A client certificate or private key that cannot be used.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum CertificateError {
-    /// A file could not be read.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The certificate (chain) does not parse.
-    #[error("invalid certificate: {reason}")]
-    InvalidCertificate {
-        /// OpenSSL's message.
-        reason: String,
-    },
-    /// The private key does not parse.
-    #[error("invalid private key: {reason}")]
-    InvalidKey {
-        /// OpenSSL's message (never the key).
-        reason: String,
-    },
-    /// The key is encrypted and no passphrase was given.
-    #[error("the private key is encrypted and no passphrase was given")]
-    PassphraseRequired,
-    /// The passphrase does not decrypt the key.
-    #[error("the passphrase does not decrypt the private key")]
-    WrongPassphrase,
-    /// The key is not the certificate's.
-    #[error("the private key does not belong to the certificate")]
-    KeyMismatch,
-    /// The certificate's validity ended.
-    #[error("the certificate expired at {not_after}")]
-    Expired {
-        /// Its `notAfter`.
-        not_after: String,
-    },
-    /// The certificate is not valid yet.
-    #[error("the certificate is not valid before {not_before}")]
-    NotYetValid {
-        /// Its `notBefore`.
-        not_before: String,
-    },
-    /// Re-encoding as PEM failed.
-    #[error("cannot encode PEM: {reason}")]
-    Encode {
-        /// OpenSSL's message.
-        reason: String,
-    },
-}
+/// A client certificate or private key that cannot be used (shared with the Azure provider).
+pub use connector_x509::X509Error as CertificateError;
 
 /// A presigned URL that cannot be computed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -4,16 +4,13 @@
 //! memory as PEM. Encrypted keys are decrypted here, so the transport never needs the
 //! passphrase.
 
-use std::cmp::Ordering;
 use std::path::Path;
 use std::time::SystemTime;
 
 use connector_core::{PemSource, Secret, TlsOptions};
-use openssl::asn1::Asn1Time;
+use connector_x509::CheckedIdentity;
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
-use openssl::x509::X509;
 
 use crate::error::CertificateError;
 
@@ -93,37 +90,12 @@ impl ClientCertificate {
         passphrase: Option<&Secret>,
         now: SystemTime,
     ) -> Result<Self, CertificateError> {
-        let invalid = |e: ErrorStack| CertificateError::InvalidCertificate { reason: e.to_string() };
-        let chain = X509::stack_from_pem(cert_pem).map_err(invalid)?;
-        let leaf = chain
-            .first()
-            .ok_or(CertificateError::InvalidCertificate { reason: "no certificate found".into() })?;
-        let key = load_key(key_pem, passphrase)?;
-        if !leaf.public_key().map_err(invalid)?.public_eq(&key) {
-            return Err(CertificateError::KeyMismatch);
-        }
-        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let now_asn1 = Asn1Time::from_unix(i64::try_from(secs).unwrap_or(i64::MAX)).map_err(invalid)?;
-        if leaf.not_after().compare(&now_asn1).map_err(invalid)? == Ordering::Less {
-            return Err(CertificateError::Expired { not_after: leaf.not_after().to_string() });
-        }
-        if leaf.not_before().compare(&now_asn1).map_err(invalid)? == Ordering::Greater {
-            return Err(CertificateError::NotYetValid { not_before: leaf.not_before().to_string() });
-        }
-        let der = leaf.to_der().map_err(invalid)?;
+        let id = CheckedIdentity::from_pem(cert_pem, key_pem, passphrase, now)?;
+        let invalid = |e: ErrorStack| CertificateError::invalid_certificate(&e);
+        let der = id.leaf.to_der().map_err(invalid)?;
         let certificate_id =
             crate::sigv4::hex(&openssl::hash::hash(MessageDigest::sha256(), &der).map_err(invalid)?);
-        let encode = |e: ErrorStack| CertificateError::Encode { reason: e.to_string() };
-        let mut pem = Vec::new();
-        for c in &chain {
-            pem.extend(c.to_pem().map_err(encode)?);
-        }
-        let key_pem = Secret::new(String::from_utf8_lossy(&key.private_key_to_pem_pkcs8().map_err(encode)?));
-        Ok(Self {
-            cert_chain: PemSource::Pem(Secret::new(String::from_utf8_lossy(&pem))),
-            key: PemSource::Pem(key_pem),
-            certificate_id,
-        })
+        Ok(Self { cert_chain: id.cert_chain, key: id.key, certificate_id })
     }
 
     /// The certificate id AWS IoT shows (SHA-256 of the DER leaf certificate, lower-case hex).
@@ -139,33 +111,15 @@ impl ClientCertificate {
     }
 }
 
-/// Loads a PEM private key. The passphrase callback is always installed, so OpenSSL never
-/// prompts on a terminal.
-fn load_key(pem: &[u8], passphrase: Option<&Secret>) -> Result<PKey<Private>, CertificateError> {
-    let mut asked = false;
-    let result = PKey::private_key_from_pem_callback(pem, |buf| {
-        asked = true;
-        let p = passphrase.ok_or_else(ErrorStack::get)?.expose().as_bytes();
-        if p.len() > buf.len() {
-            return Err(ErrorStack::get());
-        }
-        buf[..p.len()].copy_from_slice(p);
-        Ok(p.len())
-    });
-    match result {
-        Ok(k) => Ok(k),
-        Err(_) if asked && passphrase.is_none() => Err(CertificateError::PassphraseRequired),
-        Err(_) if asked => Err(CertificateError::WrongPassphrase),
-        Err(e) => Err(CertificateError::InvalidKey { reason: e.to_string() }),
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use openssl::asn1::Asn1Time;
     use openssl::ec::{EcGroup, EcKey};
     use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
     use openssl::symm::Cipher;
+    use openssl::x509::X509;
     use openssl::x509::{X509Builder, X509NameBuilder};
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -1,8 +1,6 @@
 //! Errors of the Azure provider. Every parser returns one of these, never panics, and no
 //! message ever contains a key, a token or a signature.
 
-use std::path::PathBuf;
-
 use thiserror::Error;
 
 /// A connection string that cannot be used (`HostName=…;DeviceId=…;SharedAccessKey=…`).
@@ -179,64 +177,8 @@ pub enum TopicParseError {
     Properties(#[from] PropertyBagError),
 }
 
-/// An X.509 identity that cannot be loaded.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum X509Error {
-    /// A file could not be read.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The certificate (chain) does not parse.
-    #[error("invalid certificate: {reason}")]
-    InvalidCertificate {
-        /// OpenSSL's message.
-        reason: String,
-    },
-    /// The private key does not parse.
-    #[error("invalid private key: {reason}")]
-    InvalidKey {
-        /// OpenSSL's message.
-        reason: String,
-    },
-    /// The key or archive is encrypted and no passphrase was given.
-    #[error("the private key is encrypted and no passphrase was given")]
-    PassphraseRequired,
-    /// The passphrase does not decrypt the key or archive.
-    #[error("wrong passphrase")]
-    WrongPassphrase,
-    /// The private key does not belong to the certificate.
-    #[error("the private key does not match the certificate")]
-    KeyMismatch,
-    /// The certificate's validity period ended.
-    #[error("certificate expired at {not_after}")]
-    Expired {
-        /// Its `notAfter`, as OpenSSL prints it.
-        not_after: String,
-    },
-    /// The certificate's validity period has not begun.
-    #[error("certificate is not valid before {not_before}")]
-    NotYetValid {
-        /// Its `notBefore`, as OpenSSL prints it.
-        not_before: String,
-    },
-    /// A PKCS#12 archive without a certificate or key.
-    #[error("the PKCS#12 archive has no {missing}")]
-    Incomplete {
-        /// `certificate` or `private key`.
-        missing: &'static str,
-    },
-    /// Re-encoding the material as PEM failed.
-    #[error("cannot encode as PEM: {reason}")]
-    Encode {
-        /// OpenSSL's message.
-        reason: String,
-    },
-}
+/// An X.509 identity that cannot be loaded (shared with the AWS provider).
+pub use connector_x509::X509Error;
 
 /// A provider or DPS configuration that cannot work.
 #[derive(Debug, Error)]

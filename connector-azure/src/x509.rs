@@ -16,17 +16,13 @@
 //! # Ok::<(), connector_azure::X509Error>(())
 //! ```
 
-use std::cmp::Ordering;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use connector_core::{PemSource, Secret, TlsOptions};
-use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::error::ErrorStack;
+use connector_x509::{read, CheckedIdentity, Zeroing};
 use openssl::nid::Nid;
 use openssl::pkcs12::Pkcs12;
-use openssl::pkey::{PKey, Private};
-use openssl::x509::X509;
 
 use crate::error::X509Error;
 
@@ -49,9 +45,7 @@ impl X509Identity {
         passphrase: Option<&Secret>,
         now: SystemTime,
     ) -> Result<Self, X509Error> {
-        let chain = X509::stack_from_pem(cert_pem).map_err(|e| invalid_cert(&e))?;
-        let key = load_key(key_pem, passphrase)?;
-        Self::build(chain, key, now)
+        Ok(Self::from_checked(CheckedIdentity::from_pem(cert_pem, key_pem, passphrase, now)?))
     }
 
     /// From a PEM certificate file and a PEM key file.
@@ -68,13 +62,13 @@ impl X509Identity {
 
     /// From a DER-encoded PKCS#12 archive (`.pfx`, `.p12`) with its passphrase.
     pub fn from_pkcs12(der: &[u8], passphrase: &Secret, now: SystemTime) -> Result<Self, X509Error> {
-        let archive = Pkcs12::from_der(der).map_err(|e| invalid_cert(&e))?;
+        let archive = Pkcs12::from_der(der).map_err(|e| X509Error::invalid_certificate(&e))?;
         let parsed = archive.parse2(passphrase.expose()).map_err(|_| X509Error::WrongPassphrase)?;
         let key = parsed.pkey.ok_or(X509Error::Incomplete { missing: "private key" })?;
         let leaf = parsed.cert.ok_or(X509Error::Incomplete { missing: "certificate" })?;
         let mut chain = vec![leaf];
         chain.extend(parsed.ca.into_iter().flatten());
-        Self::build(chain, key, now)
+        Ok(Self::from_checked(CheckedIdentity::check(chain, key, now)?))
     }
 
     /// From a PKCS#12 file.
@@ -86,40 +80,14 @@ impl X509Identity {
         Self::from_pkcs12(&read(path.as_ref())?, passphrase, now)
     }
 
-    fn build(chain: Vec<X509>, key: PKey<Private>, now: SystemTime) -> Result<Self, X509Error> {
-        let leaf =
-            chain.first().ok_or(X509Error::InvalidCertificate { reason: "no certificate found".into() })?;
-        let public = leaf.public_key().map_err(|e| invalid_cert(&e))?;
-        if !public.public_eq(&key) {
-            return Err(X509Error::KeyMismatch);
-        }
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let now_asn1 =
-            Asn1Time::from_unix(i64::try_from(secs).unwrap_or(i64::MAX)).map_err(|e| invalid_cert(&e))?;
-        if leaf.not_after().compare(&now_asn1).map_err(|e| invalid_cert(&e))? == Ordering::Less {
-            return Err(X509Error::Expired { not_after: leaf.not_after().to_string() });
-        }
-        if leaf.not_before().compare(&now_asn1).map_err(|e| invalid_cert(&e))? == Ordering::Greater {
-            return Err(X509Error::NotYetValid { not_before: leaf.not_before().to_string() });
-        }
-        let not_after = unix_time(leaf.not_after()).map_err(|e| invalid_cert(&e))?;
-        let common_name = leaf
+    fn from_checked(id: CheckedIdentity) -> Self {
+        let common_name = id
+            .leaf
             .subject_name()
             .entries_by_nid(Nid::COMMONNAME)
             .next()
             .and_then(|e| e.data().to_string().ok());
-        let mut pem = Vec::new();
-        for cert in &chain {
-            pem.extend(cert.to_pem().map_err(|e| X509Error::Encode { reason: e.to_string() })?);
-        }
-        let key_pem =
-            Zeroing(key.private_key_to_pem_pkcs8().map_err(|e| X509Error::Encode { reason: e.to_string() })?);
-        Ok(Self {
-            cert_chain: PemSource::Pem(Secret::new(String::from_utf8_lossy(&pem))),
-            key: PemSource::Pem(Secret::new(String::from_utf8_lossy(&key_pem.0))),
-            common_name,
-            not_after,
-        })
+        Self { cert_chain: id.cert_chain, key: id.key, common_name, not_after: id.not_after }
     }
 
     /// The certificate chain, leaf first, as PEM.
@@ -158,61 +126,17 @@ impl X509Identity {
     }
 }
 
-/// Bytes overwritten on drop (PEM text of private keys).
-struct Zeroing(Vec<u8>);
-
-impl Drop for Zeroing {
-    fn drop(&mut self) {
-        self.0.iter_mut().for_each(|b| *b = 0);
-        std::hint::black_box(&self.0);
-    }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, X509Error> {
-    std::fs::read(path).map_err(|source| X509Error::Read { path: path.to_owned(), source })
-}
-
-fn invalid_cert(e: &ErrorStack) -> X509Error {
-    X509Error::InvalidCertificate { reason: e.to_string() }
-}
-
-/// Loads a PEM private key. The passphrase callback is always installed, so OpenSSL never
-/// falls back to prompting on a terminal.
-fn load_key(pem: &[u8], passphrase: Option<&Secret>) -> Result<PKey<Private>, X509Error> {
-    let mut asked = false;
-    let result = PKey::private_key_from_pem_callback(pem, |buf| {
-        asked = true;
-        let p = passphrase.ok_or_else(ErrorStack::get)?.expose().as_bytes();
-        if p.len() > buf.len() {
-            return Err(ErrorStack::get());
-        }
-        buf[..p.len()].copy_from_slice(p);
-        Ok(p.len())
-    });
-    match result {
-        Ok(k) => Ok(k),
-        Err(_) if asked && passphrase.is_none() => Err(X509Error::PassphraseRequired),
-        Err(_) if asked => Err(X509Error::WrongPassphrase),
-        Err(e) => Err(X509Error::InvalidKey { reason: e.to_string() }),
-    }
-}
-
-fn unix_time(t: &Asn1TimeRef) -> Result<SystemTime, ErrorStack> {
-    let diff = Asn1Time::from_unix(0)?.diff(t)?;
-    let secs = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
-    Ok(match u64::try_from(secs) {
-        Ok(s) => UNIX_EPOCH + Duration::from_secs(s),
-        Err(_) => UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()),
-    })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use openssl::asn1::Asn1Time;
     use openssl::ec::{EcGroup, EcKey};
     use openssl::hash::MessageDigest;
+    use openssl::pkey::{PKey, Private};
     use openssl::symm::Cipher;
+    use openssl::x509::X509;
     use openssl::x509::{X509Builder, X509NameBuilder};
+    use std::time::{Duration, UNIX_EPOCH};
 
     pub(crate) const NOW: u64 = 1_735_689_600;
 
