@@ -6,6 +6,8 @@
 //!   wrong-host certificate) generated with OpenSSL and written as PEM files.
 //! * [`FakeBroker`] — a scripted MQTT 3.1.1 broker for behaviour a real broker
 //!   cannot be made to show (withheld PUBACKs, refused CONNACKs, malformed packets).
+//! * [`FaultProxy`] — a TCP proxy that passes, blackholes, resets, refuses or slows the
+//!   traffic to one upstream, switchable while it runs.
 //! * [`HttpProxy`] — an HTTP `CONNECT` proxy on a free loopback port that records the
 //!   targets it tunnelled to.
 //! * [`xorshift`] — a seeded generator for the fuzz stand-in tests.
@@ -15,6 +17,7 @@
 //! against a deadline and fails loudly when the deadline passes.
 
 pub mod fake_broker;
+pub mod fault_proxy;
 pub mod http_proxy;
 pub mod mosquitto;
 pub mod pki;
@@ -24,6 +27,7 @@ pub mod rng;
 mod test_mqtt;
 
 pub use fake_broker::{FakeBehaviour, FakeBroker};
+pub use fault_proxy::{Fault, FaultProxy, ProxyStats};
 pub use http_proxy::HttpProxy;
 pub use mosquitto::{Mosquitto, MosquittoConfig, TlsListener};
 pub use pki::{generate_ca, issue_cert, TestPki};
