@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::jobs::{JobsActor, JobsArgs, JobsSettings};
-use crate::messages::{ChildExited, Event, LinkDown, LinkUp, Route, Shutdown};
+use crate::messages::{ChildExited, Event, LinkDown, LinkSuspect, LinkUp, Route, Shutdown, Suspicion};
 use crate::methods::{MethodsActor, MethodsArgs, MethodsSetup};
 use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs, PublisherPort};
 use crate::subscriber::{Subscriber, SubscriberArgs};
@@ -92,6 +92,8 @@ pub struct ConnectionActor {
     attempt: u32,
     ever_connected: bool,
     stopping: bool,
+    /// The generation whose link is being probed.
+    probing: Option<u64>,
     publisher: Child<PublisherPort>,
     pub_args: PublisherArgs,
     subscriber: Child<Addr<Subscriber>>,
@@ -126,8 +128,10 @@ impl ConnectionActor {
         let mut slots = None;
         let mut twin_slot = None;
         let mut jobs_slot = None;
+        let mut pub_args = pub_args;
         let addr = ConnectionActor::create(|ctx| {
             let me = ctx.address().recipient::<ChildExited>();
+            pub_args.supervisor = Some(ctx.address().recipient::<LinkSuspect>());
             let publisher = Publisher::spawn(
                 pub_args.clone(),
                 Some(ChildGuard { kind: ChildKind::Publisher, incarnation: 0, supervisor: me.clone() }),
@@ -177,6 +181,7 @@ impl ConnectionActor {
                 attempt: 0,
                 ever_connected: false,
                 stopping: false,
+                probing: None,
                 publisher: Child { slot: p, incarnation: 0, tracker: RestartTracker::default() },
                 pub_args,
                 subscriber: Child { slot: sub, incarnation: 0, tracker: RestartTracker::default() },
@@ -259,17 +264,27 @@ impl ConnectionActor {
         );
         self.set_state(ConnectionState::Connected);
         self.emit(ConnectionEvent::Connected { session_present: c.session_present });
-        self.publisher.slot.read().addr.do_send(LinkUp {
-            generation,
-            link: c.link.clone(),
-            session_present: c.session_present,
-        });
-        self.subscriber.slot.read().do_send(LinkUp {
-            generation,
-            link: c.link,
-            session_present: c.session_present,
-        });
+        // The subscriptions first: the Publisher gets the link (and starts draining the
+        // offline queue) once the Subscriber has re-subscribed.
+        let session_present = c.session_present;
+        let subscribed =
+            self.subscriber.slot.read().send(LinkUp { generation, link: c.link.clone(), session_present });
+        let link = c.link;
+        ctx.spawn(subscribed.into_actor(self).map(move |_, act, _| {
+            if act.generation == generation && act.link.is_some() {
+                act.publisher.slot.read().addr.do_send(LinkUp { generation, link, session_present });
+            }
+        }));
         self.schedule_renewal(expires, ctx);
+    }
+
+    /// Ends the current link because it no longer delivers: close it without waiting and
+    /// reconnect with backoff.
+    fn declare_dead(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        if let Some(link) = self.link.clone() {
+            actix_rt::spawn(link.disconnect(Duration::ZERO));
+            self.lost(reason, ctx);
+        }
     }
 
     fn failed(&mut self, reason: ConnectFailure, ctx: &mut Context<Self>) {
@@ -496,6 +511,45 @@ impl Handler<ChildExited> for ConnectionActor {
     }
 }
 
+impl Handler<LinkSuspect> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkSuspect, ctx: &mut Self::Context) {
+        let Some(link) = self.link.clone() else { return };
+        if msg.generation != self.generation || self.stopping {
+            return;
+        }
+        match msg.why {
+            Suspicion::AckTimeout { after } => {
+                warn!(generation = msg.generation, after = ?after, "acknowledgement timeout: replacing the link");
+                self.declare_dead(DisconnectReason::AckTimeout { after }, ctx);
+            }
+            Suspicion::Stalled { unacked_for, probe_timeout } => {
+                if self.probing == Some(msg.generation) {
+                    return;
+                }
+                self.probing = Some(msg.generation);
+                let generation = msg.generation;
+                debug!(generation, unacked_for = ?unacked_for, "probing a stalled link");
+                ctx.spawn(link.probe(probe_timeout).into_actor(self).map(move |res, act, ctx| {
+                    act.probing = None;
+                    if act.generation != generation {
+                        return;
+                    }
+                    match res {
+                        Ok(()) => debug!(generation, "stalled link answered its probe"),
+                        Err(e) => {
+                            let unacked_for = unacked_for + probe_timeout;
+                            warn!(generation, unacked_for = ?unacked_for, error = %e, "link declared dead: publishes unacknowledged and the probe unanswered");
+                            act.declare_dead(DisconnectReason::Stalled { unacked_for }, ctx);
+                        }
+                    }
+                }));
+            }
+        }
+    }
+}
+
 impl Handler<AddListener> for ConnectionActor {
     type Result = ();
 
@@ -516,10 +570,7 @@ impl Handler<DropLink> for ConnectionActor {
     type Result = ();
 
     fn handle(&mut self, _: DropLink, ctx: &mut Self::Context) {
-        if let Some(link) = self.link.clone() {
-            actix_rt::spawn(link.disconnect(Duration::ZERO));
-            self.lost(DisconnectReason::ConnectionLost, ctx);
-        }
+        self.declare_dead(DisconnectReason::ConnectionLost, ctx);
     }
 }
 

@@ -21,11 +21,12 @@ use crate::connection::{
 use crate::error::{ConnectorError, PublishError, SubscribeError};
 use crate::jobs::{JobsHandle, JobsSettings, JobsShared};
 use crate::messages::{
-    Event, GetStats, MessageId, PublishAck, PublisherStats, Sink, Subscribe, SubscriptionId, Unsubscribe,
+    Cancelled, Event, GetStats, MessageId, PublishAck, PublisherStats, Sink, Subscribe, SubscriptionId,
+    Unsubscribe,
 };
 use crate::methods::{MethodsHandle, MethodsSetup, SharedRegistry};
 use crate::metrics_exporter::MetricsServer;
-use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions};
+use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions, StallPolicy};
 use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
 use crate::supervision::RestartPolicy;
 use crate::transport::{PahoTransport, Transport};
@@ -92,9 +93,25 @@ impl ConnectorBuilder {
         self.publisher.inflight_window = n.max(1);
         self
     }
-    /// How long a publish waits for its outcome.
+    /// How long one attempt waits for its PUBACK on one link (default 60 s). When it passes
+    /// the link is replaced and the message sent again on the next one: it never removes a
+    /// message (see [`ConnectorBuilder::default_expiry`] for that).
     pub fn ack_timeout(mut self, d: Duration) -> Self {
         self.publisher.ack_timeout = d;
+        self
+    }
+    /// An expiry for every message without one of its own: accepted messages not
+    /// acknowledged within `d` are removed, counted and reported. Off by default: messages
+    /// wait for as long as an outage lasts.
+    pub fn default_expiry(mut self, d: Duration) -> Self {
+        self.publisher.default_expiry = Some(d);
+        self
+    }
+    /// The stall watchdog's threshold and probe timeout (default 5 s and 5 s; see
+    /// [`StallPolicy`]); `None` turns it off, leaving dead links to the keep-alive and the
+    /// acknowledgement timeout.
+    pub fn stall_watchdog(mut self, policy: Option<StallPolicy>) -> Self {
+        self.publisher.stall = policy;
         self
     }
     /// Keeps accepted QoS 1 messages in an on-disk store in `dir` until acknowledged.
@@ -197,6 +214,7 @@ impl ConnectorBuilder {
             provider: self.provider.clone(),
             options: self.publisher,
             metrics: metrics.clone(),
+            supervisor: None,
         };
         let twin_settings = self.provider.state().is_some().then(|| TwinSettings {
             provider: self.provider.clone(),
@@ -449,6 +467,24 @@ impl PublisherHandle {
         packet: connector_core::OutboundPacket,
     ) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
         send_packet(&self.slot, packet)
+    }
+
+    /// Withdraws an accepted message that is not yet acknowledged (its id comes from
+    /// [`PublisherHandle::enqueue`] or a [`PublishError::Timeout`]); a caller still waiting
+    /// gets [`PublishError::Cancelled`]. A message already sent may still reach the broker
+    /// ([`Cancelled::Abandoned`]).
+    pub fn cancel(
+        &self,
+        id: MessageId,
+    ) -> impl std::future::Future<Output = Result<Cancelled, PublishError>> + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.slot.read().commands.send(Command::Cancel(id, tx)).is_ok();
+        async move {
+            if !sent {
+                return Err(PublishError::Unavailable(actix::MailboxError::Closed));
+            }
+            rx.await.map_err(|_| PublishError::Unavailable(actix::MailboxError::Closed))
+        }
     }
 
     /// Operation statistics.

@@ -38,13 +38,26 @@ pub enum PublishError {
     /// queue's capacity or its byte cap).
     #[error("dropped from the offline queue by a newer message")]
     Dropped,
-    /// No acknowledgement in time. The message may still arrive (at least once); it is not
-    /// sent again.
-    #[error("no acknowledgement after {after:?}")]
+    /// The caller's wait ([`connector_core::Publish::timeout`]) ended before the outcome.
+    /// The message is still accepted and is delivered at least once, unless the caller
+    /// cancels it ([`crate::PublisherHandle::cancel`] with `id`) or its expiry removes it.
+    #[error("no outcome within {after:?}; message {id:?} stays queued")]
     Timeout {
-        /// The timeout that expired.
+        /// The wait that ended.
+        after: Duration,
+        /// The message, to cancel it with.
+        id: crate::messages::MessageId,
+    },
+    /// The message's expiry ([`connector_core::Publish::expire_after`], or the Publisher's
+    /// default expiry) passed before it was acknowledged: it was removed.
+    #[error("expired after {after:?} without an acknowledgement")]
+    Expired {
+        /// The expiry that passed.
         after: Duration,
     },
+    /// Removed at its caller's request ([`crate::PublisherHandle::cancel`]).
+    #[error("cancelled")]
+    Cancelled,
     /// The transport failed the publish for good.
     #[error("transport failure")]
     Transport(#[source] TransportError),
@@ -69,6 +82,8 @@ impl PublishError {
             PublishError::StoreFull { .. } => "store_full",
             PublishError::Dropped => "dropped",
             PublishError::Timeout { .. } => "timeout",
+            PublishError::Expired { .. } => "expired",
+            PublishError::Cancelled => "cancelled",
             PublishError::Transport(_) => "failed",
             PublishError::Persistence(_) => "persistence",
             PublishError::Stopped => "stopped",

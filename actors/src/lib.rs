@@ -48,7 +48,7 @@ pub use error::{ConnectorError, PublishError, SubscribeError};
 pub use jobs::{JobError, JobEvent, JobOutcome, JobRun, JobsActor, JobsHandle, JobsOptions};
 pub use methods::{MethodCall, MethodError, MethodResponse, MethodsActor, MethodsHandle};
 pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};
-pub use publisher::{Publisher, PublisherOptions};
+pub use publisher::{Publisher, PublisherOptions, StallPolicy};
 pub use subscriber::Subscriber;
 pub use supervision::RestartPolicy;
 pub use twin::{TwinActor, TwinError, TwinHandle, TwinRetry};

@@ -2,6 +2,7 @@
 //! the `Message` impls here, as thin wrappers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use connector_core::{ConnectionEvent, Inbound, Publish, QoS};
@@ -28,15 +29,37 @@ impl From<Publish> for PublishRequest {
 pub struct PublishPacket {
     /// The wire packet.
     pub packet: connector_core::OutboundPacket,
-    /// Overrides the acknowledgement timeout.
-    pub timeout: Option<std::time::Duration>,
+    /// Removes it (answering [`PublishError::Expired`]) if not acknowledged within this
+    /// long: a request is worth sending only until its requester stops waiting.
+    pub expiry: Option<std::time::Duration>,
 }
 
 /// Hand a message over and return as soon as it is accepted (queued, and written to the
-/// on-disk store when persistence is on). Its outcome shows in the statistics and metrics.
+/// on-disk store when persistence is on). From then on it is delivered at least once unless
+/// a limit the user set removes it (its expiry, the queue's or store's cap under the drop
+/// policy), which is counted in `connector_messages_discarded_total` and logged; its outcome
+/// shows in the statistics and metrics.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<MessageId, PublishError>")]
 pub struct Enqueue(pub Publish);
+
+/// Withdraw an accepted message that is not yet acknowledged; its waiting caller gets
+/// [`PublishError::Cancelled`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Cancelled")]
+pub struct Cancel(pub MessageId);
+
+/// What a [`Cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cancelled {
+    /// Removed before it was ever sent.
+    Withdrawn,
+    /// Removed, but it had been sent at least once: it may still reach the broker.
+    Abandoned,
+    /// Not found: already completed (acknowledged, expired, dropped) or never accepted.
+    Unknown,
+}
 
 /// The Publisher's sequence number for an accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,8 +100,18 @@ pub struct PublisherStats {
     /// Messages refused when offered since start: by a full queue (drop-newest) or by the
     /// byte cap ([`PublishError::StoreFull`], either policy).
     pub rejected_newest_total: u64,
-    /// Messages that timed out since start.
+    /// Callers' waits ([`connector_core::Publish::timeout`]) that ended before the outcome
+    /// since start (the messages stayed queued).
     pub timed_out_total: u64,
+    /// Messages removed by their expiry since start.
+    pub expired_total: u64,
+    /// Messages cancelled by their callers since start.
+    pub cancelled_total: u64,
+    /// Attempts whose acknowledgement timeout passed (the link was then replaced) since start.
+    pub ack_timeouts_total: u64,
+    /// Times the stall watchdog suspected the link (oldest PUBLISH unacknowledged for the
+    /// stall threshold, nothing heard) and asked for a probe, since start.
+    pub stalls_total: u64,
     /// Messages sent again after a reconnect.
     pub resent_total: u64,
     /// Messages the transport failed for good since start.
@@ -199,13 +232,33 @@ pub struct Unsubscribe(pub SubscriptionId);
 
 // ---- internal messages between the ConnectionActor and its children ----
 
-/// A new link is up (sent to children).
+/// A new link is up (sent to children). The Subscriber answers once its re-subscriptions
+/// are done (granted, refused or timed out); only then does the Publisher get it, so the
+/// offline queue drains after the subscriptions are back (as the AWS V1 SDK drains).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct LinkUp {
     pub generation: u64,
     pub link: Arc<dyn Link>,
     pub session_present: bool,
+}
+
+/// The Publisher suspects the link of this generation (sent to the ConnectionActor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LinkSuspect {
+    pub generation: u64,
+    pub why: Suspicion,
+}
+
+/// Why the Publisher suspects a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Suspicion {
+    /// The oldest QoS 1 PUBLISH has waited `unacked_for` with nothing heard: probe, for
+    /// `probe_timeout`, and declare the link dead if the probe goes unanswered.
+    Stalled { unacked_for: Duration, probe_timeout: Duration },
+    /// A PUBLISH went unacknowledged for the acknowledgement timeout: replace the link.
+    AckTimeout { after: Duration },
 }
 
 /// The link of this generation is gone.

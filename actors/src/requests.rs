@@ -132,8 +132,9 @@ pub(crate) fn hand_over<A: Requester>(
     deadline: Instant,
     ctx: &mut Context<A>,
 ) {
-    let timeout = Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-    let fut = publisher.send(PublishPacket { packet, timeout });
+    // Worth sending only while its requester waits: it expires with the request.
+    let expiry = Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+    let fut = publisher.send(PublishPacket { packet, expiry });
     let epoch = act.links().epoch;
     ctx.spawn(fut.into_actor(act).map(move |res, act, ctx| {
         let failure = match res {
@@ -151,7 +152,7 @@ pub(crate) fn hand_over<A: Requester>(
                 }
                 return;
             }
-            Ok(Err(PublishError::Timeout { .. })) => return, // the deadline reports it
+            Ok(Err(PublishError::Expired { .. })) => return, // the deadline reports it
             Ok(Err(PublishError::NotConnected)) => SendFailure::Disconnected,
             Ok(Err(PublishError::Stopped)) | Err(_) => SendFailure::Stopped,
             Ok(Err(e)) => SendFailure::Publish(e),

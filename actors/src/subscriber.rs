@@ -129,7 +129,9 @@ impl Subscriber {
         }
     }
 
-    fn resubscribe(&self, link: Arc<dyn Link>, ctx: &mut Context<Self>) {
+    /// Subscribes again to every filter the table and the provider need; resolves when
+    /// every SUBSCRIBE has been answered (granted or refused) or has timed out.
+    fn resubscribe(&self, link: Arc<dyn Link>) -> futures::future::BoxFuture<'static, ()> {
         let mut filters = self.args.table.lock().filters();
         let state = self.args.provider.state().map(|c| c.subscriptions()).unwrap_or_default();
         let jobs = self.args.provider.jobs().map(|c| c.subscriptions()).unwrap_or_default();
@@ -138,28 +140,35 @@ impl Subscriber {
                 filters.push((spec.filter, spec.qos));
             }
         }
-        if filters.is_empty() {
-            return;
-        }
         // Services that take a limited number of filters per SUBSCRIBE get several.
         let per = self.args.provider.limits().max_filters_per_subscribe.unwrap_or(usize::MAX).max(1);
-        for chunk in filters.chunks(per) {
-            let filters = chunk.to_vec();
-            let n = filters.len();
-            let fut = tokio::time::timeout(self.args.timeout, link.subscribe(filters.clone()));
-            ctx.spawn(fut.into_actor(self).map(move |res, _act, _ctx| match res {
-                Err(_) => warn!("re-subscribe timed out; retried on the next connection"),
-                Ok(Ok(granted)) => {
-                    for ((f, _), g) in filters.iter().zip(granted) {
-                        if g.is_none() {
-                            warn!(filter = %f, "broker refused a re-subscription");
+        let timeout = self.args.timeout;
+        let chunks: Vec<_> = filters
+            .chunks(per)
+            .map(|chunk| {
+                let filters = chunk.to_vec();
+                let fut = tokio::time::timeout(timeout, link.subscribe(filters.clone()));
+                async move {
+                    match fut.await {
+                        Err(_) => warn!("re-subscribe timed out; retried on the next connection"),
+                        Ok(Ok(granted)) => {
+                            for ((f, _), g) in filters.iter().zip(granted) {
+                                if g.is_none() {
+                                    warn!(filter = %f, "broker refused a re-subscription");
+                                }
+                            }
+                            debug!(filters = filters.len(), "re-subscribed");
+                        }
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "re-subscribe failed; retried on the next connection")
                         }
                     }
-                    debug!(filters = n, "re-subscribed");
                 }
-                Ok(Err(e)) => warn!(error = %e, "re-subscribe failed; retried on the next connection"),
-            }));
-        }
+            })
+            .collect();
+        Box::pin(async move {
+            futures::future::join_all(chunks).await;
+        })
     }
 }
 
@@ -247,13 +256,18 @@ impl Handler<Unsubscribe> for Subscriber {
 }
 
 impl Handler<LinkUp> for Subscriber {
-    type Result = ();
+    /// Answered once the re-subscriptions are done, so that the Publisher drains after them.
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: LinkUp, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: LinkUp, _: &mut Self::Context) -> Self::Result {
         let fresh = self.link.as_ref().is_none_or(|(g, _)| *g != msg.generation);
         self.link = Some((msg.generation, msg.link.clone()));
         if fresh && !msg.session_present {
-            self.resubscribe(msg.link, ctx);
+            // The SUBSCRIBEs are handed to the link now (before anything sent after this
+            // message, such as the TwinActor's requests behind its `Barrier`).
+            self.resubscribe(msg.link)
+        } else {
+            Box::pin(async {})
         }
     }
 }

@@ -163,7 +163,7 @@ async fn qos0_fails_fast_while_offline_by_default() {
 }
 
 #[actix_rt::test]
-async fn a_withheld_puback_times_out_with_a_typed_error() {
+async fn a_callers_wait_ends_with_a_typed_error_and_the_message_stays_until_cancelled() {
     let fake = FakeBroker::start(FakeBehaviour { withhold_puback: true, ..Default::default() });
     let conn = Connector::builder(provider(&fake.url(), "no-puback"))
         .backoff(fast_backoff())
@@ -173,10 +173,17 @@ async fn a_withheld_puback_times_out_with_a_typed_error() {
     let publish =
         conn.publisher().publish(Publish::to_topic("t/x", &b"x"[..]).timeout(Duration::from_millis(300)));
     let r = tokio::time::timeout(WAIT, publish).await.expect("the publish resolves (with its timeout error)");
-    assert_eq!(r, Err(PublishError::Timeout { after: Duration::from_millis(300) }));
+    let Err(PublishError::Timeout { after, id }) = r else { panic!("expected the wait to end, got {r:?}") };
+    assert_eq!(after, Duration::from_millis(300));
     assert!(fake.publishes_received() >= 1, "the broker saw the publish");
+    // The wait ended; the message did not: it is still owed its PUBACK.
     let stats = conn.publisher().stats().await.unwrap();
-    assert_eq!((stats.timed_out_total, stats.incomplete_count, stats.unacked_count), (1, 0, 0));
+    assert_eq!((stats.timed_out_total, stats.incomplete_count, stats.unacked_count), (1, 1, 1));
+    // Until its caller gives it up.
+    assert_eq!(conn.publisher().cancel(id).await, Ok(connector_actors::messages::Cancelled::Abandoned));
+    assert_eq!(conn.publisher().cancel(id).await, Ok(connector_actors::messages::Cancelled::Unknown));
+    let stats = conn.publisher().stats().await.unwrap();
+    assert_eq!((stats.cancelled_total, stats.incomplete_count, stats.unacked_count), (1, 0, 0));
     tokio::time::timeout(WAIT, conn.stop()).await.expect("stop completes");
 }
 

@@ -22,6 +22,7 @@ pub struct ConnectorMetrics {
     disconnects: IntCounterVec,
     queue_depth: IntGaugeVec,
     queue_drops: IntCounterVec,
+    discarded: IntCounterVec,
     inflight: IntGaugeVec,
     restarts: IntCounterVec,
     handler_panics: IntCounterVec,
@@ -91,6 +92,13 @@ impl ConnectorMetrics {
                 "Messages dropped by the offline queue's policy (oldest evicted or newest refused).",
                 &["policy"],
             ),
+            discarded: counter(
+                "connector_messages_discarded_total",
+                "Accepted messages removed before their acknowledgement, by reason: expired (their expiry), \
+                 evicted (drop-oldest at a count or byte cap), cancelled (by their caller), failed (refused \
+                 for good by the broker or the transport).",
+                &["reason"],
+            ),
             inflight: gauge("connector_inflight_messages", "Messages sent and not yet acknowledged."),
             restarts: counter(
                 "connector_actor_restarts_total",
@@ -154,6 +162,7 @@ impl ConnectorMetrics {
             Box::new(m.disconnects.clone()),
             Box::new(m.queue_depth.clone()),
             Box::new(m.queue_drops.clone()),
+            Box::new(m.discarded.clone()),
             Box::new(m.inflight.clone()),
             Box::new(m.restarts.clone()),
             Box::new(m.handler_panics.clone()),
@@ -257,6 +266,11 @@ impl ConnectionMetrics {
     /// Counts queue drops under a policy.
     pub fn queue_dropped(&self, policy: &str, n: u64) {
         self.families.queue_drops.with_label_values(&self.l(&[policy])).inc_by(n);
+    }
+    /// Counts accepted messages removed before their acknowledgement (`reason`: expired,
+    /// evicted, cancelled, failed).
+    pub fn discarded(&self, reason: &str, n: u64) {
+        self.families.discarded.with_label_values(&self.l(&[reason])).inc_by(n);
     }
     /// Counts a child restart.
     pub fn restarted(&self, actor: &str) {

@@ -1,6 +1,24 @@
 //! The Publisher: typed publishes in, provider topics out; QoS 0/1 with completion on
-//! PUBACK and a timeout; an in-flight window; the offline queue with its drop policy; an
-//! optional on-disk store so that accepted messages survive a crash.
+//! PUBACK; an in-flight window; the offline queue with its drop policy; an optional on-disk
+//! store so that accepted messages survive a crash; the stall watchdog.
+//!
+//! # Delivery
+//! A QoS 1 message the Publisher accepted stays in its table (and in the store, with
+//! persistence) until the broker acknowledges it, for as long as an outage lasts. Only a
+//! limit the user set removes it before that:
+//! - its expiry ([`Publish::expire_after`](connector_core::Publish::expire_after), or
+//!   [`PublisherOptions::default_expiry`], off by default);
+//! - the queue's capacity or [`OfflinePolicy::max_bytes`] under the drop policy;
+//! - its caller cancelling it ([`Cancel`]).
+//!
+//! Each removal is counted by reason (`connector_messages_discarded_total`), logged at
+//! `warn` with the counts, and answered to a waiting caller. Time spent queued is not
+//! acknowledgement time: [`PublisherOptions::ack_timeout`] measures one attempt on one link
+//! (PUBLISH handed to the transport → PUBACK), and its passing marks the link suspect — the
+//! ConnectionActor replaces it and the message is sent again on the next link. A caller may
+//! bound its own wait ([`Publish::timeout`](connector_core::Publish::timeout)); the wait
+//! ending leaves the message queued. Messages recovered from the store after a restart get
+//! no deadline from the time they were read (their stored expiry, if any, still applies).
 //!
 //! Two bounds apply when a message is accepted, both with the offline policy's
 //! [`DropPolicy`](connector_core::DropPolicy): the queue's capacity (a count of messages
@@ -12,21 +30,28 @@
 //! `StoreFull` when evicting every queued message would not be enough. Neither bound refuses
 //! messages recovered from the store or put back in the queue after a lost link.
 //!
-//! Every accepted message stays in the Publisher's own table until it completes. When a
-//! link dies, whatever was in flight on it goes back to the head of the queue and is sent
-//! again on the next link, whether or not the client library noticed the loss in time
+//! When a link dies, whatever was in flight on it goes back to the head of the queue and is
+//! sent again on the next link, whether or not the client library noticed the loss in time
 //! (paho.mqtt.rust issue 218), so a QoS 1 message is delivered at least once or its caller
-//! gets an error.
+//! gets an error. After a reconnect the Publisher gets the new link only once the
+//! Subscriber's re-subscriptions are done, and with [`OfflinePolicy::drain_interval`] it
+//! drains the queue at that pace (the AWS V1 SDK's draining).
 //!
 //! The publish path is kept short: completion futures are polled from a `FuturesUnordered`
 //! the Publisher owns (no relay task, no channel hop), replies go straight into the
 //! caller's reply channel (no task per request), and the table is keyed by sequence number
 //! with a trivial hasher.
 
+#[cfg(test)]
+mod delivery_tests;
+mod discards;
 mod outbox;
 pub(crate) mod store;
 #[cfg(test)]
 mod tests;
+mod watchdog;
+
+pub use watchdog::StallPolicy;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -34,7 +59,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
@@ -48,20 +73,30 @@ use tracing::{debug, error, warn};
 
 use crate::error::PublishError;
 use crate::messages::{
-    Enqueue, GetStats, LinkDown, LinkUp, MessageId, PublishAck, PublishRequest, PublisherStats, Shutdown,
+    Cancel, Cancelled, Enqueue, GetStats, LinkDown, LinkSuspect, LinkUp, MessageId, PublishAck,
+    PublishRequest, PublisherStats, Shutdown,
 };
 use crate::supervision::ChildGuard;
 use crate::transport::{Link, TransportError};
-use outbox::{Deadlines, Entry, Outbox, State};
-use store::Store;
+use discards::{Discard, DiscardLog};
+use outbox::{Deadlines, Due, Entry, Outbox, State};
+use store::{Store, Stored};
+use watchdog::Watchdog;
 
 /// Options of the Publisher.
 #[derive(Debug, Clone)]
 pub struct PublisherOptions {
     /// Most messages sent and not yet acknowledged.
     pub inflight_window: usize,
-    /// How long a caller waits for the outcome before `Timeout`.
+    /// How long one attempt may wait for its PUBACK on one link (PUBLISH handed to the
+    /// transport → PUBACK). When it passes the link is replaced and the message sent again on
+    /// the next one; it never removes a message. Default 60 s.
     pub ack_timeout: Duration,
+    /// An expiry for every message that has none of its own (`None`, the default: messages
+    /// wait for as long as an outage lasts).
+    pub default_expiry: Option<Duration>,
+    /// The stall watchdog (`None` turns it off; the acknowledgement timeout still applies).
+    pub stall: Option<StallPolicy>,
     /// Offline queue policy.
     pub offline: OfflinePolicy,
     /// A directory for the on-disk store; `None` keeps accepted messages in memory only.
@@ -75,6 +110,8 @@ impl Default for PublisherOptions {
         Self {
             inflight_window: 1000,
             ack_timeout: Duration::from_secs(60),
+            default_expiry: None,
+            stall: Some(StallPolicy::default()),
             offline: OfflinePolicy::default(),
             persistence: None,
             fsync: false,
@@ -116,8 +153,10 @@ pub(crate) enum Command {
     /// Accept and answer at once.
     Enqueue(connector_core::Publish, OneshotSender<Result<MessageId, PublishError>>),
     /// Publish a packet the provider already mapped (method responses, state requests),
-    /// with the same queueing, acknowledgement and timeout as any other message.
+    /// with the same queueing and acknowledgement as any other message.
     Packet(OutboundPacket, OneshotSender<Outcome>),
+    /// Withdraw an accepted message.
+    Cancel(MessageId, OneshotSender<Cancelled>),
 }
 
 /// The sending half of a Publisher's command channel, with its address.
@@ -206,6 +245,8 @@ pub(crate) struct PublisherArgs {
     pub provider: Arc<dyn Provider>,
     pub options: PublisherOptions,
     pub metrics: ConnectionMetrics,
+    /// Where the watchdog reports a suspect link (the ConnectionActor).
+    pub supervisor: Option<Recipient<LinkSuspect>>,
 }
 
 /// The Publisher actor.
@@ -215,6 +256,9 @@ pub struct Publisher {
     queue: OfflineQueue<u64>,
     deadlines: Deadlines,
     timer: Option<(Instant, SpawnHandle)>,
+    watchdog: Watchdog,
+    watch_timer: Option<(Instant, SpawnHandle)>,
+    discards: DiscardLog,
     link: Option<(u64, Arc<dyn Link>)>,
     completions: Completions,
     commands: Option<tokio::sync::mpsc::UnboundedReceiver<Command>>,
@@ -251,7 +295,10 @@ impl Publisher {
         Self {
             rate,
             rate_retry: None,
-            deadlines: Deadlines::new(args.options.ack_timeout),
+            deadlines: Deadlines::new(args.options.default_expiry),
+            watchdog: Watchdog::new(args.options.stall, args.options.ack_timeout),
+            watch_timer: None,
+            discards: DiscardLog::default(),
             args,
             entries: Outbox::default(),
             queue,
@@ -288,7 +335,7 @@ impl Publisher {
         reply: Option<Reply>,
         ctx: &mut Context<Self>,
     ) -> Result<u64, (PublishError, Option<Reply>)> {
-        let timeout = publish.get_timeout();
+        let limits = Limits { wait: publish.get_timeout(), expiry: publish.get_expiry() };
         let packet = match self.args.provider.encode_owned(publish) {
             Ok(p) => p,
             Err(e) => {
@@ -296,19 +343,19 @@ impl Publisher {
                 return Err((PublishError::Invalid(e), reply));
             }
         };
-        self.accept_packet(packet, timeout, reply, ctx)
+        self.accept_packet(packet, limits, reply, ctx)
     }
 
     /// Accepts a packet already mapped onto the wire (the provider's own requests: twin,
-    /// method responses): the same queue, window, store and timeout as a publish.
+    /// method responses): the same queue, window, store and limits as a publish.
     fn accept_packet(
         &mut self,
         packet: OutboundPacket,
-        timeout: Option<Duration>,
+        limits: Limits,
         reply: Option<Reply>,
         ctx: &mut Context<Self>,
     ) -> Result<u64, (PublishError, Option<Reply>)> {
-        let timeout = timeout.unwrap_or(self.args.options.ack_timeout);
+        let expiry = limits.expiry.or(self.args.options.default_expiry);
         let qos0 = packet.qos == QoS::AtMostOnce;
         if qos0 && self.link.is_none() && self.args.options.offline.qos0 == Qos0Offline::Fail {
             self.metrics().published("message", "not_connected");
@@ -324,7 +371,7 @@ impl Publisher {
             ByteVerdict::FitsEvicting(n) => {
                 for _ in 0..n {
                     if let Some(old) = self.queue.pop() {
-                        self.evict(old);
+                        self.evict(old, ctx);
                     }
                 }
             }
@@ -339,7 +386,7 @@ impl Publisher {
         }
         match self.queue.push(seq) {
             PushOutcome::Queued => {}
-            PushOutcome::QueuedEvicting(old) => self.evict(old),
+            PushOutcome::QueuedEvicting(old) => self.evict(old, ctx),
             PushOutcome::Rejected(_) => {
                 self.stats.rejected_newest_total += 1;
                 self.metrics().queue_dropped("newest", 1);
@@ -348,9 +395,11 @@ impl Publisher {
             }
         }
         let mut persisted = false;
+        let mut expires_ms = None;
         if !qos0 {
             if let Some(store) = &mut self.store {
-                if let Err(e) = store.append(seq, &packet) {
+                expires_ms = expiry.map(|d| wall_ms(SystemTime::now()).saturating_add(millis(d)));
+                if let Err(e) = store.append(seq, &packet, expires_ms) {
                     error!(error = %e, "store: append failed; message refused");
                     self.queue.remove_where(|s| *s == seq);
                     return Err((PublishError::Persistence(e.to_string()), reply));
@@ -359,24 +408,42 @@ impl Publisher {
             }
         }
         self.incomplete_bytes += size;
-        self.entries
-            .insert(seq, Entry { packet, reply, state: State::Queued, attempts: 0, persisted, timeout });
-        self.deadlines.push(crate::requests::deadline_after(timeout), seq, timeout);
-        if self.deadlines.len() > 2 * self.entries.len() + 1024 {
-            let entries = &self.entries;
-            self.deadlines.prune(|s| entries.get(s).is_some());
+        let wait = limits.wait.filter(|_| reply.is_some());
+        let entry =
+            Entry { packet, reply, state: State::Queued, attempts: 0, persisted, expiry, expires_ms, wait };
+        self.entries.insert(seq, entry);
+        if expiry.is_some() || wait.is_some() {
+            if let Some(d) = expiry {
+                self.deadlines.push(crate::requests::deadline_after(d), seq, Due::Expiry, d);
+            }
+            if let Some(w) = wait {
+                self.deadlines.push(crate::requests::deadline_after(w), seq, Due::Wait, w);
+            }
+            if self.deadlines.len() > 2 * self.entries.len() + 1024 {
+                let entries = &self.entries;
+                self.deadlines.prune(|s| entries.get(s).is_some());
+            }
+            self.schedule_timer(ctx);
         }
-        self.schedule_timer(ctx);
         self.pump(ctx);
         Ok(seq)
     }
 
     /// Drops a queued message to make room for a newer one (drop-oldest): its caller gets
     /// `Dropped`, and the drop is counted.
-    fn evict(&mut self, seq: u64) {
+    fn evict(&mut self, seq: u64, ctx: &mut Context<Self>) {
         self.stats.dropped_oldest_total += 1;
         self.metrics().queue_dropped("oldest", 1);
+        self.discard(Discard::Evicted, 1, ctx);
         self.finish(seq, Err(PublishError::Dropped));
+    }
+
+    /// Counts and logs removals of accepted messages.
+    fn discard(&mut self, why: Discard, n: u64, ctx: &mut Context<Self>) {
+        self.metrics().discarded(why.label(), n);
+        if let Some(wait) = self.discards.note(why, n, Instant::now()) {
+            ctx.run_later(wait, |act, _| act.discards.flush(Instant::now()));
+        }
     }
 
     fn schedule_timer(&mut self, ctx: &mut Context<Self>) {
@@ -397,22 +464,38 @@ impl Publisher {
         self.timer = Some((at, h));
     }
 
+    /// Expiries and callers' waits that came due.
     fn expire(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let mut expired_queued = Vec::new();
-        while let Some(seq) = self.deadlines.pop_due(now) {
-            if let Some(entry) = self.entries.get(seq) {
-                let after = entry.timeout;
-                if entry.state == State::Queued {
-                    expired_queued.push(seq);
+        let mut expired = 0;
+        while let Some((seq, due)) = self.deadlines.pop_due(now) {
+            let Some(entry) = self.entries.get_mut(seq) else { continue };
+            match due {
+                Due::Wait => {
+                    // The caller stops waiting; the message stays.
+                    if let (Some(reply), Some(after)) = (entry.reply.take(), entry.wait) {
+                        self.stats.timed_out_total += 1;
+                        reply.send(Err(PublishError::Timeout { after, id: MessageId(seq) }));
+                    }
                 }
-                self.stats.timed_out_total += 1;
-                self.metrics().published("message", "timeout");
-                self.finish(seq, Err(PublishError::Timeout { after }));
+                Due::Expiry => {
+                    let after = entry.expiry.unwrap_or_default();
+                    if entry.state == State::Queued {
+                        expired_queued.push(seq);
+                    }
+                    self.stats.expired_total += 1;
+                    self.metrics().published("message", "expired");
+                    expired += 1;
+                    self.finish(seq, Err(PublishError::Expired { after }));
+                }
             }
         }
         if !expired_queued.is_empty() {
             self.queue.remove_where(|s| expired_queued.contains(s));
+        }
+        if expired > 0 {
+            self.discard(Discard::Expired, expired, ctx);
         }
         self.update_gauges();
         self.schedule_timer(ctx);
@@ -439,6 +522,74 @@ impl Publisher {
         }
     }
 
+    /// Withdraws an accepted message at its caller's request.
+    fn cancel(&mut self, seq: u64, ctx: &mut Context<Self>) -> Cancelled {
+        let Some(entry) = self.entries.get(seq) else { return Cancelled::Unknown };
+        let sent = entry.attempts > 0;
+        if entry.state == State::Queued {
+            self.queue.remove_where(|s| *s == seq);
+        }
+        self.stats.cancelled_total += 1;
+        self.discard(Discard::Cancelled, 1, ctx);
+        self.finish(seq, Err(PublishError::Cancelled));
+        self.update_gauges();
+        self.pump(ctx);
+        if sent {
+            Cancelled::Abandoned
+        } else {
+            Cancelled::Withdrawn
+        }
+    }
+
+    /// Arms the watchdog's timer for `at`, unless it is armed earlier already.
+    fn arm_watchdog(&mut self, at: Instant, ctx: &mut Context<Self>) {
+        if let Some((armed, h)) = self.watch_timer {
+            if armed <= at {
+                return;
+            }
+            ctx.cancel_future(h);
+        }
+        let h = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.watch_timer = None;
+            act.watch(ctx);
+        });
+        self.watch_timer = Some((at, h));
+    }
+
+    /// A new link, or none: the watchdog starts afresh.
+    fn reset_watchdog(&mut self, ctx: &mut Context<Self>) {
+        self.watchdog.reset();
+        if let Some((_, h)) = self.watch_timer.take() {
+            ctx.cancel_future(h);
+        }
+    }
+
+    /// The watchdog looks at the oldest unacknowledged PUBLISH.
+    fn watch(&mut self, ctx: &mut Context<Self>) {
+        let Some((generation, _)) = self.link else { return };
+        let entries = &self.entries;
+        self.watchdog.prune(|seq, at| in_flight_since(entries, seq, generation, at));
+        let (report, next) = self.watchdog.check(Instant::now());
+        if let Some(why) = report {
+            match why {
+                crate::messages::Suspicion::Stalled { unacked_for, .. } => {
+                    self.stats.stalls_total += 1;
+                    warn!(generation, unacked_for = ?unacked_for, inflight = self.inflight, "publishes stalled with nothing heard from the broker; probing the link");
+                }
+                crate::messages::Suspicion::AckTimeout { after } => {
+                    self.stats.ack_timeouts_total += 1;
+                    warn!(generation, after = ?after, "a publish went unacknowledged for the acknowledgement timeout; replacing the link");
+                }
+            }
+            if let Some(sup) = &self.args.supervisor {
+                let _ = sup.try_send(LinkSuspect { generation, why });
+            }
+        }
+        if let Some(at) = next {
+            self.arm_watchdog(at, ctx);
+        }
+    }
+
     /// Sends queued messages while the window has room.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.draining.is_some() {
@@ -455,6 +606,7 @@ impl Publisher {
         };
         let window = self.args.options.inflight_window;
         let mut now = None;
+        let mut watched = None;
         while budget > 0 && self.inflight < window {
             if let Some(bucket) = &mut self.rate {
                 let t = *now.get_or_insert_with(Instant::now);
@@ -483,6 +635,10 @@ impl Publisher {
                     entry.state = State::InFlight { generation, since };
                     self.inflight += 1;
                     self.inflight_bytes += entry.packet.size();
+                    if entry.packet.qos != QoS::AtMostOnce {
+                        self.watchdog.sent(seq, since);
+                        watched = Some(since);
+                    }
                     self.completions.push(seq, generation, done);
                     budget -= 1;
                 }
@@ -507,9 +663,15 @@ impl Publisher {
                     warn!(seq, error = %e, "publish refused by the transport");
                     self.stats.failed_total += 1;
                     self.metrics().published("message", "failed");
+                    self.discard(Discard::Failed, 1, ctx);
                     self.finish(seq, Err(PublishError::Transport(e)));
                 }
             }
+        }
+        if let (Some(since), None) = (watched, self.watch_timer) {
+            // Something is watched: look again when the oldest could first be overdue.
+            let after = self.watchdog.stall_after().unwrap_or(self.args.options.ack_timeout);
+            self.arm_watchdog(since + after.min(self.args.options.ack_timeout), ctx);
         }
         self.update_gauges();
     }
@@ -525,11 +687,16 @@ impl Publisher {
                 if entry.packet.qos == QoS::AtMostOnce {
                     self.metrics().sent_qos0.inc();
                 } else {
+                    let now = Instant::now();
+                    let latency = now.saturating_duration_since(since);
                     self.metrics().acked.inc();
-                    self.metrics().ack_latency.observe(since.elapsed().as_secs_f64());
+                    self.metrics().ack_latency.observe(latency.as_secs_f64());
+                    self.watchdog.heard(now, Some(latency));
                 }
                 self.stats.acked_total += 1;
                 self.finish(seq, Ok(()));
+                let entries = &self.entries;
+                self.watchdog.prune(|s, at| in_flight_since(entries, s, generation, at));
             }
             Err(TransportError::NotConnected) => {
                 // Stays in flight until LinkDown puts it back in the queue.
@@ -549,6 +716,7 @@ impl Publisher {
                 } else {
                     self.stats.failed_total += 1;
                     self.metrics().published("message", "failed");
+                    self.discard(Discard::Failed, 1, ctx);
                     self.finish(seq, Err(PublishError::Transport(e)));
                 }
             }
@@ -561,9 +729,13 @@ impl Publisher {
 
     fn compact(&mut self) {
         let Some(store) = &mut self.store else { return };
-        let mut live: Vec<(u64, &OutboundPacket)> =
-            self.entries.iter().filter(|(_, e)| e.persisted).map(|(s, e)| (s, &e.packet)).collect();
-        live.sort_by_key(|(s, _)| *s);
+        let mut live: Vec<(u64, &OutboundPacket, Option<u64>)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.persisted)
+            .map(|(s, e)| (s, &e.packet, e.expires_ms))
+            .collect();
+        live.sort_by_key(|(s, _, _)| *s);
         if let Err(e) = store.compact(live.into_iter()) {
             warn!(error = %e, "store: compaction failed");
         }
@@ -612,21 +784,26 @@ impl Publisher {
         match Store::open(&dir, self.args.options.fsync) {
             Ok((store, pending)) => {
                 let n = pending.len();
-                let timeout = self.args.options.ack_timeout;
-                let deadline = crate::requests::deadline_after(timeout);
+                let now_ms = wall_ms(SystemTime::now());
                 let mut seqs = Vec::with_capacity(n);
-                for (seq, packet) in pending {
+                for (seq, Stored { packet, expires_ms }) in pending {
                     self.incomplete_bytes += packet.size();
+                    // No deadline from the time it was read: only its stored expiry applies.
+                    let expiry = expires_ms.map(|at| Duration::from_millis(at.saturating_sub(now_ms)));
                     let entry = Entry {
                         packet,
                         reply: None,
                         state: State::Queued,
                         attempts: 0,
                         persisted: true,
-                        timeout,
+                        expiry,
+                        expires_ms,
+                        wait: None,
                     };
                     self.entries.insert(seq, entry);
-                    self.deadlines.push(deadline, seq, timeout);
+                    if let Some(left) = expiry {
+                        self.deadlines.push(crate::requests::deadline_after(left), seq, Due::Expiry, left);
+                    }
                     self.next_seq = self.next_seq.max(seq + 1);
                     seqs.push(seq);
                 }
@@ -679,7 +856,8 @@ impl Handler<crate::messages::PublishPacket> for Publisher {
 
     fn handle(&mut self, msg: crate::messages::PublishPacket, ctx: &mut Self::Context) -> Self::Result {
         let slot: ReplySlot = Rc::new(Cell::new(None));
-        match self.accept_packet(msg.packet, msg.timeout, Some(Reply::Slot(slot.clone())), ctx) {
+        let limits = Limits { wait: None, expiry: msg.expiry };
+        match self.accept_packet(msg.packet, limits, Some(Reply::Slot(slot.clone())), ctx) {
             Ok(_) => PublishResponse { immediate: None, slot: Some(slot) },
             Err((e, _)) => PublishResponse { immediate: Some(Err(e)), slot: None },
         }
@@ -697,6 +875,14 @@ impl Handler<Enqueue> for Publisher {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
         self.accept(msg.0, None, ctx).map(MessageId).map_err(|(e, _)| e)
+    }
+}
+
+impl Handler<Cancel> for Publisher {
+    type Result = MessageResult<Cancel>;
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.cancel(msg.0 .0, ctx))
     }
 }
 
@@ -719,6 +905,7 @@ impl Handler<LinkUp> for Publisher {
 
     fn handle(&mut self, msg: LinkUp, ctx: &mut Self::Context) {
         self.link = Some((msg.generation, msg.link));
+        self.reset_watchdog(ctx);
         self.start_draining(ctx);
         self.pump(ctx);
     }
@@ -736,6 +923,7 @@ impl Handler<LinkDown> for Publisher {
         if let Some(h) = self.draining.take() {
             ctx.cancel_future(h);
         }
+        self.reset_watchdog(ctx);
         self.requeue_inflight(msg.generation);
         self.update_gauges();
     }
@@ -769,9 +957,13 @@ impl StreamHandler<Command> for Publisher {
                 let _ = tx.send(self.accept(p, None, ctx).map(MessageId).map_err(|(e, _)| e));
             }
             Command::Packet(p, tx) => {
-                if let Err((e, Some(reply))) = self.accept_packet(p, None, Some(Reply::Direct(tx)), ctx) {
+                let reply = Some(Reply::Direct(tx));
+                if let Err((e, Some(reply))) = self.accept_packet(p, Limits::default(), reply, ctx) {
                     reply.send(Err(e));
                 }
+            }
+            Command::Cancel(id, tx) => {
+                let _ = tx.send(self.cancel(id.0, ctx));
             }
         }
     }
@@ -793,6 +985,32 @@ impl Handler<crate::messages::InjectPanic> for Publisher {
     fn handle(&mut self, _: crate::messages::InjectPanic, _: &mut Self::Context) {
         panic!("injected panic in the Publisher");
     }
+}
+
+/// The limits a caller put on one message.
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    /// How long the caller waits for the outcome.
+    wait: Option<Duration>,
+    /// When the message is removed unacknowledged.
+    expiry: Option<Duration>,
+}
+
+/// Whether `seq` is still waiting for its acknowledgement from the send made at `at` on
+/// link `generation`.
+fn in_flight_since(entries: &Outbox, seq: u64, generation: u64, at: Instant) -> bool {
+    entries.get(seq).is_some_and(
+        |e| matches!(e.state, State::InFlight { generation: g, since } if g == generation && since == at),
+    )
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn wall_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, millis)
 }
 
 /// An mpsc receiver as a `Stream`.

@@ -1,4 +1,5 @@
-//! The Publisher's table of accepted messages and their deadlines.
+//! The Publisher's table of accepted messages and their deadlines (expiries and callers'
+//! waits; acknowledgement timeouts are the watchdog's).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -21,7 +22,12 @@ pub(crate) struct Entry {
     pub state: State,
     pub attempts: u32,
     pub persisted: bool,
-    pub timeout: Duration,
+    /// The expiry that removes it, if it has one.
+    pub expiry: Option<Duration>,
+    /// The same as stored with it: milliseconds since the Unix epoch.
+    pub expires_ms: Option<u64>,
+    /// How long its caller waits, if the caller bounded the wait.
+    pub wait: Option<Duration>,
 }
 
 /// Sequence numbers are unique and dense: a multiplicative hash is enough.
@@ -72,30 +78,43 @@ impl Outbox {
     }
 }
 
-/// Deadlines: those with the default timeout arrive in order (a FIFO); per-message
-/// overrides go to a heap. Entries of completed messages are skipped when they come due.
+/// What comes due at a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Due {
+    /// The message's expiry: it is removed.
+    Expiry,
+    /// The caller's wait ends: the caller is answered, the message stays.
+    Wait,
+}
+
+/// Deadlines: expiries of the Publisher's default length arrive in order (a FIFO); every
+/// other deadline goes to a heap. Deadlines of completed messages are skipped when they come
+/// due.
 pub(crate) struct Deadlines {
-    default: Duration,
+    default: Option<Duration>,
     fifo: VecDeque<(Instant, u64)>,
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    heap: BinaryHeap<Reverse<(Instant, u64, Due)>>,
 }
 
 impl Deadlines {
-    pub fn new(default: Duration) -> Self {
+    /// `default`: the Publisher's default expiry, whose deadlines come in order.
+    pub fn new(default: Option<Duration>) -> Self {
         Self { default, fifo: VecDeque::new(), heap: BinaryHeap::new() }
     }
 
-    pub fn push(&mut self, at: Instant, seq: u64, timeout: Duration) {
-        if timeout == self.default && self.fifo.back().is_none_or(|(last, _)| *last <= at) {
+    /// Adds a deadline of `length` ending at `at`.
+    pub fn push(&mut self, at: Instant, seq: u64, due: Due, length: Duration) {
+        let in_order = due == Due::Expiry && Some(length) == self.default;
+        if in_order && self.fifo.back().is_none_or(|(last, _)| *last <= at) {
             self.fifo.push_back((at, seq));
         } else {
-            self.heap.push(Reverse((at, seq)));
+            self.heap.push(Reverse((at, seq, due)));
         }
     }
 
     pub fn next(&self) -> Option<Instant> {
         let a = self.fifo.front().map(|(t, _)| *t);
-        let b = self.heap.peek().map(|Reverse((t, _))| *t);
+        let b = self.heap.peek().map(|Reverse((t, _, _))| *t);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -118,19 +137,20 @@ impl Deadlines {
             self.fifo.retain(|(_, s)| live(*s));
         }
         if self.heap.len() > 1024 {
-            let kept: BinaryHeap<_> = self.heap.drain().filter(|Reverse((_, s))| live(*s)).collect();
+            let kept: BinaryHeap<_> = self.heap.drain().filter(|Reverse((_, s, _))| live(*s)).collect();
             self.heap = kept;
         }
     }
 
-    pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
-        if self.fifo.front().is_some_and(|(t, _)| *t <= now) {
-            return self.fifo.pop_front().map(|(_, s)| s);
+    pub fn pop_due(&mut self, now: Instant) -> Option<(u64, Due)> {
+        let fifo = self.fifo.front().map(|(t, _)| *t).filter(|t| *t <= now);
+        let heap = self.heap.peek().map(|Reverse((t, _, _))| *t).filter(|t| *t <= now);
+        match (fifo, heap) {
+            (Some(a), Some(b)) if b < a => self.heap.pop().map(|Reverse((_, s, d))| (s, d)),
+            (Some(_), _) => self.fifo.pop_front().map(|(_, s)| (s, Due::Expiry)),
+            (None, Some(_)) => self.heap.pop().map(|Reverse((_, s, d))| (s, d)),
+            (None, None) => None,
         }
-        if self.heap.peek().is_some_and(|Reverse((t, _))| *t <= now) {
-            return self.heap.pop().map(|Reverse((_, s))| s);
-        }
-        None
     }
 }
 
@@ -142,16 +162,18 @@ mod tests {
     fn deadlines_come_due_in_time_order_across_fifo_and_heap() {
         let t0 = Instant::now();
         let d = Duration::from_secs(10);
-        let mut dl = Deadlines::new(d);
-        dl.push(t0 + d, 1, d);
-        dl.push(t0 + Duration::from_secs(1), 2, Duration::from_secs(1));
-        dl.push(t0 + d + Duration::from_secs(1), 3, d);
+        let mut dl = Deadlines::new(Some(d));
+        dl.push(t0 + d, 1, Due::Expiry, d);
+        dl.push(t0 + Duration::from_secs(1), 2, Due::Wait, Duration::from_secs(1));
+        dl.push(t0 + d + Duration::from_secs(1), 3, Due::Expiry, d);
+        dl.push(t0 + Duration::from_secs(5), 4, Due::Expiry, Duration::from_secs(5));
         assert_eq!(dl.next(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(dl.pop_due(t0), None);
-        assert_eq!(dl.pop_due(t0 + Duration::from_secs(2)), Some(2));
+        assert_eq!(dl.pop_due(t0 + Duration::from_secs(2)), Some((2, Due::Wait)));
         assert_eq!(dl.pop_due(t0 + Duration::from_secs(2)), None);
-        assert_eq!(dl.pop_due(t0 + Duration::from_secs(20)), Some(1));
-        assert_eq!(dl.pop_due(t0 + Duration::from_secs(20)), Some(3));
+        assert_eq!(dl.pop_due(t0 + Duration::from_secs(20)), Some((4, Due::Expiry)));
+        assert_eq!(dl.pop_due(t0 + Duration::from_secs(20)), Some((1, Due::Expiry)));
+        assert_eq!(dl.pop_due(t0 + Duration::from_secs(20)), Some((3, Due::Expiry)));
         assert_eq!(dl.next(), None);
     }
 
@@ -159,13 +181,13 @@ mod tests {
     fn completed_deadlines_are_pruned() {
         let t0 = Instant::now();
         let d = Duration::from_secs(60);
-        let mut dl = Deadlines::new(d);
+        let mut dl = Deadlines::new(Some(d));
         for seq in 0..10_000u64 {
-            dl.push(t0 + d, seq, d);
+            dl.push(t0 + d, seq, Due::Expiry, d);
         }
         // Everything but 9,999 completed.
         dl.prune(|s| s == 9_999);
         assert_eq!(dl.len(), 1);
-        assert_eq!(dl.pop_due(t0 + d), Some(9_999));
+        assert_eq!(dl.pop_due(t0 + d), Some((9_999, Due::Expiry)));
     }
 }

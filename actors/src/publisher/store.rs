@@ -5,6 +5,10 @@
 //! mid-write) is cut off on open. Writes go straight to the file (no user-space buffer): a
 //! record survives the death of the process as soon as `append` returns; `fsync` is
 //! optional, for surviving power loss. The log is compacted when completions dominate it.
+//!
+//! A message's expiry, when it has one, is kept as wall-clock milliseconds since the Unix
+//! epoch after the packet (older records end at the packet and have none), so that a limit
+//! the user set still applies after a restart.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -32,7 +36,7 @@ pub(crate) struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir` and returns the messages it holds that were
     /// never completed, in acceptance order.
-    pub fn open(dir: &Path, fsync: bool) -> io::Result<(Store, Vec<(u64, OutboundPacket)>)> {
+    pub fn open(dir: &Path, fsync: bool) -> io::Result<(Store, Vec<(u64, Stored)>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG);
         let mut opts = OpenOptions::new();
@@ -54,10 +58,10 @@ impl Store {
         Ok((store, pending.into_iter().collect()))
     }
 
-    /// Records an accepted message.
-    pub fn append(&mut self, seq: u64, p: &OutboundPacket) -> io::Result<()> {
+    /// Records an accepted message, with its expiry (milliseconds since the Unix epoch).
+    pub fn append(&mut self, seq: u64, p: &OutboundPacket, expires_ms: Option<u64>) -> io::Result<()> {
         self.scratch.clear();
-        encode_add(&mut self.scratch, seq, p);
+        encode_add(&mut self.scratch, seq, p, expires_ms);
         self.write_record()?;
         self.live += 1;
         Ok(())
@@ -80,13 +84,16 @@ impl Store {
     }
 
     /// Rewrites the log with only `live` messages, atomically (write, fsync, rename).
-    pub fn compact<'a>(&mut self, live: impl Iterator<Item = (u64, &'a OutboundPacket)>) -> io::Result<()> {
+    pub fn compact<'a>(
+        &mut self,
+        live: impl Iterator<Item = (u64, &'a OutboundPacket, Option<u64>)>,
+    ) -> io::Result<()> {
         let tmp = self.dir.join("outbox.log.tmp");
         let mut out = Vec::new();
         let mut n = 0;
-        for (seq, p) in live {
+        for (seq, p, expires_ms) in live {
             let mut body = Vec::new();
-            encode_add(&mut body, seq, p);
+            encode_add(&mut body, seq, p, expires_ms);
             frame(&mut out, &body);
             n += 1;
         }
@@ -136,7 +143,15 @@ fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
-fn encode_add(out: &mut Vec<u8>, seq: u64, p: &OutboundPacket) {
+/// A message read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub packet: OutboundPacket,
+    /// Its expiry, in milliseconds since the Unix epoch.
+    pub expires_ms: Option<u64>,
+}
+
+fn encode_add(out: &mut Vec<u8>, seq: u64, p: &OutboundPacket, expires_ms: Option<u64>) {
     out.push(ADD);
     out.extend_from_slice(&seq.to_le_bytes());
     out.push(p.qos.as_u8());
@@ -158,6 +173,10 @@ fn encode_add(out: &mut Vec<u8>, seq: u64, p: &OutboundPacket) {
     for (k, v) in &w.user {
         put_bytes(out, k.as_bytes());
         put_bytes(out, v.as_bytes());
+    }
+    if let Some(ms) = expires_ms {
+        out.push(1);
+        out.extend_from_slice(&ms.to_le_bytes());
     }
 }
 
@@ -197,7 +216,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_add(body: &[u8]) -> Option<(u64, OutboundPacket)> {
+fn decode_add(body: &[u8]) -> Option<(u64, Stored)> {
     let mut r = Reader(body);
     if r.u8()? != ADD {
         return None;
@@ -226,12 +245,19 @@ fn decode_add(body: &[u8]) -> Option<(u64, OutboundPacket)> {
     }
     let properties =
         WireProperties { content_type, correlation_data, response_topic, message_expiry_secs, user };
-    Some((seq, OutboundPacket { topic, payload, qos, retain, properties }))
+    // Records written before expiries were stored end here.
+    let expires_ms = match r.u8() {
+        None => None,
+        Some(1) => Some(r.u64()?),
+        Some(_) => return None,
+    };
+    let packet = OutboundPacket { topic, payload, qos, retain, properties };
+    Some((seq, Stored { packet, expires_ms }))
 }
 
 /// Replays a log: the pending messages, the length of the well-formed prefix, and the
 /// number of records that no longer matter.
-fn replay(data: &[u8]) -> (BTreeMap<u64, OutboundPacket>, usize, usize) {
+fn replay(data: &[u8]) -> (BTreeMap<u64, Stored>, usize, usize) {
     let mut pending = BTreeMap::new();
     let mut pos = 0;
     let mut dead = 0;
@@ -291,7 +317,7 @@ mod tests {
             let (mut s, pending) = Store::open(dir.path(), false).unwrap();
             assert!(pending.is_empty());
             for i in 1..=5 {
-                s.append(i, &packet(i)).unwrap();
+                s.append(i, &packet(i), None).unwrap();
             }
             s.complete(2).unwrap();
             s.complete(4).unwrap();
@@ -299,7 +325,30 @@ mod tests {
         let (_, pending) = Store::open(dir.path(), false).unwrap();
         let seqs: Vec<u64> = pending.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, [1, 3, 5]);
-        assert_eq!(pending[1].1, packet(3));
+        assert_eq!(pending[1].1.packet, packet(3));
+    }
+
+    #[test]
+    fn expiries_survive_reopen_and_compaction_and_old_records_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Store::open(dir.path(), false).unwrap();
+            s.append(1, &packet(1), Some(1_700_000_000_123)).unwrap();
+            s.append(2, &packet(2), None).unwrap();
+        }
+        // A record as the store wrote it before expiries existed: the packet and nothing after.
+        let mut old = Vec::new();
+        encode_add(&mut old, 3, &packet(3), None);
+        let mut framed = Vec::new();
+        frame(&mut framed, &old);
+        OpenOptions::new().append(true).open(dir.path().join(LOG)).unwrap().write_all(&framed).unwrap();
+        let (mut s, pending) = Store::open(dir.path(), false).unwrap();
+        let got: Vec<(u64, Option<u64>)> = pending.iter().map(|(q, st)| (*q, st.expires_ms)).collect();
+        assert_eq!(got, [(1, Some(1_700_000_000_123)), (2, None), (3, None)]);
+        s.compact(pending.iter().map(|(q, st)| (*q, &st.packet, st.expires_ms))).unwrap();
+        drop(s);
+        let (_, again) = Store::open(dir.path(), false).unwrap();
+        assert_eq!(again, pending);
     }
 
     #[test]
@@ -307,15 +356,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Store::open(dir.path(), false).unwrap();
-            s.append(1, &packet(1)).unwrap();
-            s.append(2, &packet(2)).unwrap();
+            s.append(1, &packet(1), None).unwrap();
+            s.append(2, &packet(2), None).unwrap();
         }
         let path = dir.path().join(LOG);
         let len = std::fs::metadata(&path).unwrap().len();
         OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
         let (mut s, pending) = Store::open(dir.path(), false).unwrap();
         assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1]);
-        s.append(3, &packet(3)).unwrap();
+        s.append(3, &packet(3), None).unwrap();
         drop(s);
         let (_, pending) = Store::open(dir.path(), false).unwrap();
         assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 3]);
@@ -327,7 +376,7 @@ mod tests {
         {
             let (mut s, _) = Store::open(dir.path(), false).unwrap();
             for i in 1..=3 {
-                s.append(i, &packet(i)).unwrap();
+                s.append(i, &packet(i), None).unwrap();
             }
         }
         let path = dir.path().join(LOG);
@@ -345,15 +394,15 @@ mod tests {
         let (mut s, _) = Store::open(dir.path(), true).unwrap();
         let packets: Vec<_> = (0..6000).map(packet).collect();
         for (i, p) in packets.iter().enumerate() {
-            s.append(i as u64, p).unwrap();
+            s.append(i as u64, p, None).unwrap();
             if i != 5999 {
                 s.complete(i as u64).unwrap();
             }
         }
         assert!(s.wants_compaction());
         let before = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
-        s.compact(std::iter::once((5999, &packets[5999]))).unwrap();
-        s.append(6000, &packet(6000)).unwrap();
+        s.compact(std::iter::once((5999, &packets[5999], None))).unwrap();
+        s.append(6000, &packet(6000), None).unwrap();
         let after = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
         assert!(after < before / 100, "{after} vs {before}");
         drop(s);

@@ -14,50 +14,50 @@ use tokio::sync::oneshot;
 
 use super::*;
 
-const WAIT: Duration = Duration::from_secs(5);
+pub(super) const WAIT: Duration = Duration::from_secs(5);
 const TOPIC: &str = "cap/t";
 /// Bytes of every `msg` (topic + payload), the measure the cap uses.
 const SIZE: usize = 100;
 
 /// A QoS 1 message of `size` bytes whose payload starts with `id`.
-fn sized(id: u8, size: usize) -> Publish {
+pub(super) fn sized(id: u8, size: usize) -> Publish {
     let mut payload = vec![b'.'; size - TOPIC.len()];
     payload[0] = id;
     Publish::to_topic(TOPIC, payload).qos(QoS::AtLeastOnce)
 }
 
-fn msg(id: u8) -> Publish {
+pub(super) fn msg(id: u8) -> Publish {
     sized(id, SIZE)
 }
 
 /// A link that records the ids it is handed and acknowledges them only once released.
 #[derive(Default)]
-struct ScriptedLink {
+pub(super) struct ScriptedLink {
     sent: Mutex<Vec<u8>>,
     held: Mutex<Vec<oneshot::Sender<Result<(), TransportError>>>>,
     released: AtomicBool,
 }
 
 impl ScriptedLink {
-    fn holding() -> Arc<Self> {
+    pub(super) fn holding() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
-    fn acking() -> Arc<Self> {
+    pub(super) fn acking() -> Arc<Self> {
         let l = Self::default();
         l.released.store(true, Ordering::SeqCst);
         Arc::new(l)
     }
 
     /// Acknowledges what it holds and everything handed to it from now on.
-    fn release(&self) {
+    pub(super) fn release(&self) {
         self.released.store(true, Ordering::SeqCst);
         for tx in self.held.lock().drain(..) {
             let _ = tx.send(Ok(()));
         }
     }
 
-    fn sent(&self) -> Vec<u8> {
+    pub(super) fn sent(&self) -> Vec<u8> {
         self.sent.lock().clone()
     }
 }
@@ -90,10 +90,14 @@ impl Link for ScriptedLink {
     fn disconnect(&self, _: Duration) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
+
+    fn probe(&self, _: Duration) -> BoxFuture<'static, Result<(), TransportError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
-struct Rig {
-    addr: Addr<Publisher>,
+pub(super) struct Rig {
+    pub(super) addr: Addr<Publisher>,
     registry: Registry,
 }
 
@@ -102,33 +106,38 @@ fn capped(max_bytes: usize, drop: DropPolicy) -> OfflinePolicy {
 }
 
 fn start(offline: OfflinePolicy, inflight_window: usize, persistence: Option<PathBuf>) -> Rig {
+    let options = PublisherOptions { inflight_window, offline, persistence, ..PublisherOptions::default() };
+    start_with(options, None)
+}
+
+/// A Publisher with these options, reporting suspect links to `supervisor`.
+pub(super) fn start_with(options: PublisherOptions, supervisor: Option<Recipient<LinkSuspect>>) -> Rig {
     let registry = Registry::new();
     let metrics = ConnectorMetrics::register(&registry).unwrap().connection("test", "t");
     let provider: Arc<dyn Provider> =
         Arc::new(MqttProvider::new(MqttOptions::new("tcp://127.0.0.1:1", "t")).unwrap());
-    let options = PublisherOptions { inflight_window, offline, persistence, ..PublisherOptions::default() };
-    let addr = Publisher::new(PublisherArgs { provider, options, metrics }, None).start();
+    let addr = Publisher::new(PublisherArgs { provider, options, metrics, supervisor }, None).start();
     Rig { addr, registry }
 }
 
 impl Rig {
     /// Hands a publish to the Publisher now (it is in the mailbox when this returns); the
     /// future gives its outcome.
-    fn publish(&self, p: Publish) -> impl std::future::Future<Output = Outcome> {
+    pub(super) fn publish(&self, p: Publish) -> impl std::future::Future<Output = Outcome> {
         let req = self.addr.send(PublishRequest(p));
         async move { req.await.unwrap_or_else(|e| Err(PublishError::Unavailable(e))) }
     }
 
-    async fn stats(&self) -> PublisherStats {
+    pub(super) async fn stats(&self) -> PublisherStats {
         self.addr.send(GetStats).await.unwrap()
     }
 
-    async fn link_up(&self, generation: u64, link: Arc<ScriptedLink>) {
+    pub(super) async fn link_up(&self, generation: u64, link: Arc<ScriptedLink>) {
         self.addr.send(LinkUp { generation, link, session_present: false }).await.unwrap();
     }
 
     /// A sample of the connection's metrics (0 when never counted).
-    fn metric(&self, name: &str, label: &str) -> f64 {
+    pub(super) fn metric(&self, name: &str, label: &str) -> f64 {
         use prometheus::Encoder;
         let mut buf = Vec::new();
         prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf).unwrap();
@@ -141,7 +150,7 @@ impl Rig {
     }
 }
 
-async fn within<F: std::future::Future>(f: F, what: &str) -> F::Output {
+pub(super) async fn within<F: std::future::Future>(f: F, what: &str) -> F::Output {
     tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
@@ -301,7 +310,7 @@ async fn messages_recovered_from_the_store_are_never_refused() {
                 retain: false,
                 properties: Default::default(),
             };
-            store.append(u64::from(seq), &packet).unwrap();
+            store.append(u64::from(seq), &packet, None).unwrap();
         }
     }
     // A cap of three messages; five were accepted before the restart.

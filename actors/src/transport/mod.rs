@@ -39,6 +39,12 @@ pub enum TransportError {
     /// The client library failed the operation.
     #[error("transport failure: {0}")]
     Failed(String),
+    /// A probe of the link went unanswered.
+    #[error("no answer from the broker within {after:?}")]
+    NoAnswer {
+        /// How long the probe waited.
+        after: Duration,
+    },
 }
 
 /// Something that happened on a link.
@@ -67,6 +73,51 @@ pub trait Link: Send + Sync + 'static {
     fn unsubscribe(&self, filters: Vec<String>) -> BoxFuture<'static, Result<(), TransportError>>;
     /// Sends DISCONNECT and closes, waiting at most `timeout`.
     fn disconnect(&self, timeout: Duration) -> BoxFuture<'static, ()>;
+    /// Asks whether the broker is still there: resolves `Ok` as soon as the broker is heard
+    /// from after the call (a PINGRESP to a PINGREQ sent now, where the client library can
+    /// send one; otherwise any acknowledgement or message), or with
+    /// [`TransportError::NoAnswer`] when `timeout` passes in silence. The stall watchdog
+    /// calls it before declaring a link dead.
+    fn probe(&self, timeout: Duration) -> BoxFuture<'static, Result<(), TransportError>>;
+}
+
+/// What a link has heard from its broker: a count bumped by every packet that came from
+/// it (message, acknowledgement), with a notifier, so that a probe can wait for the next
+/// one. Bumped from any thread.
+#[derive(Debug, Default)]
+pub(crate) struct Heard {
+    count: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl Heard {
+    /// Something came from the broker.
+    pub(crate) fn bump(&self) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits up to `timeout` for something to come after this call.
+    pub(crate) fn probe(
+        self: Arc<Self>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let mark = self.count.load(std::sync::atomic::Ordering::Acquire);
+        Box::pin(async move {
+            let heard = async {
+                loop {
+                    let next = self.notify.notified();
+                    if self.count.load(std::sync::atomic::Ordering::Acquire) != mark {
+                        return;
+                    }
+                    next.await;
+                }
+            };
+            tokio::time::timeout(timeout, heard)
+                .await
+                .map_err(|_| TransportError::NoAnswer { after: timeout })
+        })
+    }
 }
 
 /// A link just made, with its two streams.

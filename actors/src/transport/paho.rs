@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc::unbounded_channel;
 use tracing::{debug, error, warn};
 
-use super::{Connected, Link, LinkEvent, PublishCompletion, Transport, TransportError};
+use super::{Connected, Heard, Link, LinkEvent, PublishCompletion, Transport, TransportError};
 
 /// The paho-mqtt transport.
 #[derive(Debug, Default, Clone)]
@@ -193,6 +193,9 @@ struct PahoLink {
     v5: bool,
     /// This connection's outbound topic aliases; `None` when aliasing is off.
     aliases: Option<Mutex<TopicAliasCache>>,
+    /// What came from the broker (messages, acknowledgements). Paho sends its own PINGREQs
+    /// and hides their PINGRESPs, so a probe listens for the next packet it does show.
+    heard: Arc<Heard>,
     _tls: Option<TlsFiles>,
 }
 
@@ -216,7 +219,15 @@ impl PahoLink {
             | mqtt::Error::NoMoreMsgIds => TransportError::Busy,
             other => TransportError::Failed(other.to_string()),
         })?;
-        Ok(Box::pin(futures::TryFutureExt::map_err(token, completion_error)))
+        let heard = self.heard.clone();
+        Ok(Box::pin(async move {
+            let r = token.await.map_err(completion_error);
+            if r != Err(TransportError::NotConnected) {
+                // An acknowledgement (or a refusal) came from the broker.
+                heard.bump();
+            }
+            r
+        }))
     }
 }
 
@@ -274,6 +285,12 @@ impl Link for PahoLink {
             }
         })
     }
+
+    fn probe(&self, timeout: Duration) -> BoxFuture<'static, Result<(), TransportError>> {
+        // Paho cannot be asked for a PINGREQ: listen for anything the broker sends (the
+        // PUBACKs the stalled messages are owed, an inbound message).
+        self.heard.clone().probe(timeout)
+    }
 }
 
 impl Transport for PahoTransport {
@@ -287,6 +304,7 @@ struct Started {
     client: mqtt::AsyncClient,
     token: mqtt::ConnectToken,
     events: tokio::sync::mpsc::UnboundedReceiver<LinkEvent>,
+    heard: Arc<Heard>,
     tls_files: Option<TlsFiles>,
 }
 
@@ -307,9 +325,12 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
         .map_err(|e| ConnectFailure::Transport { message: format!("client: {e}") })?;
 
     let (ev_tx, events) = unbounded_channel();
+    let heard = Arc::new(Heard::default());
     {
         let tx = ev_tx.clone();
+        let h = heard.clone();
         client.set_message_callback(move |_, msg| {
+            h.bump();
             if let Some(msg) = msg {
                 let _ = tx.send(LinkEvent::Message(inbound(&msg)));
             }
@@ -377,7 +398,7 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
         b.http_headers(&headers);
     }
     let token = client.connect(b.finalize());
-    Ok(Started { client, token, events, tls_files })
+    Ok(Started { client, token, events, heard, tls_files })
 }
 
 /// A connect in progress. Paho's connect token holds a reference to its client, and paho
@@ -439,7 +460,7 @@ fn reap(client: mqtt::AsyncClient, token: mqtt::ConnectToken) {
 
 async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, ConnectFailure> {
     let v5 = params.mqtt_version == MqttVersion::V5;
-    let Started { client, token, events, tls_files } = start_connect(&params, max_inflight)?;
+    let Started { client, token, events, heard, tls_files } = start_connect(&params, max_inflight)?;
     let mut pending = PendingConnect { client: Some(client), token: Some(token) };
     let token = pending.token.as_mut().expect("set just above");
     // A failed attempt's client and token go to the reaper when `pending` drops.
@@ -461,7 +482,7 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
     } else {
         None
     };
-    let link = PahoLink { client, v5, aliases, _tls: tls_files };
+    let link = PahoLink { client, v5, aliases, heard, _tls: tls_files };
     Ok(Connected { link: Arc::new(link), session_present, events })
 }
 

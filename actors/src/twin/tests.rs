@@ -105,6 +105,7 @@ fn actor() -> (Addr<TwinActor>, Arc<TwinShared>) {
             provider: provider.clone(),
             options: PublisherOptions::default(),
             metrics: metrics.clone(),
+            supervisor: None,
         },
         None,
     );

@@ -117,6 +117,19 @@ pub enum DisconnectReason {
     CredentialRenewal,
     /// We were asked to stop.
     Requested,
+    /// The link was declared dead by the stall watchdog: the oldest QoS 1 PUBLISH went
+    /// unacknowledged for the stall threshold with nothing heard from the broker, and the
+    /// probe that followed went unanswered too.
+    Stalled {
+        /// How long the oldest PUBLISH had been waiting for its PUBACK.
+        unacked_for: Duration,
+    },
+    /// A PUBLISH went unacknowledged for the acknowledgement timeout on a link that was
+    /// otherwise alive: the message is sent again on a new link.
+    AckTimeout {
+        /// The acknowledgement timeout.
+        after: Duration,
+    },
 }
 
 impl DisconnectReason {
@@ -127,6 +140,8 @@ impl DisconnectReason {
             DisconnectReason::ServerDisconnect { .. } => "server_disconnect",
             DisconnectReason::CredentialRenewal => "credential_renewal",
             DisconnectReason::Requested => "requested",
+            DisconnectReason::Stalled { .. } => "stalled",
+            DisconnectReason::AckTimeout { .. } => "ack_timeout",
         }
     }
 }

@@ -62,6 +62,7 @@ pub struct Publish {
     user_properties: Vec<(String, String)>,
     message_expiry: Option<Duration>,
     timeout: Option<Duration>,
+    expiry: Option<Duration>,
 }
 
 impl Publish {
@@ -79,6 +80,7 @@ impl Publish {
             user_properties: Vec::new(),
             message_expiry: None,
             timeout: None,
+            expiry: None,
         }
     }
 
@@ -137,9 +139,22 @@ impl Publish {
         self.message_expiry = Some(d);
         self
     }
-    /// Overrides the Publisher's acknowledgement timeout for this message.
+    /// Bounds how long the caller of `publish` waits for the outcome. When `d` passes first,
+    /// the caller gets a timeout error that carries the message's id, and the message stays
+    /// accepted: it is still delivered (at least once) unless the caller cancels it through
+    /// that id or an expiry removes it. This is the caller's limit, not the message's; for
+    /// that, see [`Publish::expire_after`].
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
+        self
+    }
+    /// Removes the message if it is not acknowledged within `d` of being accepted (queued
+    /// offline, in flight, or recovered from the on-disk store after a restart: the expiry is
+    /// stored with it). The removal is counted (`expired`), logged, and reported to a waiting
+    /// caller as an expiry error. Without it (and without a Publisher-wide default expiry) an
+    /// accepted message waits for as long as the outage lasts.
+    pub fn expire_after(mut self, d: Duration) -> Self {
+        self.expiry = Some(d);
         self
     }
 
@@ -187,9 +202,13 @@ impl Publish {
     pub fn get_message_expiry(&self) -> Option<Duration> {
         self.message_expiry
     }
-    /// The per-message timeout override.
+    /// How long the caller waits for the outcome ([`Publish::timeout`]).
     pub fn get_timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+    /// The message's expiry ([`Publish::expire_after`]).
+    pub fn get_expiry(&self) -> Option<Duration> {
+        self.expiry
     }
     /// Takes the publish apart: target, payload, QoS, retain (properties are dropped; check
     /// [`Publish::has_properties`] first).
