@@ -67,8 +67,9 @@ impl SigV4Auth {
 }
 
 /// Options of [`AwsProvider`](crate::AwsProvider). [`AwsOptions::new`] gives MQTT 3.1.1,
-/// the auth's standard port, system trust roots, a 300 s keep-alive, clean sessions, a
-/// 30 s connect timeout, 100 publishes per second and [`DEFAULT_TELEMETRY_TOPIC`].
+/// the auth's standard port, system trust roots, a 60 s keep-alive (the SDK v2's 1200 s
+/// relies on a ping timeout paho cannot set; see `docs/adr/007`), clean sessions, a 10 s
+/// connect timeout, 100 publishes per second and [`DEFAULT_TELEMETRY_TOPIC`].
 /// `Debug` shows no secret (nor the password of a proxy URL).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AwsOptions {
@@ -142,9 +143,9 @@ impl AwsOptions {
             auth,
             trust_roots: None,
             mqtt_version: MqttVersion::V311,
-            keep_alive: Duration::from_secs(300),
+            keep_alive: Duration::from_secs(60),
             clean_session: true,
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             http_proxy: None,
             publish_rate: DEFAULT_PUBLISH_RATE,
             telemetry_topic: DEFAULT_TELEMETRY_TOPIC.to_owned(),

@@ -48,8 +48,9 @@ impl Transport {
 }
 
 /// Options of [`AzureProvider`](crate::AzureProvider). `Default` gives MQTT over TLS on
-/// 8883, system trust roots, one-hour SAS tokens, api-version [`DEFAULT_API_VERSION`] and a
-/// 240 s keep-alive (the C SDK's).
+/// 8883, system trust roots, one-hour SAS tokens, api-version [`DEFAULT_API_VERSION`], a
+/// 60 s keep-alive (the Python SDK's; the C SDK's 240 s leaves an idle dead link unnoticed
+/// for up to six minutes) and a 10 s connect timeout (see `docs/adr/007`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AzureOptions {
     /// Lifetime of each generated SAS token; a fresh one is made for every connect and the
@@ -108,8 +109,8 @@ impl Default for AzureOptions {
             product_info: None,
             transport: Transport::Mqtt,
             port: None,
-            keep_alive: Duration::from_secs(240),
-            connect_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
             trust_roots: None,
             ciphers: None,
             x509: None,

@@ -5,14 +5,14 @@
 //! | [`Fault`] | existing connections | new connections |
 //! |---|---|---|
 //! | `Pass` | bytes flow both ways | connected upstream |
-//! | `Blackhole` | nothing is read or forwarded (bytes wait in the kernel's buffers, as unacknowledged segments do; they flow again when the path heals) | accepted, never connected upstream: the client's CONNECT goes unanswered |
+//! | `Blackhole` | nothing is read or forwarded (bytes wait in the kernel's buffers, as unacknowledged segments do; they flow again when the path heals) | accepted and held: nothing is answered until the path heals, then joined upstream (as a retransmitted SYN would get through) |
 //! | `Reset` | closed with a TCP RST | reset at once |
 //! | `Refuse` | closed with a TCP RST | the port is closed: `connect` fails with "connection refused" |
 //! | `Slow(d)` | every chunk waits `d` before it is forwarded | connected upstream |
 //!
-//! A connection accepted during a blackhole stays half-open when the path heals (the
-//! client has already given up on it, or will): only connections made while passing are
-//! joined upstream. The proxy runs on its own thread with its own current-thread tokio
+//! The model is kind to the client in one way: a real blackhole loses the SYN, and the
+//! client's TCP retransmits it after 1, 3, 7 … s; here the held connection joins as soon as
+//! the path heals. The proxy runs on its own thread with its own current-thread tokio
 //! runtime, so it works from synchronous, tokio and actix tests alike.
 
 use std::net::SocketAddr;
@@ -201,7 +201,9 @@ async fn serve(
             accepted = accept(listener.as_ref()) => {
                 let Ok((client, _)) = accepted else { continue };
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(connection(client, upstream, modes.clone(), counters.clone(), stop.clone()));
+                // The reset epoch at accept time: a reset from now on reaches this one.
+                let epoch = *modes.resets.borrow();
+                tokio::spawn(connection(client, upstream, epoch, modes.clone(), counters.clone(), stop.clone()));
             }
         }
     }
@@ -234,12 +236,12 @@ fn rst(s: &TcpStream) {
 async fn connection(
     client: TcpStream,
     upstream: SocketAddr,
+    start_epoch: u64,
     mut modes: Modes,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = client.set_nodelay(true);
-    let start_epoch = *modes.resets.borrow_and_update();
     let now = *modes.rx.borrow();
     match now {
         Fault::Reset | Fault::Refuse => {
@@ -248,15 +250,21 @@ async fn connection(
             return;
         }
         Fault::Blackhole => {
-            // Accepted, never answered: hold it until a reset or the end.
+            // Accepted, never answered: held (what the client sent waits in the socket, as
+            // its SYN would be retransmitted) until the path heals, a reset, or the end.
+            let mut rx = modes.rx.clone();
             tokio::select! {
-                _ = modes.resets.wait_for(|e| *e != start_epoch) => {
-                    rst(&client);
-                    counters.reset.fetch_add(1, Ordering::Relaxed);
-                }
-                _ = stop.changed() => {}
+                _ = rx.wait_for(|m| *m != Fault::Blackhole) => {}
+                _ = modes.resets.wait_for(|e| *e != start_epoch) => {}
+                _ = stop.changed() => return,
             }
-            return;
+            if *modes.resets.borrow() != start_epoch
+                || matches!(*modes.rx.borrow(), Fault::Reset | Fault::Refuse)
+            {
+                rst(&client);
+                counters.reset.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
         Fault::Pass | Fault::Slow(_) => {}
     }
@@ -374,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_made_during_a_blackhole_is_never_joined() {
+    fn a_connection_made_during_a_blackhole_is_joined_only_when_it_heals() {
         let p = FaultProxy::to_port(echo());
         p.set(Fault::Blackhole);
         let mut s = client(&p);
@@ -382,8 +390,27 @@ mod tests {
         assert!(round_trip(&mut s, b"x").is_err());
         assert_eq!(p.stats().joined, 0);
         p.set(Fault::Pass);
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).expect("what was sent into the blackhole arrives once healed");
+        assert_eq!(&b, b"x");
         let mut t = client(&p);
         assert_eq!(round_trip(&mut t, b"y").expect("a new connection passes"), b"y");
+    }
+
+    #[test]
+    fn a_connection_held_by_a_blackhole_is_reset_with_the_others() {
+        let p = FaultProxy::to_port(echo());
+        p.set(Fault::Blackhole);
+        let mut s = client(&p);
+        s.write_all(b"x").expect("write");
+        crate::wait_until(Duration::from_secs(5), "the proxy to accept", || p.stats().accepted == 1);
+        p.reset_connections();
+        p.set(Fault::Pass);
+        let mut b = [0u8; 1];
+        let e = s.read(&mut b);
+        assert!(matches!(&e, Err(e) if e.kind() == ErrorKind::ConnectionReset), "got {e:?}");
+        assert_eq!(p.stats().joined, 0);
     }
 
     #[test]

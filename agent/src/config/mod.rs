@@ -421,7 +421,12 @@ fn validate(
         max_bytes: raw.store.max_bytes.unwrap_or(64 * 1024 * 1024),
         drop_policy,
         fsync: raw.store.fsync.unwrap_or(false),
+        expiry: raw.store.expiry.map(|d| d.0),
     };
+    if store.expiry.is_some_and(|d| d.is_zero()) {
+        return Err(ctx.invalid("store.expiry", "must be more than 0 (leave it out for no expiry)"));
+    }
+    let connection = connection(raw.connection, ctx)?;
     if store.max_messages == 0 {
         return Err(ctx.invalid("store.max_messages", "must be at least 1"));
     }
@@ -457,9 +462,37 @@ fn validate(
         state,
         handlers,
         store,
+        connection,
         metrics,
         logging,
     })
+}
+
+/// `[connection]`: the stall watchdog, the acknowledgement timeout and the backoff.
+fn connection(raw: raw::RawConnection, ctx: &Ctx) -> Result<ConnectionSettings, ConfigError> {
+    let defaults = connector_actors::StallPolicy::default();
+    let positive = |key: &'static str, d: Option<Dur>, default: Duration| match d {
+        Some(d) if d.0.is_zero() => Err(ctx.invalid(key, "must be more than 0")),
+        Some(d) => Ok(d.0),
+        None => Ok(default),
+    };
+    let threshold = positive("connection.stall_threshold", raw.stall_threshold, defaults.threshold)?;
+    let probe_timeout = positive("connection.probe_timeout", raw.probe_timeout, defaults.probe_timeout)?;
+    let ack_timeout = positive("connection.ack_timeout", raw.ack_timeout, Duration::from_secs(60))?;
+    let backoff_defaults = connector_core::BackoffPolicy::default();
+    let backoff = connector_core::BackoffPolicy {
+        min: positive("connection.backoff_min", raw.backoff_min, backoff_defaults.min)?,
+        max: positive("connection.backoff_max", raw.backoff_max, backoff_defaults.max)?,
+        ..backoff_defaults
+    };
+    if backoff.max < backoff.min {
+        return Err(ctx.invalid("connection.backoff_max", "must be at least connection.backoff_min"));
+    }
+    let stall = raw
+        .stall_watchdog
+        .unwrap_or(true)
+        .then_some(connector_actors::StallPolicy { threshold, probe_timeout });
+    Ok(ConnectionSettings { stall, ack_timeout, backoff })
 }
 
 /// What changed between two settings that a reload (SIGHUP) cannot apply in place.
@@ -479,6 +512,9 @@ pub fn restart_required(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.store != new.store {
         v.push("store");
+    }
+    if old.connection != new.connection {
+        v.push("connection");
     }
     if old.metrics != new.metrics {
         v.push("metrics");

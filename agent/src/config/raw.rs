@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) state: RawState,
     pub(super) handlers: RawHandlers,
     pub(super) store: RawStore,
+    pub(super) connection: RawConnection,
     pub(super) metrics: RawMetrics,
     pub(super) logging: RawLogging,
 }
@@ -191,6 +192,18 @@ pub(super) struct RawStore {
     pub(super) max_bytes: Option<u64>,
     pub(super) drop_policy: Option<String>,
     pub(super) fsync: Option<bool>,
+    pub(super) expiry: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawConnection {
+    pub(super) stall_watchdog: Option<bool>,
+    pub(super) stall_threshold: Option<Dur>,
+    pub(super) probe_timeout: Option<Dur>,
+    pub(super) ack_timeout: Option<Dur>,
+    pub(super) backoff_min: Option<Dur>,
+    pub(super) backoff_max: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,6 +30,8 @@ pub struct Settings {
     pub handlers: HandlerSettings,
     /// The Publisher's offline queue and on-disk store.
     pub store: StoreSettings,
+    /// Dead-link detection and reconnect pacing.
+    pub connection: ConnectionSettings,
     /// `/metrics`, `/healthz`, `/readyz` address (`None`: not served).
     pub metrics: Option<SocketAddr>,
     /// Logging.
@@ -327,6 +329,20 @@ pub struct StoreSettings {
     pub drop_policy: DropPolicy,
     /// `fsync` every store write.
     pub fsync: bool,
+    /// Removes accepted messages not acknowledged within this long (`None`, the default:
+    /// they wait for as long as an outage lasts).
+    pub expiry: Option<Duration>,
+}
+
+/// Dead-link detection and reconnect pacing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionSettings {
+    /// The stall watchdog (`None`: off).
+    pub stall: Option<connector_actors::StallPolicy>,
+    /// How long one attempt waits for its PUBACK before the link is replaced.
+    pub ack_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: connector_core::BackoffPolicy,
 }
 
 /// Logging.

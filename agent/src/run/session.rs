@@ -75,8 +75,15 @@ pub(crate) fn start_session(
     registry: &Registry,
 ) -> Session {
     let (tx, events) = mpsc::channel(256);
-    let conn = o
+    let mut builder = o
         .builder
+        .backoff(s.connection.backoff.clone())
+        .ack_timeout(s.connection.ack_timeout)
+        .stall_watchdog(s.connection.stall);
+    if let Some(d) = s.store.expiry {
+        builder = builder.default_expiry(d);
+    }
+    let conn = builder
         .metrics(families.clone())
         .registry(registry)
         .offline_queue(s.store.max_messages, s.store.drop_policy)
@@ -177,6 +184,7 @@ pub(crate) async fn status(s: &Session, shared: &Shared, state: ConnectionState,
         acked: s.conn.metrics().acked.get(),
         queued: st.queued_count,
         inflight: st.unacked_count,
+        dropped: st.dropped_oldest_total + st.expired_total + st.failed_total,
         twin_version: s.conn.twin().and_then(|t| t.last_desired_version()),
         uptime: started.elapsed(),
     }

@@ -203,6 +203,12 @@ impl ExternalCloud {
 
     /// A configuration file connecting to this emulator through DPS.
     pub fn config(&self, state_dir: &Path, extra: &str) -> String {
+        self.config_via(state_dir, self.emu.mqtt_port(), extra)
+    }
+
+    /// [`ExternalCloud::config`] with the hub connection (not DPS) on `hub_port`: a fault
+    /// proxy's, in front of the emulator.
+    pub fn config_via(&self, state_dir: &Path, hub_port: u16, extra: &str) -> String {
         format!(
             r#"[agent]
 state_dir = {state:?}
@@ -211,7 +217,7 @@ shutdown_timeout = "5s"
 
 [azure]
 ca_file = {ca:?}
-port = {port}
+port = {hub_port}
 
 [azure.dps]
 id_scope = {scope:?}
@@ -230,6 +236,7 @@ level = "warn"
             state = state_dir,
             ca = self.emu.ca_path(),
             port = self.emu.mqtt_port(),
+            hub_port = hub_port,
             scope = self.emu.dps_id_scope(),
             reg = self.registration_id,
             key = self.key_file,

@@ -42,7 +42,7 @@ fn connect_params_for_a_device_key() {
     assert_eq!(p.password.as_ref().map(Secret::expose), Some(V1), "V1 at now + 3600 s");
     assert_eq!(p.credentials_expire, Some(UNIX_EPOCH + Duration::from_secs(1_735_689_600)));
     assert!(!p.clean_session);
-    assert_eq!(p.keep_alive, Duration::from_secs(240));
+    assert_eq!(p.keep_alive, Duration::from_secs(60));
     let tls = p.tls.as_ref().unwrap();
     assert!(tls.ca.is_none() && tls.client_cert.is_none());
     p.validate().unwrap();

@@ -306,7 +306,7 @@ impl ConnectParams {
             mqtt_version: MqttVersion::V311,
             keep_alive: Duration::from_secs(60),
             clean_session: true,
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             http_proxy: None,
             http_headers: Vec::new(),
             credentials_expire: None,

@@ -53,7 +53,7 @@ impl MqttOptions {
             mqtt_version: MqttVersion::V311,
             keep_alive: Duration::from_secs(60),
             clean_session: true,
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             topic_aliasing: crate::topic_alias::TopicAliasing::Disabled,
         }
