@@ -309,3 +309,39 @@ fn aws_topic_aliases_from_the_file_or_the_environment() {
         );
     }
 }
+
+#[test]
+fn connection_and_expiry_settings_with_their_defaults_and_bounds() {
+    let file = Path::new("agent.toml");
+    let load = |toml: &str, e: &[(String, String)]| load_str(toml, file, e, &Overrides::default());
+    let s = load("", &base()).unwrap();
+    assert_eq!(s.store.expiry, None, "no expiry unless asked for");
+    assert_eq!(s.connection.stall, Some(connector_actors::StallPolicy::default()));
+    assert_eq!(s.connection.ack_timeout, Duration::from_secs(60));
+    assert_eq!(s.connection.backoff, connector_core::BackoffPolicy::default());
+
+    let toml = "[store]\nexpiry = \"1h\"\n[connection]\nstall_threshold = \"2s\"\nprobe_timeout = \"500ms\"\nbackoff_min = \"100ms\"\nbackoff_max = \"5s\"\n";
+    let s = load(toml, &base()).unwrap();
+    assert_eq!(s.store.expiry, Some(Duration::from_secs(3600)));
+    let stall = s.connection.stall.unwrap();
+    assert_eq!((stall.threshold, stall.probe_timeout), (Duration::from_secs(2), Duration::from_millis(500)));
+    assert_eq!(
+        (s.connection.backoff.min, s.connection.backoff.max),
+        (Duration::from_millis(100), Duration::from_secs(5))
+    );
+
+    let mut e = base();
+    e.extend(env(&[("CONNECTOR_AGENT_CONNECTION_STALL_WATCHDOG", "false")]));
+    assert_eq!(load("", &e).unwrap().connection.stall, None);
+
+    for (toml, key) in [
+        ("[store]\nexpiry = \"0s\"\n", "store.expiry"),
+        ("[connection]\nstall_threshold = 0\n", "connection.stall_threshold"),
+        ("[connection]\nprobe_timeout = \"0ms\"\n", "connection.probe_timeout"),
+        ("[connection]\nbackoff_min = \"10s\"\nbackoff_max = \"1s\"\n", "connection.backoff_max"),
+        ("[connection]\nstall = \"1s\"\n", "stall"),
+    ] {
+        let msg = load(toml, &base()).unwrap_err().to_string();
+        assert!(msg.contains(key), "{toml}: {msg}");
+    }
+}
