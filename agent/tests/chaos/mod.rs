@@ -177,6 +177,8 @@ pub struct Report {
     pub restarts: u32,
     pub rss_kib: (u64, u64),
     pub fds: (usize, usize),
+    /// (time into the run, RSS KiB, descriptors) after every step.
+    pub samples: Vec<(Duration, u64, usize)>,
     pub elapsed: Duration,
 }
 
@@ -189,6 +191,64 @@ impl Report {
                 s.name, s.detected_after, s.recovered_after
             );
         }
+    }
+
+    /// The figures as Markdown, for `docs/RELIABILITY.md`.
+    pub fn markdown(&self, command: &str, settings: &str) -> String {
+        use std::fmt::Write as _;
+        let mut m = String::new();
+        let secs =
+            |d: Option<Duration>| d.map_or_else(|| "—".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+        let _ = writeln!(m, "## Last long run\n");
+        let _ = writeln!(m, "Command: `{command}`\n");
+        let _ = writeln!(m, "Settings: {settings}\n");
+        let _ = writeln!(m, "| | |\n|---|---|");
+        let _ = writeln!(m, "| duration | {:.0} min |", self.elapsed.as_secs_f64() / 60.0);
+        let _ = writeln!(
+            m,
+            "| lines written / answered `ok:true` / refused | {} / {} / {} |",
+            self.written, self.acked, self.refused
+        );
+        let _ = writeln!(
+            m,
+            "| accepted lines delivered / **lost** | {} / **{}** |",
+            self.acked - self.lost,
+            self.lost
+        );
+        let _ = writeln!(m, "| duplicates delivered | {} |", self.duplicates);
+        let _ = writeln!(
+            m,
+            "| removed by a configured limit (last agent process) | {} |",
+            self.dropped_by_limits
+        );
+        let _ = writeln!(m, "| agent SIGKILLs and restarts | {} |", self.restarts);
+        let (rss_min, rss_max) =
+            self.samples.iter().fold((u64::MAX, 0), |(a, b), s| (a.min(s.1), b.max(s.1)));
+        let (fd_min, fd_max) =
+            self.samples.iter().fold((usize::MAX, 0), |(a, b), s| (a.min(s.2), b.max(s.2)));
+        let _ = writeln!(
+            m,
+            "| RSS start → end (min–max over {} samples) | {} → {} KiB ({}–{}) |",
+            self.samples.len(),
+            self.rss_kib.0,
+            self.rss_kib.1,
+            rss_min,
+            rss_max
+        );
+        let _ = writeln!(
+            m,
+            "| open descriptors start → end (min–max) | {} → {} ({}–{}) |\n",
+            self.fds.0, self.fds.1, fd_min, fd_max
+        );
+        let _ = writeln!(
+            m,
+            "| fault | declared dead after | first acknowledgement after the path healed |\n|---|---|---|"
+        );
+        for st in &self.steps {
+            let _ =
+                writeln!(m, "| {} | {} | {} |", st.name, secs(st.detected_after), secs(st.recovered_after));
+        }
+        m
     }
 
     pub fn summary(&self) -> String {
@@ -224,6 +284,7 @@ pub struct Chaos {
     restarts: u32,
     rss_start: u64,
     fds_start: usize,
+    samples: Vec<(Duration, u64, usize)>,
     started: Instant,
 }
 
@@ -265,6 +326,7 @@ impl Chaos {
             restarts: 0,
             rss_start,
             fds_start,
+            samples: Vec::new(),
             started: Instant::now(),
         }
     }
@@ -328,6 +390,8 @@ impl Chaos {
         let (detected_after, recovered_after) = match step {
             Step::Pass(d) => {
                 std::thread::sleep(*d);
+                let (rss, fds) = usage(self.agent.pid());
+                self.samples.push((self.started.elapsed(), rss, fds));
                 return None;
             }
             Step::Fault { fault, lasting, reset } => {
@@ -356,6 +420,8 @@ impl Chaos {
                 (d, self.heal(false))
             }
         };
+        let (rss, fds) = usage(self.agent.pid());
+        self.samples.push((self.started.elapsed(), rss, fds));
         Some(StepReport { name, detected_after, recovered_after })
     }
 
@@ -410,6 +476,7 @@ impl Chaos {
             restarts: self.restarts,
             rss_kib: (self.rss_start, end.0),
             fds: (self.fds_start, end.1),
+            samples: std::mem::take(&mut self.samples),
             elapsed: self.started.elapsed(),
         }
     }
