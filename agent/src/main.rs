@@ -15,7 +15,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         return 2;
     }
     match e.downcast_ref::<AgentError>() {
-        Some(AgentError::Config(_)) => 2,
+        // An unusable handler directory or run-as user is a configuration problem too.
+        Some(AgentError::Config(_) | AgentError::Handlers(_)) => 2,
         Some(AgentError::Lock(LockError::Held { .. })) => 3,
         _ => 1,
     }
@@ -45,6 +46,7 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
         connector_agent::demo::prepare(&mut settings)?;
     }
     if cli.check_config {
+        run::check_handlers(&settings)?;
         let _ = writeln!(std::io::stdout(), "{}", settings.describe());
         return Ok(());
     }

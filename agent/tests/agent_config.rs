@@ -261,17 +261,28 @@ fn good_files_check_ok_without_printing_secrets() {
     std::fs::write(&key, "c2VjcmV0LWtleS1uZXZlci1wcmludGVkLTEyMzQ=").unwrap();
     let pem = dir.path().join("stand-in.pem");
     std::fs::write(&pem, "not read by --check-config").unwrap();
+    // The examples' handler directory, stood in for by a trusted one.
+    let handlers = common::trusted_tempdir();
+    let handlers = handlers.path().to_str().unwrap();
     let (key, pem) = (key.to_str().unwrap(), pem.to_str().unwrap());
     type Example<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
     let examples: [Example; 3] = [
         ("embedded.toml", vec![], "cloud embedded azure emulator"),
-        ("azure.toml", vec![("CONNECTOR_AGENT_AZURE_DPS_SYMMETRIC_KEY_FILE", key)], "cloud azure, DPS"),
+        (
+            "azure.toml",
+            vec![
+                ("CONNECTOR_AGENT_AZURE_DPS_SYMMETRIC_KEY_FILE", key),
+                ("CONNECTOR_AGENT_HANDLERS_DIR", handlers),
+            ],
+            "cloud azure, DPS",
+        ),
         (
             "aws.toml",
             vec![
                 ("CONNECTOR_AGENT_AWS_CA_FILE", pem),
                 ("CONNECTOR_AGENT_AWS_CERT_FILE", pem),
                 ("CONNECTOR_AGENT_AWS_KEY_FILE", pem),
+                ("CONNECTOR_AGENT_HANDLERS_DIR", handlers),
             ],
             "cloud aws, endpoint",
         ),
@@ -290,5 +301,27 @@ fn good_files_check_ok_without_printing_secrets() {
         );
         assert_eq!(code, 0, "{example}: {out}");
         assert!(out.contains(expect), "{example}: {out}");
+    }
+}
+
+#[test]
+fn an_untrusted_handler_directory_fails_the_check_and_the_start() {
+    // Under /tmp (world-writable, sticky): anyone could have put something there.
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).unwrap();
+    let state = dir.path().join("state");
+    let env = [("CONNECTOR_AGENT_HANDLERS_DIR", handlers.to_str().unwrap())];
+    for check in [true, false] {
+        let mut args = vec!["--state-dir", state.to_str().unwrap(), "--metrics-addr", "off"];
+        if check {
+            args.push("--check-config");
+        }
+        let (code, out) = run_to_end(&args, &env);
+        assert_eq!(code, 2, "check {check}: {out}");
+        let tmp = std::env::temp_dir().canonicalize().unwrap();
+        let why =
+            format!("handler directory is not trusted: {} is writable by group or others", tmp.display());
+        assert_eq!(out.matches(&why).count(), 1, "check {check}: the reason, once: {out}");
     }
 }

@@ -84,7 +84,7 @@ pub enum AgentError {
         error: std::io::Error,
     },
     /// The handler directory or run-as user is unusable.
-    #[error("handlers: {0}")]
+    #[error("handlers")]
     Handlers(#[from] HandlerError),
     /// The cloud is not supported by this build yet.
     #[error("{0}")]
@@ -425,6 +425,12 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     }
     drop(metrics_server);
     Ok(())
+}
+
+/// Checks the handler directory (it exists, it and every directory above it are trusted)
+/// and the run-as user, as the agent does at start: for `--check-config`.
+pub fn check_handlers(settings: &Settings) -> Result<(), AgentError> {
+    handler_runner(settings).map(|_| ()).map_err(AgentError::Handlers)
 }
 
 /// The Publisher would run without its on-disk store if it could not open it: refuse to
