@@ -43,6 +43,8 @@ fn bad_files_are_named_errors_with_exit_code_2() {
         ("[metrics]\naddr = \"localhost\"\n".into(), "metrics.addr", "not an address:port"),
         ("[logging]\nlevel = \"info,=[\"\n".into(), "logging.level", ""),
         ("[ingest]\nbatch_max_messages = 0\n".into(), "ingest.batch_max_messages", "at least 1"),
+        ("[ingest]\nidle_timeout = \"10ms\"\n".into(), "ingest.idle_timeout", "at least 100ms"),
+        ("[ingest]\npartial_line_timeout = 0\n".into(), "ingest.partial_line_timeout", "at least 100ms"),
         ("[handlers]\nallow = [\"reboot\"]\n".into(), "handlers.dir", "missing"),
         ("[handlers]\ndir = \"/tmp\"\nallow = [\"../bin/sh\"]\n".into(), "handlers.allow", "not a plain file name"),
         ("[handlers]\ndir = \"/tmp\"\nrun_as = \"no-such-user-4711\"\n".into(), "handlers.run_as", "no such user"),

@@ -367,7 +367,20 @@ fn validate(
         batch_max_messages: raw.ingest.batch_max_messages.unwrap_or(100),
         batch_max_bytes: raw.ingest.batch_max_bytes.unwrap_or(64 * 1024),
         batch_max_delay: raw.ingest.batch_max_delay.map_or(Duration::from_secs(1), |d| d.0),
+        idle_timeout: raw.ingest.idle_timeout.map_or(crate::ingest::DEFAULT_IDLE_TIMEOUT, |d| d.0),
+        partial_line_timeout: raw
+            .ingest
+            .partial_line_timeout
+            .map_or(crate::ingest::DEFAULT_PARTIAL_LINE_TIMEOUT, |d| d.0),
     };
+    for (key, d) in [
+        ("ingest.idle_timeout", ingest.idle_timeout),
+        ("ingest.partial_line_timeout", ingest.partial_line_timeout),
+    ] {
+        if d < Duration::from_millis(100) {
+            return Err(ctx.invalid(key, "must be at least 100ms"));
+        }
+    }
     if ingest.batch_max_messages == 0 {
         return Err(ctx.invalid("ingest.batch_max_messages", "must be at least 1"));
     }

@@ -268,6 +268,11 @@ pub struct IngestSettings {
     pub batch_max_bytes: usize,
     /// Longest a line waits for its batch.
     pub batch_max_delay: Duration,
+    /// A producer connection silent this long at a line boundary is closed.
+    pub idle_timeout: Duration,
+    /// A line not complete this long after its first byte is refused and its connection
+    /// closed.
+    pub partial_line_timeout: Duration,
 }
 
 /// Desired/reported state files.

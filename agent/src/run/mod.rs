@@ -207,6 +207,8 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         io.max_batch_messages = settings.ingest.batch_max_messages;
         io.max_batch_bytes = settings.ingest.batch_max_bytes;
         io.max_delay = settings.ingest.batch_max_delay;
+        io.idle_timeout = settings.ingest.idle_timeout;
+        io.partial_line_timeout = settings.ingest.partial_line_timeout;
         let (server, batches) = IngestServer::bind(io).await?;
         say!("ingest: socket {}", server.path().display());
         actix_rt::spawn(ingest_consumer(batches, pub_rx, shared.clone(), metrics.clone()));
