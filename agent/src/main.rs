@@ -47,10 +47,18 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
     }
     if cli.check_config {
         run::check_handlers(&settings)?;
-        let _ = writeln!(std::io::stdout(), "{}", settings.describe());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", settings.describe());
+        for w in &settings.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         return Ok(());
     }
     let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);
+    // Found while loading, before there was a logger: emitted now.
+    for w in &settings.warnings {
+        w.log();
+    }
     let opts = RunOptions { exit_after: cli.exit_after, overrides, log, demo: cli.demo };
     let system = actix_rt::System::new();
     system.block_on(run::run(settings, opts))?;

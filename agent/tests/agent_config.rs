@@ -327,3 +327,43 @@ fn an_untrusted_handler_directory_fails_the_check_and_the_start() {
         assert_eq!(out.matches(&why).count(), 1, "check {check}: the reason, once: {out}");
     }
 }
+
+#[test]
+fn a_secret_file_readable_by_others_is_warned_about_in_the_log_and_the_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = common::rt();
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = common::ExternalCloud::start(&rt, dir.path(), "loose-key");
+    std::fs::set_permissions(&cloud.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, cloud.config(&dir.path().join("state"), "")).unwrap();
+    let key_file = cloud.key_file.display().to_string();
+
+    let (code, out) = run_to_end(&["--check-config", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    let warning = format!(
+        "warning: `azure.dps.symmetric_key_file`: secret file {key_file} is readable by group or others (mode 0644); chmod 600 it"
+    );
+    assert_eq!(out.matches(&warning).count(), 1, "{out}");
+
+    // The agent logs it (at its configured level, warn) once its logger exists.
+    let mut agent = common::Agent::start(&["--config", cfg.to_str().unwrap()]);
+    let line = agent.wait_line("the warning in the log", |l| {
+        let l = common::strip_ansi(l);
+        l.starts_with("E: ") && l.contains("WARN") && l.contains("secret file is readable by group or others")
+    });
+    let line = common::strip_ansi(&line);
+    assert!(line.contains(&format!("file={key_file}")) && line.contains("mode=0644"), "{line}");
+    assert!(line.contains("key=\"azure.dps.symmetric_key_file\""), "{line}");
+    agent.wait_line("connected", |l| l.starts_with("status: connected"));
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
+    let out = agent.output();
+    assert_eq!(out.matches("secret file is readable").count(), 1, "once: {out}");
+
+    // A 0600 file: no warning.
+    std::fs::set_permissions(&cloud.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out) = run_to_end(&["--check-config", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("warning:"), "{out}");
+}

@@ -29,12 +29,14 @@ mod settings;
 mod state;
 #[cfg(test)]
 mod tests;
+mod warning;
 
 use ctx::{non_empty, Ctx};
 use env::{env_value, set_path};
 pub use env::{env_var_for, EnvKind, Overrides, ENV_KEYS};
 use raw::RawConfig;
 pub use settings::*;
+pub use warning::ConfigWarning;
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "CONNECTOR_AGENT_";
@@ -232,7 +234,7 @@ fn load_table(
         set_path(&mut table, key, value);
         origins.insert(key.to_owned(), Origin::Flag(flag));
     }
-    let ctx = Ctx { origins, default_origin };
+    let ctx = Ctx { origins, default_origin, warnings: Default::default() };
     let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         let reason = e.into_inner().to_string();
@@ -460,6 +462,7 @@ fn validate(
     }
 
     Ok(Settings {
+        warnings: ctx.warnings.take(),
         file: file.map(Path::to_owned),
         state_dir,
         status_interval,

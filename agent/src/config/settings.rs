@@ -34,6 +34,9 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Logging.
     pub logging: LoggingSettings,
+    /// What validation found worth fixing (emit them once logging exists:
+    /// [`ConfigWarning::log`]).
+    pub warnings: Vec<super::ConfigWarning>,
 }
 
 /// The two clouds.

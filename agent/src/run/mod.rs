@@ -451,6 +451,9 @@ fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError
     if opts.demo {
         crate::demo::prepare(&mut new)?;
     }
+    for w in &new.warnings {
+        w.log();
+    }
     for key in config::restart_required(current, &new) {
         warn!(key, "changed in the configuration; takes effect after a restart");
         say!("reload: `{key}` changed; restart the agent to apply it");
