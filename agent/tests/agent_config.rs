@@ -44,6 +44,14 @@ fn bad_files_are_named_errors_with_exit_code_2() {
         ("[logging]\nlevel = \"info,=[\"\n".into(), "logging.level", ""),
         ("[ingest]\nbatch_max_messages = 0\n".into(), "ingest.batch_max_messages", "at least 1"),
         ("[ingest]\nidle_timeout = \"10ms\"\n".into(), "ingest.idle_timeout", "at least 100ms"),
+        ("[ingest]\nsocket = \"/tmp\"\n".into(), "ingest.socket", "/tmp exists and is a directory"),
+        (format!("[ingest]\nsocket = {cs}\n"), "ingest.socket", "exists and is not a socket"),
+        (
+            "[ingest]\nsocket = \"/nonexistent-4711/ingest.sock\"\n".into(),
+            "ingest.socket",
+            "directory /nonexistent-4711 does not exist",
+        ),
+        (format!("[ingest]\nsocket = \"{}/x.sock\"\n", secret_file.display()), "ingest.socket", "is not a directory"),
         ("[ingest]\npartial_line_timeout = 0\n".into(), "ingest.partial_line_timeout", "at least 100ms"),
         ("[handlers]\nallow = [\"reboot\"]\n".into(), "handlers.dir", "missing"),
         ("[handlers]\ndir = \"/tmp\"\nallow = [\"../bin/sh\"]\n".into(), "handlers.allow", "not a plain file name"),
@@ -195,7 +203,9 @@ fn bad_files_are_named_errors_with_exit_code_2() {
         );
         let file_named = out.contains(&file.display().to_string());
         let key_named = key.is_empty() || out.contains(&format!("`{key}`"));
-        if code != 2 || !file_named || !key_named || !out.contains(reason) || out.contains(SECRET) {
+        // The reason is given once (not repeated by an error's chain).
+        let once = reason.is_empty() || out.matches(reason).count() == 1;
+        if code != 2 || !file_named || !key_named || !once || out.contains(SECRET) {
             failures.push(format!("case {i} ({body:?}): exit {code}, output:\n{out}"));
         }
     }
@@ -266,6 +276,9 @@ fn good_files_check_ok_without_printing_secrets() {
     // The examples' handler directory, stood in for by a trusted one.
     let handlers = common::trusted_tempdir();
     let handlers = handlers.path().to_str().unwrap();
+    // And their socket directory (/run/connector-agent exists only while the service runs).
+    let socket = dir.path().join("ingest.sock");
+    let socket = socket.to_str().unwrap();
     let (key, pem) = (key.to_str().unwrap(), pem.to_str().unwrap());
     type Example<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
     let examples: [Example; 3] = [
@@ -275,6 +288,7 @@ fn good_files_check_ok_without_printing_secrets() {
             vec![
                 ("CONNECTOR_AGENT_AZURE_DPS_SYMMETRIC_KEY_FILE", key),
                 ("CONNECTOR_AGENT_HANDLERS_DIR", handlers),
+                ("CONNECTOR_AGENT_INGEST_SOCKET", socket),
             ],
             "cloud azure, DPS",
         ),
@@ -285,6 +299,7 @@ fn good_files_check_ok_without_printing_secrets() {
                 ("CONNECTOR_AGENT_AWS_CERT_FILE", pem),
                 ("CONNECTOR_AGENT_AWS_KEY_FILE", pem),
                 ("CONNECTOR_AGENT_HANDLERS_DIR", handlers),
+                ("CONNECTOR_AGENT_INGEST_SOCKET", socket),
             ],
             "cloud aws, endpoint",
         ),
@@ -366,4 +381,67 @@ fn a_secret_file_readable_by_others_is_warned_about_in_the_log_and_the_check() {
     let (code, out) = run_to_end(&["--check-config", "--config", cfg.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("warning:"), "{out}");
+}
+
+#[test]
+fn a_start_failure_is_reported_once_and_config_errors_before_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    // A directory as the socket: a configuration error, also when starting for real.
+    let (code, out) = run_to_end(
+        &["--state-dir", state, "--metrics-addr", "off"],
+        &[("CONNECTOR_AGENT_INGEST_SOCKET", "/tmp")],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(out.matches("/tmp exists and is a directory").count(), 1, "once: {out}");
+    assert!(out.contains("environment variable CONNECTOR_AGENT_INGEST_SOCKET: `ingest.socket`"), "{out}");
+    // A socket another process listens on is only found at start: exit 1, the reason once.
+    let taken = dir.path().join("taken.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&taken).unwrap();
+    let (code, out) = run_to_end(
+        &["--state-dir", state, "--metrics-addr", "off"],
+        &[("CONNECTOR_AGENT_INGEST_SOCKET", taken.to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{out}");
+    let why = format!("ingestion socket: ingest socket {} is in use by another listener", taken.display());
+    assert!(out.contains(&why), "{out}");
+    assert_eq!(out.matches("is in use by another listener").count(), 1, "once: {out}");
+}
+
+#[test]
+fn a_metrics_address_beyond_loopback_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let (code, out) =
+        run_to_end(&["--check-config", "--state-dir", state, "--metrics-addr", "0.0.0.0:0"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches("warning: `metrics.addr`: 0.0.0.0:0 is not a loopback address").count(),
+        1,
+        "{out}"
+    );
+    let (code, out) =
+        run_to_end(&["--check-config", "--state-dir", state, "--metrics-addr", "127.0.0.1:0"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("warning:"), "{out}");
+    // And in the log at start.
+    let mut agent = common::Agent::start(&[
+        "--state-dir",
+        state,
+        "--metrics-addr",
+        "0.0.0.0:0",
+        "--log-level",
+        "warn",
+        "--exit-after",
+        "60s",
+    ]);
+    let line = agent.wait_line("the warning in the log", |l| {
+        let l = common::strip_ansi(l);
+        l.starts_with("E: ") && l.contains("WARN") && l.contains("metrics endpoint listens beyond loopback")
+    });
+    assert!(common::strip_ansi(&line).contains("addr=0.0.0.0:0"), "{line}");
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
 }

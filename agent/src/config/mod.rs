@@ -24,6 +24,7 @@ use thiserror::Error;
 mod cloud;
 mod ctx;
 mod env;
+mod ingest;
 mod raw;
 mod settings;
 mod state;
@@ -363,36 +364,7 @@ fn validate(
     }
     let telemetry = TelemetrySettings { interval, device_stats: raw.telemetry.device_stats.unwrap_or(true) };
 
-    let ingest = IngestSettings {
-        enabled: raw.ingest.enabled.unwrap_or(true),
-        socket: raw.ingest.socket.unwrap_or_else(|| state_dir.join("ingest.sock")),
-        batch_max_messages: raw.ingest.batch_max_messages.unwrap_or(100),
-        batch_max_bytes: raw.ingest.batch_max_bytes.unwrap_or(64 * 1024),
-        batch_max_delay: raw.ingest.batch_max_delay.map_or(Duration::from_secs(1), |d| d.0),
-        idle_timeout: raw.ingest.idle_timeout.map_or(crate::ingest::DEFAULT_IDLE_TIMEOUT, |d| d.0),
-        partial_line_timeout: raw
-            .ingest
-            .partial_line_timeout
-            .map_or(crate::ingest::DEFAULT_PARTIAL_LINE_TIMEOUT, |d| d.0),
-    };
-    for (key, d) in [
-        ("ingest.idle_timeout", ingest.idle_timeout),
-        ("ingest.partial_line_timeout", ingest.partial_line_timeout),
-    ] {
-        if d < Duration::from_millis(100) {
-            return Err(ctx.invalid(key, "must be at least 100ms"));
-        }
-    }
-    if ingest.batch_max_messages == 0 {
-        return Err(ctx.invalid("ingest.batch_max_messages", "must be at least 1"));
-    }
-    if ingest.batch_max_bytes < 64 {
-        return Err(ctx.invalid("ingest.batch_max_bytes", "must be at least 64"));
-    }
-    // sun_path is 108 bytes including the terminating NUL.
-    if ingest.enabled && ingest.socket.as_os_str().len() > 107 {
-        return Err(ctx.invalid("ingest.socket", "a Unix socket path must be at most 107 bytes"));
-    }
+    let ingest = ingest::ingest(raw.ingest, &state_dir, ctx)?;
 
     let state = state::state(raw.state, &state_dir, &cloud, ctx)?;
 
@@ -452,6 +424,9 @@ fn validate(
     } else {
         None
     };
+    if let Some(addr) = metrics.filter(|a| !a.ip().is_loopback()) {
+        ctx.warn(ConfigWarning::PublicMetrics { addr });
+    }
 
     let logging = LoggingSettings {
         level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),

@@ -67,13 +67,13 @@ pub enum AgentError {
         error: std::io::Error,
     },
     /// The ingestion socket could not be served.
-    #[error("ingestion socket: {0}")]
+    #[error("ingestion socket")]
     Ingest(#[from] IngestError),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     /// Metric families could not be registered.
-    #[error("metrics registry: {0}")]
+    #[error("metrics registry")]
     Registry(#[from] prometheus::Error),
     /// The store directory cannot be written (accepted messages would not survive a crash).
     #[error("store directory {}: {error}", dir.display())]
