@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connector_actors::{MetricsServer, PublisherHandle};
-use connector_core::{ConnectionEvent, ConnectionState, ConnectorMetrics};
+use connector_core::{ConnectFailure, ConnectionEvent, ConnectionState, ConnectorMetrics};
 use prometheus::Registry;
 use serde::Serialize;
 use thiserror::Error;
@@ -364,8 +364,18 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                         ConnectionEvent::Connected { .. } => {
                             s.connected_once = true;
                             s.early_failures = 0;
+                            s.last_failure = None;
                         }
-                        ConnectionEvent::ConnectionFailed { .. } if !s.connected_once => s.early_failures += 1,
+                        ConnectionEvent::ConnectionFailed { reason, .. } => {
+                            if !s.connected_once {
+                                s.early_failures += 1;
+                            }
+                            // Why TLS refused is worth an operator's eye (once per reason).
+                            if matches!(reason, ConnectFailure::Tls { .. }) && s.last_failure != Some(reason.label()) {
+                                say_err!("connect: {reason}");
+                            }
+                            s.last_failure = Some(reason.label());
+                        }
                         _ => {}
                     }
                     if s.provisioned && identity_refused(&ev, s, last_provision) {
