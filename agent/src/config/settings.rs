@@ -35,7 +35,7 @@ pub struct Settings {
     /// Logging.
     pub logging: LoggingSettings,
     /// What validation found worth fixing (emit them once logging exists:
-    /// [`ConfigWarning::log`]).
+    /// [`ConfigWarning::log`](super::ConfigWarning::log)).
     pub warnings: Vec<super::ConfigWarning>,
 }
 
