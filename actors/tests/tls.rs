@@ -1,5 +1,6 @@
 //! TLS against a mosquitto TLS listener with a CA made by openssl: verification of the
-//! chain and of the host name is always on; client certificates authenticate.
+//! chain and of the host name is always on; client certificates authenticate; a refusal
+//! names its reason (unknown CA, host name, expiry, a required client certificate).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +9,9 @@ use std::path::Path;
 
 use common::*;
 use connector_actors::Connector;
-use connector_core::{ConnectFailure, ConnectionEvent, MqttOptions, MqttProvider, PemSource, TlsOptions};
+use connector_core::{
+    ConnectFailure, ConnectionEvent, MqttOptions, MqttProvider, PemSource, TlsOptions, TlsRefusal,
+};
 use test_support::{Mosquitto, MosquittoConfig, TestPki, TlsListener};
 
 fn tls_broker(pki: &TestPki, cert: &Path, key: &Path, require_certificate: bool) -> Option<Mosquitto> {
@@ -70,10 +73,23 @@ async fn tls_with_a_wrong_ca_is_rejected() {
         trusting(&pki.other_ca_cert),
     ))
     .await;
-    assert!(
-        matches!(e, ConnectionEvent::ConnectionFailed { reason: ConnectFailure::Transport { .. }, .. }),
-        "{e:?}"
-    );
+    let detail = refused_for(&e, TlsRefusal::UnknownCa);
+    assert!(detail.starts_with("certificate verify failed: "), "{detail}");
+}
+
+/// The detail of a TLS refusal for `want`, or a panic naming what happened instead.
+fn refused_for(e: &ConnectionEvent, want: TlsRefusal) -> String {
+    match e {
+        ConnectionEvent::ConnectionFailed { reason: f @ ConnectFailure::Tls { reason, detail }, .. }
+            if *reason == want =>
+        {
+            assert_eq!(f.label(), want.label());
+            assert!(f.label().starts_with("tls_"), "{}", f.label());
+            assert!(f.to_string().contains(&want.to_string()), "{f}");
+            detail.clone()
+        }
+        other => panic!("expected a TLS refusal {want:?}, got {other:?}"),
+    }
 }
 
 #[actix_rt::test]
@@ -87,10 +103,23 @@ async fn tls_with_a_host_name_mismatch_is_rejected() {
         trusting(&pki.ca_cert),
     ))
     .await;
-    assert!(
-        matches!(e, ConnectionEvent::ConnectionFailed { reason: ConnectFailure::Transport { .. }, .. }),
-        "{e:?}"
-    );
+    let detail = refused_for(&e, TlsRefusal::HostnameMismatch);
+    assert!(detail.contains("hostname mismatch"), "{detail}");
+}
+
+#[actix_rt::test]
+async fn tls_with_an_expired_server_certificate_is_rejected() {
+    let pki = TestPki::generate();
+    let Some(broker) = tls_broker(&pki, &pki.expired_cert, &pki.expired_key, false) else { return };
+    let e = first_outcome(tls_provider(
+        "localhost",
+        broker.tls_port().unwrap(),
+        "tls-expired",
+        trusting(&pki.ca_cert),
+    ))
+    .await;
+    let detail = refused_for(&e, TlsRefusal::CertificateExpired);
+    assert!(detail.contains("certificate has expired"), "{detail}");
 }
 
 #[actix_rt::test]
@@ -108,5 +137,6 @@ async fn client_certificate_auth_is_accepted_and_required() {
 
     let e =
         first_outcome(tls_provider("localhost", port, "tls-no-client-cert", trusting(&pki.ca_cert))).await;
-    assert!(matches!(e, ConnectionEvent::ConnectionFailed { .. }), "{e:?}");
+    let detail = refused_for(&e, TlsRefusal::ClientCertificateRequired);
+    assert!(detail.contains("certificate required"), "{detail}");
 }

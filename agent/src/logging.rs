@@ -1,16 +1,39 @@
 //! Logging through `tracing`: text or JSON lines on stderr, with a level that a reload
 //! (SIGHUP) can change.
+//!
+//! The MQTT client library's DEBUG and TRACE lines print its connect options (the password:
+//! an Azure SAS token, an AWS custom authorizer's token) and server URI (a SigV4 session
+//! token in the WebSocket URL) verbatim. So events of every target starting with
+//! `paho_mqtt` (`paho_mqtt`, `paho_mqtt::async_client`, the C library's `paho_mqtt_c`, …)
+//! above INFO are dropped by a fixed filter applied besides the configured (reloadable)
+//! one: no directive (`paho_mqtt_c=trace`, `[{span}]=trace`, …) can let them through.
 
+use tracing::Level;
+use tracing_subscriber::filter::{filter_fn, FilterFn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-/// Always-quiet targets (appended after the configured level, so they win): the in-process
-/// emulator's server runtime is chatty at shutdown, and the MQTT client library's DEBUG and
-/// TRACE lines print its connect options and server URI verbatim, which carry AWS
-/// credentials (a custom authorizer's token in the user name, a SigV4 session token in the
-/// WebSocket URL).
-const QUIET: &str = ",ntex_server=off,ntex_rt=warn,ntex_io=warn,ntex_mqtt=warn,ntex_service=warn,connector_emulator=warn,paho_mqtt=info,paho_mqtt_c=info";
+/// Default-quiet targets (appended after the configured level, so they win): the in-process
+/// emulator's server runtime is chatty at shutdown.
+const QUIET: &str =
+    ",ntex_server=off,ntex_rt=warn,ntex_io=warn,ntex_mqtt=warn,ntex_service=warn,connector_emulator=warn";
+
+/// The prefix of the MQTT client library's targets, capped at [`PAHO_MAX_LEVEL`].
+pub const PAHO_TARGET_PREFIX: &str = "paho_mqtt";
+
+/// The most verbose level logged for [`PAHO_TARGET_PREFIX`] targets, whatever the filter.
+pub const PAHO_MAX_LEVEL: Level = Level::INFO;
+
+/// Whether an event or span of `target` at `level` passes the fixed cap.
+pub fn under_paho_cap(target: &str, level: &Level) -> bool {
+    !target.starts_with(PAHO_TARGET_PREFIX) || *level <= PAHO_MAX_LEVEL
+}
+
+/// The fixed filter: drops [`PAHO_TARGET_PREFIX`] events above [`PAHO_MAX_LEVEL`].
+fn paho_cap() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|meta| under_paho_cap(meta.target(), meta.level()))
+}
 
 /// Changes the log level after start.
 #[derive(Clone)]
@@ -41,11 +64,29 @@ impl LogHandle {
 pub fn init(level: &str, json: bool) -> Option<LogHandle> {
     let f = filter(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let (layer, handle) = reload::Layer::new(f);
-    let registry = tracing_subscriber::registry().with(layer);
+    // The reloadable filter first (its handle's type names the bare registry), then the
+    // fixed cap: an event must pass both.
+    let registry = tracing_subscriber::registry().with(layer).with(paho_cap());
     let r = if json {
         registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
     } else {
         registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
     };
     r.ok().map(|_| LogHandle { handle })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_paho_target_is_capped_at_info() {
+        for target in ["paho_mqtt", "paho_mqtt::async_client", "paho_mqtt_c", "paho_mqtt_sys::x"] {
+            assert!(!under_paho_cap(target, &Level::DEBUG), "{target}");
+            assert!(!under_paho_cap(target, &Level::TRACE), "{target}");
+            assert!(under_paho_cap(target, &Level::INFO), "{target}");
+            assert!(under_paho_cap(target, &Level::ERROR), "{target}");
+        }
+        assert!(under_paho_cap("connector_actors::transport::paho", &Level::TRACE));
+    }
 }

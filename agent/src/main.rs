@@ -15,7 +15,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         return 2;
     }
     match e.downcast_ref::<AgentError>() {
-        Some(AgentError::Config(_)) => 2,
+        // An unusable handler directory or run-as user is a configuration problem too.
+        Some(AgentError::Config(_) | AgentError::Handlers(_)) => 2,
         Some(AgentError::Lock(LockError::Held { .. })) => 3,
         _ => 1,
     }
@@ -45,10 +46,19 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
         connector_agent::demo::prepare(&mut settings)?;
     }
     if cli.check_config {
-        let _ = writeln!(std::io::stdout(), "{}", settings.describe());
+        run::check_handlers(&settings)?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", settings.describe());
+        for w in &settings.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         return Ok(());
     }
     let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);
+    // Found while loading, before there was a logger: emitted now.
+    for w in &settings.warnings {
+        w.log();
+    }
     let opts = RunOptions { exit_after: cli.exit_after, overrides, log, demo: cli.demo };
     let system = actix_rt::System::new();
     system.block_on(run::run(settings, opts))?;

@@ -26,7 +26,7 @@ fn script(dir: &Path, name: &str, body: &str) {
 
 #[test]
 fn aws_flavour_provisions_syncs_shadow_runs_jobs_and_reuses_identity() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let handlers = dir.path().join("handlers");
     std::fs::create_dir(&handlers).unwrap();
     script(&handlers, "install", "echo \"installing $1\"");
@@ -182,7 +182,7 @@ fn external_aws(
 
 #[test]
 fn a_deactivated_fleet_certificate_is_provisioned_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let rt = rt();
     let (emu, text) = external_aws(dir.path(), &rt, "fleet-dev-1");
     let cfg = dir.path().join("agent.toml");

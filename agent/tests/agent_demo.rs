@@ -8,7 +8,7 @@ use common::Agent;
 use nix::sys::signal::Signal;
 
 fn demo(cloud: &str, steps: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let state = dir.path().to_str().unwrap();
     let mut agent = Agent::start(&[
         "--demo",
@@ -65,7 +65,7 @@ fn aws_demo_shows_every_feature() {
 
 #[test]
 fn demo_needs_the_embedded_emulator() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let cs = dir.path().join("cs");
     std::fs::write(&cs, "HostName=h.example;DeviceId=d;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0").unwrap();
     let (code, out) = common::run_to_end(

@@ -41,12 +41,19 @@ fn invoke(
 
 #[test]
 fn methods_run_allow_listed_handlers_and_sighup_reloads() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let handlers = dir.path().join("handlers");
     std::fs::create_dir(&handlers).unwrap();
     script(&handlers, "hello", "echo \"hello $1\"");
     script(&handlers, "fail", "echo oops >&2; exit 3");
     script(&handlers, "secret", "echo should-not-run");
+    // Allow-listed, but owned by another user (who could rewrite it): refused, with a
+    // warning naming the file and the reason.
+    script(&handlers, "theirs", "echo should-not-run");
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        std::os::unix::fs::chown(handlers.join("theirs"), Some(65534), Some(65534)).unwrap();
+    }
     let state = dir.path().join("state");
     let cfg = dir.path().join("agent.toml");
     let write_cfg = |allow: &str, interval: &str, level: &str| {
@@ -60,7 +67,7 @@ fn methods_run_allow_listed_handlers_and_sighup_reloads() {
         )
         .unwrap();
     };
-    write_cfg("\"hello\", \"fail\"", "1h", "warn");
+    write_cfg("\"hello\", \"fail\", \"theirs\"", "1h", "warn");
     let mut agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     let url = agent.wait_value("emulator: control API ");
     let ctl = ControlClient::new(url.split(',').next().unwrap()).unwrap();
@@ -78,6 +85,20 @@ fn methods_run_allow_listed_handlers_and_sighup_reloads() {
     assert!(payload["error"].as_str().unwrap().contains("not allow-listed"), "{payload}");
     let (status, _) = invoke(&rt, &ctl, ".hidden", json!(null));
     assert_eq!(status, 403);
+    if root {
+        let (status, payload) = invoke(&rt, &ctl, "theirs", json!(null));
+        assert_eq!(status, 403, "{payload}");
+        assert!(payload["error"].as_str().unwrap().contains("owned by uid 65534"), "{payload}");
+        let file = handlers.canonicalize().unwrap().join("theirs");
+        agent.wait_line("the refusal's warning", |l| {
+            let l = common::strip_ansi(l);
+            l.starts_with("E: ")
+                && l.contains("WARN")
+                && l.contains("method handler refused")
+                && l.contains(&format!("path=\"{}\"", file.display()))
+                && l.contains("neither root nor the agent's user")
+        });
+    }
 
     // At most the first device-stats sample (1 s after start; the interval is an hour).
     let stats = |ctl: &ControlClient| {
@@ -115,7 +136,7 @@ fn methods_run_allow_listed_handlers_and_sighup_reloads() {
 
 #[test]
 fn systemd_hears_ready_watchdog_and_stopping() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let sock_path = dir.path().join("notify");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();

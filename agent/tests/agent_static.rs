@@ -174,3 +174,43 @@ fn azure_connection_string_over_websocket() {
     assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
     assert!(!agent.output().contains(&symmetric_key.primary_key));
 }
+
+#[test]
+fn a_tls_refusal_names_its_reason_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = emulator();
+    let cs_file = dir.path().join("cs");
+    private(
+        &cs_file,
+        &format!(
+            "HostName={};DeviceId=agent-tls;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0\n",
+            emu.hub_host_name()
+        ),
+    );
+    // A CA that did not sign the emulator's certificate.
+    let (other_ca, _) = test_support::generate_ca("unrelated CA");
+    let ca_file = dir.path().join("other-ca.pem");
+    std::fs::write(&ca_file, other_ca.to_pem().unwrap()).unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}[azure]\nconnection_string_file = {cs_file:?}\nca_file = {ca_file:?}\nport = {}\n",
+            common_sections(&dir.path().join("state")),
+            emu.mqtt_port()
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
+    let why = "TLS: the server's certificate is not signed by a trusted CA (certificate verify failed: ";
+    let warn = agent.wait_line("the connect failed warning", |l| {
+        let l = common::strip_ansi(l);
+        l.starts_with("E: ") && l.contains("WARN") && l.contains("connect failed") && l.contains(why)
+    });
+    assert!(!warn.contains("TCP/TLS connect failure"), "{warn}");
+    agent.wait_line("the agent's line", |l| l.starts_with("E: connect: ") && l.contains(why));
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
+    let out = agent.output();
+    assert_eq!(out.lines().filter(|l| l.starts_with("E: connect: ")).count(), 1, "once per reason: {out}");
+}

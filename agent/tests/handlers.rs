@@ -1,7 +1,11 @@
 //! Handlers with real scripts in temp directories: lookup refusals (allow-list, names,
 //! traversal, symlink escape, permissions), arguments from methods and jobs, exit-status
-//! mapping, timeouts that kill the whole process group, output caps, run-as.
+//! mapping, timeouts that kill the whole process group, output caps, run-as; trust (owner
+//! and modes of the file and of every directory above it) and running exactly the file that
+//! was checked.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -29,7 +33,7 @@ fn runner(dir: &Path, allow: &[&str]) -> HandlerRunner {
 
 #[tokio::test]
 async fn success_passes_array_arguments_and_captures_output() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     script(
         dir.path(),
         "greet",
@@ -56,7 +60,7 @@ async fn success_passes_array_arguments_and_captures_output() {
 
 #[tokio::test]
 async fn object_payload_goes_to_stdin_and_scalars_become_one_argument() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     script(
         dir.path(),
         "echo-in",
@@ -95,7 +99,7 @@ fn argument_shapes_are_validated() {
 
 #[tokio::test]
 async fn bad_arguments_answer_400_and_reject_the_job() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     script(dir.path(), "ok", "exit 0");
     let r = runner(dir.path(), &["ok"]);
     assert_eq!(r.run_method("ok", &json!([1, 2])).await.status, 400);
@@ -106,7 +110,7 @@ async fn bad_arguments_answer_400_and_reject_the_job() {
 
 #[tokio::test]
 async fn non_zero_exit_is_500_and_failed_with_output() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     script(dir.path(), "fail", "echo partial; echo 'disk\nfull' >&2; exit 3");
     let r = runner(dir.path(), &["fail"]);
     let m = r.run_method("fail", &json!(null)).await;
@@ -122,7 +126,7 @@ async fn non_zero_exit_is_500_and_failed_with_output() {
 
 #[tokio::test]
 async fn killed_by_signal_is_a_failure() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     script(dir.path(), "suicide", "kill -TERM $$");
     let r = runner(dir.path(), &["suicide"]);
     let x = r.run("suicide", &Invocation::default()).await.unwrap();
@@ -141,7 +145,7 @@ fn gone(pid: i32) -> bool {
 
 #[tokio::test]
 async fn timeout_kills_the_handler_and_its_children() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let pidfile = dir.path().join("grandchild.pid");
     script(
         dir.path(),
@@ -167,7 +171,7 @@ async fn timeout_kills_the_handler_and_its_children() {
 
 #[tokio::test]
 async fn leftover_background_processes_are_killed_when_the_handler_exits() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let pidfile = dir.path().join("bg.pid");
     script(dir.path(), "spawner", &format!("sleep 300 & echo $! > {}; echo done", pidfile.display()));
     let r = runner(dir.path(), &["spawner"]);
@@ -179,7 +183,7 @@ async fn leftover_background_processes_are_killed_when_the_handler_exits() {
 
 #[tokio::test]
 async fn not_allow_listed_is_refused_403_and_rejected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let marker = dir.path().join("ran");
     script(dir.path(), "secret", &format!("touch {}", marker.display()));
     let r = runner(dir.path(), &["other"]);
@@ -195,7 +199,7 @@ async fn not_allow_listed_is_refused_403_and_rejected() {
 
 #[tokio::test]
 async fn traversal_and_bad_names_are_refused_even_if_allow_listed() {
-    let outer = tempfile::tempdir().unwrap();
+    let outer = common::trusted_tempdir();
     let dir = outer.path().join("handlers");
     std::fs::create_dir(&dir).unwrap();
     script(outer.path(), "x", "exit 0");
@@ -212,7 +216,7 @@ async fn traversal_and_bad_names_are_refused_even_if_allow_listed() {
 
 #[tokio::test]
 async fn symlinks_may_not_escape_the_handler_directory() {
-    let outer = tempfile::tempdir().unwrap();
+    let outer = common::trusted_tempdir();
     let dir = outer.path().join("handlers");
     std::fs::create_dir(&dir).unwrap();
     script(outer.path(), "outside", "echo escaped");
@@ -236,7 +240,7 @@ async fn symlinks_may_not_escape_the_handler_directory() {
 
 #[tokio::test]
 async fn missing_non_executable_non_regular_and_writable_files_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     std::fs::write(dir.path().join("plain"), "#!/bin/sh\necho no\n").unwrap();
     std::fs::set_permissions(dir.path().join("plain"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::create_dir(dir.path().join("adir")).unwrap();
@@ -254,7 +258,7 @@ async fn missing_non_executable_non_regular_and_writable_files_are_refused() {
 
 #[tokio::test]
 async fn large_output_is_capped_and_the_handler_is_not_blocked() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     // 2 MB on each stream: far more than a pipe buffer, so reading must go on past the cap.
     script(
         dir.path(),
@@ -287,7 +291,7 @@ fn detail_values_follow_the_jobs_api_rules() {
 
 #[test]
 fn a_missing_handler_directory_is_a_configuration_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let e = HandlerRunner::new(HandlerOptions::new(dir.path().join("nope"), ["x"])).unwrap_err();
     assert!(matches!(e, HandlerError::Directory { .. }), "{e:?}");
     let file = dir.path().join("file");
@@ -300,7 +304,7 @@ fn a_missing_handler_directory_is_a_configuration_error() {
 
 #[tokio::test]
 async fn run_as_needs_root_and_switches_user_when_root() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     script(dir.path(), "whoami", "id -u; id -g");
     let mut o = HandlerOptions::new(dir.path(), ["whoami"]);
@@ -325,7 +329,7 @@ async fn run_as_needs_root_and_switches_user_when_root() {
 
 #[tokio::test]
 async fn a_run_given_up_by_its_caller_kills_the_process_group() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::trusted_tempdir();
     let pids = dir.path().join("pids");
     script(dir.path(), "stuck", &format!("sleep 300 & echo $$ $! > {}; wait", pids.display()));
     let r = runner(dir.path(), &["stuck"]);

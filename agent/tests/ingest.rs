@@ -453,23 +453,6 @@ async fn stale_socket_is_replaced_live_one_refused_other_files_untouched() {
 }
 
 #[tokio::test]
-async fn connections_over_the_limit_are_refused_with_an_error_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut o = opts(dir.path());
-    o.max_connections = 1;
-    let (server, mut rx) = IngestServer::bind(o).await.unwrap();
-    let mut first = Producer::connect(server.path()).await;
-    first.send("1\n").await;
-    let b = batch(&mut rx, "first connection's line").await;
-    let mut second = Producer::connect(server.path()).await;
-    assert_eq!(second.answer().await, json!({"ok": false, "error": "too many connections"}));
-    b.accept_all();
-    assert_eq!(first.answer().await["ok"], true);
-    assert_eq!(server.counters().connections_refused, 1);
-    server.shutdown().await;
-}
-
-#[tokio::test]
 async fn invalid_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for tweak in [
@@ -478,6 +461,8 @@ async fn invalid_options_are_refused() {
         |o| o.max_delay = Duration::ZERO,
         |o| o.mode = 0o4777,
         |o| o.queue_capacity = 0,
+        |o| o.idle_timeout = Duration::ZERO,
+        |o| o.partial_line_timeout = Duration::ZERO,
     ] {
         let mut o = opts(dir.path());
         tweak(&mut o);

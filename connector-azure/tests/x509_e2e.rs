@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use connector_actors::Connector;
 use connector_azure::{AzureOptions, AzureProvider, ConnectionString, X509Error, X509Identity};
-use connector_core::{BackoffPolicy, ConnectFailure, ConnectionEvent, Jitter, PemSource, Publish, Secret};
+use connector_core::{
+    BackoffPolicy, ConnectFailure, ConnectionEvent, Jitter, PemSource, Publish, Secret, TlsRefusal,
+};
 use connector_emulator::control::api::{Authentication, IdentitySpec, X509Thumbprint};
 use connector_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use hyper::Method;
@@ -269,7 +271,8 @@ async fn a_trust_root_that_did_not_sign_the_server_certificate_fails_tls() {
     let opts = options(&emu, identity(&cert, &key))
         .trust_roots(PemSource::Pem(Secret::new(String::from_utf8(other_ca.to_pem().unwrap()).unwrap())));
     let events = failures(&emu, "tls-dev", opts, 2).await;
-    only_failures(&events, |f| matches!(f, ConnectFailure::Transport { .. }));
+    // The transport names the reason (a diagnostic handshake after paho's generic error).
+    only_failures(&events, |f| matches!(f, ConnectFailure::Tls { reason: TlsRefusal::UnknownCa, .. }));
     assert!(emu.control().connections().await.unwrap().is_empty());
     emu.shutdown();
 }

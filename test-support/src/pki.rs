@@ -1,7 +1,8 @@
 //! Real X.509 certificates for TLS tests, generated with OpenSSL.
 //!
 //! All keys are EC P-256 (fast to generate), all signatures SHA-256, validity runs from
-//! one day in the past to 30 days in the future, serial numbers are random.
+//! one day in the past to 30 days in the future (but for the expired certificate), serial
+//! numbers are random.
 
 use std::fs;
 use std::io::Write;
@@ -55,6 +56,11 @@ pub struct TestPki {
     pub wrong_host_cert: PathBuf,
     /// Private key of [`TestPki::wrong_host_cert`] (PKCS#8 PEM, unencrypted, mode 0600).
     pub wrong_host_key: PathBuf,
+    /// Server certificate like [`TestPki::server_cert`] but expired: valid from 30 days
+    /// ago to 1 day ago.
+    pub expired_cert: PathBuf,
+    /// Private key of [`TestPki::expired_cert`] (PKCS#8 PEM, unencrypted, mode 0600).
+    pub expired_key: PathBuf,
     _tmp: TempDir,
 }
 
@@ -78,6 +84,15 @@ impl TestPki {
         let (client, client_key) = issue_cert(&ca, &ca_key, CLIENT_CN, &[], &[], false);
         let (other_ca, _other_ca_key) = generate_ca("Unrelated Test CA");
         let (wrong, wrong_key) = issue_cert(&ca, &ca_key, WRONG_HOST, &[WRONG_HOST], &[], true);
+        let (expired, expired_key) = issue_cert_valid(
+            &ca,
+            &ca_key,
+            "localhost",
+            &["localhost"],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            true,
+            (-30 * DAY, -DAY),
+        );
 
         let pki = TestPki {
             ca_cert: dir.join("ca.crt"),
@@ -88,6 +103,8 @@ impl TestPki {
             other_ca_cert: dir.join("other-ca.crt"),
             wrong_host_cert: dir.join("wrong-host.crt"),
             wrong_host_key: dir.join("wrong-host.key"),
+            expired_cert: dir.join("expired.crt"),
+            expired_key: dir.join("expired.key"),
             dir,
             _tmp: tmp,
         };
@@ -99,6 +116,8 @@ impl TestPki {
         write_cert(&pki.other_ca_cert, &other_ca);
         write_cert(&pki.wrong_host_cert, &wrong);
         write_key(&pki.wrong_host_key, &wrong_key);
+        write_cert(&pki.expired_cert, &expired);
+        write_key(&pki.expired_key, &expired_key);
         pki
     }
 }
@@ -114,7 +133,7 @@ impl TestPki {
 pub fn generate_ca(cn: &str) -> (X509, PKey<Private>) {
     let key = new_key();
     let name = name_with_cn(cn);
-    let mut builder = base_builder(&name, &key);
+    let mut builder = base_builder(&name, &key, DEFAULT_VALIDITY);
     builder.set_issuer_name(&name).expect("set CA issuer name");
     builder
         .append_extension(BasicConstraints::new().critical().ca().build().expect("build basicConstraints"))
@@ -157,9 +176,26 @@ pub fn issue_cert(
     sans_ip: &[IpAddr],
     server: bool,
 ) -> (X509, PKey<Private>) {
+    issue_cert_valid(ca, ca_key, cn, sans_dns, sans_ip, server, DEFAULT_VALIDITY)
+}
+
+const DAY: i64 = 24 * 3600;
+/// One day in the past to 30 days in the future (seconds from now).
+const DEFAULT_VALIDITY: (i64, i64) = (-DAY, 30 * DAY);
+
+/// [`issue_cert`] valid from `validity.0` to `validity.1` seconds from now.
+fn issue_cert_valid(
+    ca: &X509,
+    ca_key: &PKey<Private>,
+    cn: &str,
+    sans_dns: &[&str],
+    sans_ip: &[IpAddr],
+    server: bool,
+    validity: (i64, i64),
+) -> (X509, PKey<Private>) {
     let key = new_key();
     let name = name_with_cn(cn);
-    let mut builder = base_builder(&name, &key);
+    let mut builder = base_builder(&name, &key, validity);
     builder.set_issuer_name(ca.subject_name()).expect("set issuer name");
     builder
         .append_extension(BasicConstraints::new().critical().build().expect("build basicConstraints"))
@@ -214,7 +250,7 @@ fn name_with_cn(cn: &str) -> X509Name {
 
 /// Version, random serial, validity, subject and public key; the caller adds the
 /// issuer and extensions and signs.
-fn base_builder(subject: &X509Name, key: &PKey<Private>) -> X509Builder {
+fn base_builder(subject: &X509Name, key: &PKey<Private>, validity: (i64, i64)) -> X509Builder {
     let mut builder = X509Builder::new().expect("X509 builder");
     builder.set_version(2).expect("set X509 v3");
     let mut serial = BigNum::new().expect("bignum");
@@ -223,8 +259,8 @@ fn base_builder(subject: &X509Name, key: &PKey<Private>) -> X509Builder {
     builder.set_serial_number(&serial).expect("set serial");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
     let now = i64::try_from(now).expect("time fits i64");
-    let not_before = Asn1Time::from_unix(now - 24 * 3600).expect("notBefore");
-    let not_after = Asn1Time::from_unix(now + 30 * 24 * 3600).expect("notAfter");
+    let not_before = Asn1Time::from_unix(now + validity.0).expect("notBefore");
+    let not_after = Asn1Time::from_unix(now + validity.1).expect("notAfter");
     builder.set_not_before(&not_before).expect("set notBefore");
     builder.set_not_after(&not_after).expect("set notAfter");
     builder.set_subject_name(subject).expect("set subject");

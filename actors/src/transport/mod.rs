@@ -13,6 +13,7 @@
 //! production filters.
 
 mod paho;
+mod tls_diag;
 
 use std::sync::Arc;
 use std::time::Duration;

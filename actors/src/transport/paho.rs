@@ -464,7 +464,11 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
     let mut pending = PendingConnect { client: Some(client), token: Some(token) };
     let token = pending.token.as_mut().expect("set just above");
     // A failed attempt's client and token go to the reaper when `pending` drops.
-    let rsp = token.await.map_err(|e| failure_from(&e))?;
+    let rsp = match token.await {
+        Ok(rsp) => rsp,
+        // Paho names no TLS reason: find it (see tls_diag).
+        Err(e) => return Err(super::tls_diag::explain(&params, failure_from(&e)).await),
+    };
     let client = pending.client.take().expect("set just above");
     let session_present = rsp.connect_response().is_some_and(|r| r.session_present);
 

@@ -1,18 +1,24 @@
 //! Validation context: where each key came from, and reading the files keys name.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
 use connector_core::Secret;
 
-use super::{ConfigError, Origin};
+use super::{ConfigError, ConfigWarning, Origin};
 
 pub(crate) struct Ctx {
     pub(super) origins: HashMap<String, Origin>,
     pub(super) default_origin: Origin,
+    /// Warnings found so far (logging may not exist yet: they are emitted later).
+    pub(super) warnings: RefCell<Vec<ConfigWarning>>,
 }
 
 impl Ctx {
+    pub(super) fn warn(&self, w: ConfigWarning) {
+        self.warnings.borrow_mut().push(w);
+    }
     fn origin(&self, key: &str) -> Origin {
         self.origins.get(key).cloned().unwrap_or_else(|| self.default_origin.clone())
     }
@@ -50,7 +56,7 @@ impl Ctx {
             }
             (Some(path), None) => {
                 let text = self.read_file(file_key, path)?;
-                warn_if_readable_by_others(path);
+                self.warn_if_readable_by_others(file_key, path);
                 let s = text.trim();
                 if s.is_empty() {
                     return Err(self.invalid(file_key, format!("{} is empty", path.display())));
@@ -64,13 +70,14 @@ impl Ctx {
             (None, None) => Ok(None),
         }
     }
-}
 
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(file = %path.display(), "secret file is readable by group or others; chmod 600 it");
+    fn warn_if_readable_by_others(&self, key: &str, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                self.warn(ConfigWarning::ReadableSecret { key: key.to_owned(), path: path.to_owned(), mode });
+            }
         }
     }
 }

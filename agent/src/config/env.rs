@@ -86,6 +86,8 @@ pub const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("ingest.batch_max_messages", EnvKind::Int),
     ("ingest.batch_max_bytes", EnvKind::Int),
     ("ingest.batch_max_delay", EnvKind::Str),
+    ("ingest.idle_timeout", EnvKind::Str),
+    ("ingest.partial_line_timeout", EnvKind::Str),
     ("state.enabled", EnvKind::Bool),
     ("state.desired_file", EnvKind::Str),
     ("state.reported_file", EnvKind::Str),

@@ -24,17 +24,20 @@ use thiserror::Error;
 mod cloud;
 mod ctx;
 mod env;
+mod ingest;
 mod raw;
 mod settings;
 mod state;
 #[cfg(test)]
 mod tests;
+mod warning;
 
 use ctx::{non_empty, Ctx};
 use env::{env_value, set_path};
 pub use env::{env_var_for, EnvKind, Overrides, ENV_KEYS};
 use raw::RawConfig;
 pub use settings::*;
+pub use warning::ConfigWarning;
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "CONNECTOR_AGENT_";
@@ -232,7 +235,7 @@ fn load_table(
         set_path(&mut table, key, value);
         origins.insert(key.to_owned(), Origin::Flag(flag));
     }
-    let ctx = Ctx { origins, default_origin };
+    let ctx = Ctx { origins, default_origin, warnings: Default::default() };
     let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         let reason = e.into_inner().to_string();
@@ -361,23 +364,7 @@ fn validate(
     }
     let telemetry = TelemetrySettings { interval, device_stats: raw.telemetry.device_stats.unwrap_or(true) };
 
-    let ingest = IngestSettings {
-        enabled: raw.ingest.enabled.unwrap_or(true),
-        socket: raw.ingest.socket.unwrap_or_else(|| state_dir.join("ingest.sock")),
-        batch_max_messages: raw.ingest.batch_max_messages.unwrap_or(100),
-        batch_max_bytes: raw.ingest.batch_max_bytes.unwrap_or(64 * 1024),
-        batch_max_delay: raw.ingest.batch_max_delay.map_or(Duration::from_secs(1), |d| d.0),
-    };
-    if ingest.batch_max_messages == 0 {
-        return Err(ctx.invalid("ingest.batch_max_messages", "must be at least 1"));
-    }
-    if ingest.batch_max_bytes < 64 {
-        return Err(ctx.invalid("ingest.batch_max_bytes", "must be at least 64"));
-    }
-    // sun_path is 108 bytes including the terminating NUL.
-    if ingest.enabled && ingest.socket.as_os_str().len() > 107 {
-        return Err(ctx.invalid("ingest.socket", "a Unix socket path must be at most 107 bytes"));
-    }
+    let ingest = ingest::ingest(raw.ingest, &state_dir, ctx)?;
 
     let state = state::state(raw.state, &state_dir, &cloud, ctx)?;
 
@@ -442,6 +429,9 @@ fn validate(
     } else {
         None
     };
+    if let Some(addr) = metrics.filter(|a| !a.ip().is_loopback()) {
+        ctx.warn(ConfigWarning::PublicMetrics { addr });
+    }
 
     let logging = LoggingSettings {
         level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
@@ -452,6 +442,7 @@ fn validate(
     }
 
     Ok(Settings {
+        warnings: ctx.warnings.take(),
         file: file.map(Path::to_owned),
         state_dir,
         status_interval,

@@ -153,6 +153,8 @@ pub(super) struct RawIngest {
     pub(super) batch_max_messages: Option<usize>,
     pub(super) batch_max_bytes: Option<usize>,
     pub(super) batch_max_delay: Option<Dur>,
+    pub(super) idle_timeout: Option<Dur>,
+    pub(super) partial_line_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,6 +36,9 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Logging.
     pub logging: LoggingSettings,
+    /// What validation found worth fixing (emit them once logging exists:
+    /// [`ConfigWarning::log`](super::ConfigWarning::log)).
+    pub warnings: Vec<super::ConfigWarning>,
 }
 
 /// The two clouds.
@@ -270,6 +273,11 @@ pub struct IngestSettings {
     pub batch_max_bytes: usize,
     /// Longest a line waits for its batch.
     pub batch_max_delay: Duration,
+    /// A producer connection silent this long at a line boundary is closed.
+    pub idle_timeout: Duration,
+    /// A line not complete this long after its first byte is refused and its connection
+    /// closed.
+    pub partial_line_timeout: Duration,
 }
 
 /// Desired/reported state files.

@@ -13,7 +13,21 @@
 //!    target stays inside the (canonical) handler directory — [`HandlerError::OutsideDir`];
 //! 4. the target is a regular file — [`HandlerError::NotRegularFile`], with an execute bit —
 //!    [`HandlerError::NotExecutable`], not writable by group or others —
-//!    [`HandlerError::UnsafePermissions`].
+//!    [`HandlerError::UnsafePermissions`], owned by root or the agent's effective user —
+//!    [`HandlerError::Untrusted`];
+//! 5. every directory above it, up to `/`, is owned by root or the agent's effective user
+//!    and not writable by group or others (a sticky world-writable directory such as
+//!    `/tmp` is refused too) — [`HandlerError::Untrusted`]. Otherwise a user who can write
+//!    a directory on the path could rename their own file into place and have it run as
+//!    the agent's user.
+//!
+//! These checks run again on the open file before it runs, and what runs is that open
+//! file, not the path (see [`CheckedHandler`]): a rename or replacement of the file
+//! between the check and the execution changes nothing. [`HandlerRunner::new`] checks the
+//! directory chain once at start-up ([`HandlerError::UntrustedDirectory`]), so a
+//! misplaced handler directory stops the agent (and fails `--check-config`) rather than
+//! every handler being refused later. Handlers run through `/proc/self/fd/N`, so `/proc`
+//! must be mounted.
 //!
 //! # Arguments
 //!
@@ -44,7 +58,7 @@
 //! | exit 0 | 200 | `SUCCEEDED` |
 //! | exit ≠ 0 or killed by a signal | 500 | `FAILED` |
 //! | timeout | 504 | `FAILED` with `reason: timeout` (`TIMED_OUT` is set only by the service) |
-//! | invalid name, not allow-listed, outside the directory, not executable… | 403 | `REJECTED` |
+//! | invalid name, not allow-listed, outside the directory, not executable, not trusted… | 403 | `REJECTED` |
 //! | handler file missing | 404 | `REJECTED` |
 //! | bad arguments | 400 | `REJECTED` |
 //! | spawn failure | 500 | `FAILED` |
@@ -64,19 +78,22 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use connector_core::jobs::{JobStatus, StatusDetails};
 use serde_json::{json, Value};
-use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
+mod error;
 mod process;
+mod trust;
 
+pub use error::{Distrust, HandlerError};
 use process::{collect, kill_group, outcome_of, read_capped, Capture, GroupGuard};
+pub use trust::CheckedHandler;
+use trust::{check_dirs, check_file, DirRefusal};
 
 /// Longest handler name.
 pub const MAX_NAME_LEN: usize = 128;
@@ -109,118 +126,6 @@ impl HandlerOptions {
             timeout: Duration::from_secs(60),
             max_output_bytes: 64 * 1024,
             run_as: None,
-        }
-    }
-}
-
-/// Why a handler was refused or could not run.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum HandlerError {
-    /// The handler directory cannot be used.
-    #[error("handler directory {path} is unusable: {reason}")]
-    Directory {
-        /// The configured directory.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The name has characters outside `[A-Za-z0-9._-]`, starts with `.`, or is too long.
-    #[error("invalid handler name {name:?}")]
-    InvalidName {
-        /// The name (at most 64 characters of it).
-        name: String,
-    },
-    /// The name is not in the allow-list.
-    #[error("handler {name:?} is not allow-listed")]
-    NotAllowed {
-        /// The name.
-        name: String,
-    },
-    /// No such file in the handler directory.
-    #[error("handler {name:?} not found")]
-    NotFound {
-        /// The name.
-        name: String,
-    },
-    /// A symlink that leads outside the handler directory.
-    #[error("handler {name:?} resolves outside the handler directory")]
-    OutsideDir {
-        /// The name.
-        name: String,
-    },
-    /// Not a regular file.
-    #[error("handler {name:?} is not a regular file")]
-    NotRegularFile {
-        /// The name.
-        name: String,
-    },
-    /// No execute permission bit.
-    #[error("handler {name:?} is not executable")]
-    NotExecutable {
-        /// The name.
-        name: String,
-    },
-    /// Writable by group or others.
-    #[error("handler {name:?} is writable by group or others")]
-    UnsafePermissions {
-        /// The name.
-        name: String,
-    },
-    /// The method payload or job document does not give usable arguments.
-    #[error("bad handler arguments: {reason}")]
-    BadArguments {
-        /// What is wrong.
-        reason: String,
-    },
-    /// `run_as` is set but the agent is not root.
-    #[error("running handlers as user {user:?} needs the agent to run as root")]
-    RunAsNeedsRoot {
-        /// The configured user.
-        user: String,
-    },
-    /// `run_as` names no user.
-    #[error("run-as user {user:?} does not exist")]
-    UnknownUser {
-        /// The configured user.
-        user: String,
-    },
-    /// Starting or waiting for the process failed.
-    #[error("handler {name:?} could not run")]
-    Spawn {
-        /// The name.
-        name: String,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl HandlerError {
-    /// The direct-method status for this refusal or failure (see the module's table).
-    pub fn method_status(&self) -> u16 {
-        match self {
-            HandlerError::NotFound { .. } => 404,
-            HandlerError::BadArguments { .. } => 400,
-            HandlerError::InvalidName { .. }
-            | HandlerError::NotAllowed { .. }
-            | HandlerError::OutsideDir { .. }
-            | HandlerError::NotRegularFile { .. }
-            | HandlerError::NotExecutable { .. }
-            | HandlerError::UnsafePermissions { .. } => 403,
-            HandlerError::Directory { .. }
-            | HandlerError::RunAsNeedsRoot { .. }
-            | HandlerError::UnknownUser { .. }
-            | HandlerError::Spawn { .. } => 500,
-        }
-    }
-
-    /// The job status: `REJECTED` when the device refuses the job, `FAILED` when it could
-    /// not run it.
-    pub fn job_status(&self) -> JobStatus {
-        match self.method_status() {
-            500 => JobStatus::Failed,
-            _ => JobStatus::Rejected,
         }
     }
 }
@@ -333,6 +238,7 @@ pub struct HandlerRunner {
     opts: HandlerOptions,
     dir: PathBuf,
     run_as: Option<RunAs>,
+    euid: u32,
 }
 
 fn short(name: &str) -> String {
@@ -355,6 +261,14 @@ impl HandlerRunner {
         if !dir.is_dir() {
             return Err(dir_err("not a directory".into()));
         }
+        let euid = nix::unistd::geteuid().as_raw();
+        match check_dirs(&dir, euid) {
+            Ok(()) => {}
+            Err(DirRefusal::Untrusted(path, reason)) => {
+                return Err(HandlerError::UntrustedDirectory { path, reason })
+            }
+            Err(DirRefusal::Io(e)) => return Err(dir_err(e.to_string())),
+        }
         let run_as = match &opts.run_as {
             None => None,
             Some(user) => {
@@ -368,7 +282,7 @@ impl HandlerRunner {
                 Some(RunAs { uid: u.uid.as_raw(), gid: u.gid.as_raw(), name: u.name, home: u.dir })
             }
         };
-        Ok(Self { opts, dir, run_as })
+        Ok(Self { opts, dir, run_as, euid })
     }
 
     /// The executable a name refers to, or why it is refused (see the module docs).
@@ -392,17 +306,24 @@ impl HandlerRunner {
         }
         let meta =
             std::fs::metadata(&real).map_err(|source| HandlerError::Spawn { name: name.into(), source })?;
-        if !meta.is_file() {
-            return Err(HandlerError::NotRegularFile { name: name.into() });
-        }
-        let mode = meta.permissions().mode();
-        if mode & 0o111 == 0 {
-            return Err(HandlerError::NotExecutable { name: name.into() });
-        }
-        if mode & 0o022 != 0 {
-            return Err(HandlerError::UnsafePermissions { name: name.into() });
+        check_file(name, &real, &meta, self.euid)?;
+        if let Some(parent) = real.parent() {
+            match check_dirs(parent, self.euid) {
+                Ok(()) => {}
+                Err(DirRefusal::Untrusted(path, reason)) => {
+                    return Err(HandlerError::Untrusted { name: name.into(), path, reason })
+                }
+                Err(DirRefusal::Io(source)) => return Err(HandlerError::Spawn { name: name.into(), source }),
+            }
         }
         Ok(real)
+    }
+
+    /// Resolves a name ([`resolve`](Self::resolve)), opens the file and checks the open
+    /// file again: the result runs exactly what was checked ([`run_checked`](Self::run_checked)).
+    pub fn check(&self, name: &str) -> Result<CheckedHandler, HandlerError> {
+        let path = self.resolve(name)?;
+        CheckedHandler::open(name, &path, self.euid)
     }
 
     /// The canonical handler directory.
@@ -410,11 +331,23 @@ impl HandlerRunner {
         &self.dir
     }
 
-    /// Resolves and runs a handler.
+    /// Checks and runs a handler ([`check`](Self::check), then
+    /// [`run_checked`](Self::run_checked)).
     pub async fn run(&self, name: &str, inv: &Invocation) -> Result<Execution, HandlerError> {
-        let path = self.resolve(name)?;
+        let checked = self.check(name)?;
+        self.run_checked(&checked, inv).await
+    }
+
+    /// Runs a checked handler: the file that was opened and checked, whatever its path
+    /// holds now.
+    pub async fn run_checked(
+        &self,
+        checked: &CheckedHandler,
+        inv: &Invocation,
+    ) -> Result<Execution, HandlerError> {
+        let name = checked.name();
         let spawn_err = |source| HandlerError::Spawn { name: name.into(), source };
-        let mut cmd = tokio::process::Command::new(&path);
+        let (mut cmd, inheritable) = checked.command().map_err(spawn_err)?;
         cmd.args(&inv.args)
             .current_dir(&self.dir)
             .env_clear()
@@ -428,11 +361,14 @@ impl HandlerRunner {
             cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home).env("USER", &u.name).env("LOGNAME", &u.name);
         }
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let spawned = cmd.spawn();
+        // The child has its copy (or failed to start): the agent's inheritable one goes now.
+        drop(inheritable);
+        let mut child = spawned.map_err(spawn_err)?;
         let pgid = child.id().and_then(|p| i32::try_from(p).ok());
         // If this future is dropped mid-run (the caller gave up), the group dies with it.
         let mut guard = GroupGuard(pgid);
-        tracing::info!(handler = name, args = inv.args.len(), pid = pgid, "handler started");
+        tracing::info!(handler = name, path = %checked.path().display(), args = inv.args.len(), pid = pgid, "handler started");
         let cap = self.opts.max_output_bytes;
         let (out_buf, err_buf) = (Capture::default(), Capture::default());
         let out = tokio::spawn(read_capped(child.stdout.take(), cap, out_buf.clone()));
@@ -468,7 +404,7 @@ impl HandlerRunner {
         };
         match result {
             Err(e) => {
-                tracing::warn!(method, error = %e, "method handler refused");
+                tracing::warn!(method, path = e.path().map(|p| p.display().to_string()), error = %e, "method handler refused");
                 MethodResult { status: e.method_status(), payload: json!({ "error": e.to_string() }) }
             }
             Ok(x) => {
@@ -512,7 +448,7 @@ impl HandlerRunner {
         };
         let status = match result {
             Err(e) => {
-                tracing::warn!(error = %e, "job handler refused");
+                tracing::warn!(path = e.path().map(|p| p.display().to_string()), error = %e, "job handler refused");
                 put("reason", &e.to_string());
                 e.job_status()
             }

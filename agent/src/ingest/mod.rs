@@ -48,6 +48,21 @@
 //! connections stop reading, and producers block in `write` (the kernel's socket buffer is
 //! the last queue): nothing is dropped.
 //!
+//! # Slow, idle and stuck producers
+//!
+//! A connection that sends nothing at a line boundary for
+//! [`IngestOptions::idle_timeout`] is closed, and so is one whose line is not complete
+//! [`IngestOptions::partial_line_timeout`] after its first byte (that line is answered
+//! `{"ok":false,"seq":N,"error":"incomplete line: …"}` first). Answers still owed for
+//! earlier lines are written before the connection closes. When
+//! [`IngestOptions::max_connections`] are open, a newcomer is never turned away for the sake
+//! of a connection that is only waiting: the connection that has waited longest — at a line
+//! boundary, or since the first byte of an incomplete line — is evicted (told
+//! `{"ok":false,"error":"evicted: …"}` and closed, after its owed answers) and the newcomer
+//! served. Only when every open connection is busy (its line being handed on, or held up by
+//! backpressure) is the newcomer answered `{"ok":false,"error":"too many connections"}`.
+//! So connections that each hold a partial line and stay idle cannot lock producers out.
+//!
 //! # Socket file
 //!
 //! The socket is created with [`IngestOptions::mode`] (0660 by default: owner and group may
@@ -71,6 +86,7 @@
 
 mod line;
 mod server;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -83,6 +99,11 @@ use tokio::sync::oneshot;
 
 pub use line::{parse_line, LineError, ParsedLine, MAX_PROPERTIES, MAX_TOPIC_BYTES};
 pub use server::IngestServer;
+
+/// Default [`IngestOptions::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`IngestOptions::partial_line_timeout`].
+pub const DEFAULT_PARTIAL_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the ingestion endpoint.
 #[derive(Debug, Clone)]
@@ -104,9 +125,17 @@ pub struct IngestOptions {
     pub queue_capacity: usize,
     /// Batches waiting for the consumer (default 4).
     pub batch_capacity: usize,
-    /// Most simultaneous producer connections (default 64); more are answered with an
-    /// error line and closed.
+    /// Most simultaneous producer connections (default 64). A newcomer beyond them evicts
+    /// the connection that has waited longest between lines or inside a line (see the
+    /// module docs); only when every connection is busy is it answered with an error line
+    /// and closed.
     pub max_connections: usize,
+    /// A connection that sends nothing for this long at a line boundary is closed (default
+    /// 30 s).
+    pub idle_timeout: Duration,
+    /// A line must be complete (its newline received) this long after its first byte, or
+    /// it is answered with an error and the connection closed (default 10 s).
+    pub partial_line_timeout: Duration,
 }
 
 impl IngestOptions {
@@ -122,6 +151,8 @@ impl IngestOptions {
             queue_capacity: 1024,
             batch_capacity: 4,
             max_connections: 64,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            partial_line_timeout: DEFAULT_PARTIAL_LINE_TIMEOUT,
         }
     }
 
@@ -144,6 +175,9 @@ impl IngestOptions {
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1");
+        }
+        if self.idle_timeout.is_zero() || self.partial_line_timeout.is_zero() {
+            return bad("idle_timeout and partial_line_timeout must be positive");
         }
         if self.mode & !0o777 != 0 {
             return bad("mode may only hold permission bits (0o777)");
@@ -270,8 +304,16 @@ impl Batch {
 pub struct IngestCounters {
     /// Producer connections accepted.
     pub connections: u64,
-    /// Connections refused because `max_connections` were open.
+    /// Connections refused because `max_connections` were open and none could be evicted.
     pub connections_refused: u64,
+    /// Connections closed to make room for a newcomer (the longest idle, or the one with
+    /// the oldest incomplete line).
+    pub connections_evicted: u64,
+    /// Connections closed after [`IngestOptions::idle_timeout`] without a byte.
+    pub idle_timeouts: u64,
+    /// Connections closed because a line was not complete within
+    /// [`IngestOptions::partial_line_timeout`].
+    pub partial_line_timeouts: u64,
     /// Valid lines handed to the batcher.
     pub lines: u64,
     /// Lines refused as malformed JSON or bad envelopes.

@@ -9,18 +9,22 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::line::{parse_line, read_line_capped, LineError, LineRead};
+use super::slots::{Admission, Phase, Slot, Slots};
 use super::{Acker, Batch, IngestCounters, IngestError, IngestMessage, IngestOptions};
 
 #[derive(Default)]
 struct Counters {
     connections: AtomicU64,
     connections_refused: AtomicU64,
+    connections_evicted: AtomicU64,
+    idle_timeouts: AtomicU64,
+    partial_line_timeouts: AtomicU64,
     lines: AtomicU64,
     malformed: AtomicU64,
     oversized: AtomicU64,
@@ -138,6 +142,9 @@ impl IngestServer {
         IngestCounters {
             connections: g(&c.connections),
             connections_refused: g(&c.connections_refused),
+            connections_evicted: g(&c.connections_evicted),
+            idle_timeouts: g(&c.idle_timeouts),
+            partial_line_timeouts: g(&c.partial_line_timeouts),
             lines: g(&c.lines),
             malformed: g(&c.malformed),
             oversized: g(&c.oversized),
@@ -169,7 +176,7 @@ async fn accept_loop(
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let slots = Slots::default();
     let mut next_id = 0u64;
     loop {
         let accepted = tokio::select! {
@@ -185,9 +192,12 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some((slot, admission)) = slots.admit(next_id + 1, opts.max_connections) else {
             bump(&counters.connections_refused);
-            tracing::warn!(limit = opts.max_connections, "ingest connection refused: too many open");
+            tracing::warn!(
+                limit = opts.max_connections,
+                "ingest connection refused: too many open, all busy"
+            );
             tokio::spawn(async move {
                 let line = err_line(None, "too many connections") + "\n";
                 let _ = stream.write_all(line.as_bytes()).await;
@@ -195,12 +205,19 @@ async fn accept_loop(
             continue;
         };
         next_id += 1;
+        if let Admission::Evicted { victim, phase } = admission {
+            bump(&counters.connections_evicted);
+            tracing::warn!(
+                limit = opts.max_connections,
+                evicted = victim,
+                waiting = ?phase,
+                "ingest connection limit reached: evicted the longest-waiting connection"
+            );
+        }
         bump(&counters.connections);
-        let conn = connection(stream, next_id, items.clone(), opts.clone(), counters.clone(), stop.clone());
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-        });
+        let conn =
+            connection(stream, slot, next_id, items.clone(), opts.clone(), counters.clone(), stop.clone());
+        tokio::spawn(conn);
     }
     drop(listener);
     let ours = std::fs::symlink_metadata(&opts.path).map(|m| (m.dev(), m.ino()) == identity).unwrap_or(false);
@@ -275,6 +292,7 @@ async fn flush(
 
 async fn connection(
     stream: UnixStream,
+    slot: Slot,
     id: u64,
     items: mpsc::Sender<Item>,
     opts: Arc<IngestOptions>,
@@ -284,7 +302,8 @@ async fn connection(
     tracing::debug!(connection = id, "ingest producer connected");
     let (rd, mut wr) = stream.into_split();
     let (answers, mut answers_rx) = mpsc::channel::<Answer>(opts.queue_capacity);
-    let reader = read_loop(BufReader::new(rd), id, items, answers, opts, counters, stop);
+    let idle = opts.idle_timeout;
+    let reader = read_loop(BufReader::new(rd), slot, id, items, answers, opts, counters, stop);
     let writer = async move {
         let mut pending = FuturesUnordered::new();
         let mut open = true;
@@ -311,9 +330,16 @@ async fn connection(
             };
             let mut bytes = line.into_bytes();
             bytes.push(b'\n');
-            if let Err(e) = wr.write_all(&bytes).await {
-                tracing::debug!(connection = id, error = %e, "ingest producer went away before its answers");
-                return;
+            match tokio::time::timeout(idle, wr.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(connection = id, error = %e, "ingest producer went away before its answers");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(connection = id, after = ?idle, "ingest producer reads no answers; closing");
+                    return;
+                }
             }
         }
     };
@@ -321,8 +347,41 @@ async fn connection(
     tracing::debug!(connection = id, "ingest producer disconnected");
 }
 
+/// How waiting for the next line ended, besides data arriving.
+enum Wait {
+    /// Data (or end of stream) is there to read.
+    Ready,
+    /// The read failed.
+    Failed(io::Error),
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// The server is stopping.
+    Stopped,
+    /// Evicted for a newcomer.
+    Evicted,
+}
+
+async fn wait_for_data<R: AsyncBufRead + Unpin>(
+    rd: &mut R,
+    slot: &mut Slot,
+    idle: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Wait {
+    tokio::select! {
+        r = tokio::time::timeout(idle, rd.fill_buf()) => match r {
+            Ok(Ok(_)) => Wait::Ready,
+            Ok(Err(e)) => Wait::Failed(e),
+            Err(_) => Wait::Idle,
+        },
+        _ = stopped(stop) => Wait::Stopped,
+        _ = &mut slot.evict => Wait::Evicted,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn read_loop<R: AsyncBufRead + Unpin>(
     mut rd: R,
+    mut slot: Slot,
     id: u64,
     items: mpsc::Sender<Item>,
     answers: mpsc::Sender<Answer>,
@@ -333,10 +392,48 @@ async fn read_loop<R: AsyncBufRead + Unpin>(
     let mut buf = Vec::new();
     let mut seq = 0u64;
     loop {
+        slot.enter(Phase::Idle);
+        match wait_for_data(&mut rd, &mut slot, opts.idle_timeout, &mut stop).await {
+            Wait::Ready => {}
+            Wait::Failed(e) => {
+                tracing::debug!(connection = id, error = %e, "ingest read failed");
+                return;
+            }
+            Wait::Idle => {
+                bump(&counters.idle_timeouts);
+                tracing::debug!(connection = id, after = ?opts.idle_timeout, "ingest producer idle; closing");
+                return;
+            }
+            Wait::Stopped => return,
+            Wait::Evicted => {
+                let _ = answers
+                    .send(Answer::Now(err_line(
+                        None,
+                        "evicted: the connection limit was reached and this connection was the longest idle",
+                    )))
+                    .await;
+                return;
+            }
+        }
+        slot.enter(Phase::Partial);
         let read = tokio::select! {
-            r = read_line_capped(&mut rd, &mut buf, opts.max_line_bytes) => r,
+            r = tokio::time::timeout(opts.partial_line_timeout, read_line_capped(&mut rd, &mut buf, opts.max_line_bytes)) => r,
             _ = stopped(&mut stop) => return,
+            _ = &mut slot.evict => {
+                let _ = answers
+                    .send(Answer::Now(err_line(Some(seq + 1), "evicted: the connection limit was reached and this line was the oldest incomplete one")))
+                    .await;
+                return;
+            }
         };
+        let Ok(read) = read else {
+            bump(&counters.partial_line_timeouts);
+            tracing::debug!(connection = id, after = ?opts.partial_line_timeout, "ingest line incomplete; closing");
+            let why = format!("incomplete line: no newline within {:?}", opts.partial_line_timeout);
+            let _ = answers.send(Answer::Now(err_line(Some(seq + 1), &why))).await;
+            return;
+        };
+        slot.enter(Phase::Busy);
         let answer = match read {
             Err(e) => {
                 tracing::debug!(connection = id, error = %e, "ingest read failed");
@@ -393,7 +490,14 @@ async fn read_loop<R: AsyncBufRead + Unpin>(
                 }
             }
         };
-        if answers.send(answer).await.is_err() {
+        // Waiting for room among the answers is the producer's doing (it does not read
+        // them): evictable, and the writer gives up after the idle timeout.
+        slot.enter(Phase::Idle);
+        let sent = tokio::select! {
+            s = answers.send(answer) => s.is_ok(),
+            _ = &mut slot.evict => false,
+        };
+        if !sent {
             return;
         }
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connector_actors::{MetricsServer, PublisherHandle};
-use connector_core::{ConnectionEvent, ConnectionState, ConnectorMetrics};
+use connector_core::{ConnectFailure, ConnectionEvent, ConnectionState, ConnectorMetrics};
 use prometheus::Registry;
 use serde::Serialize;
 use thiserror::Error;
@@ -67,13 +67,13 @@ pub enum AgentError {
         error: std::io::Error,
     },
     /// The ingestion socket could not be served.
-    #[error("ingestion socket: {0}")]
+    #[error("ingestion socket")]
     Ingest(#[from] IngestError),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     /// Metric families could not be registered.
-    #[error("metrics registry: {0}")]
+    #[error("metrics registry")]
     Registry(#[from] prometheus::Error),
     /// The store directory cannot be written (accepted messages would not survive a crash).
     #[error("store directory {}: {error}", dir.display())]
@@ -84,7 +84,7 @@ pub enum AgentError {
         error: std::io::Error,
     },
     /// The handler directory or run-as user is unusable.
-    #[error("handlers: {0}")]
+    #[error("handlers")]
     Handlers(#[from] HandlerError),
     /// The cloud is not supported by this build yet.
     #[error("{0}")]
@@ -207,6 +207,8 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         io.max_batch_messages = settings.ingest.batch_max_messages;
         io.max_batch_bytes = settings.ingest.batch_max_bytes;
         io.max_delay = settings.ingest.batch_max_delay;
+        io.idle_timeout = settings.ingest.idle_timeout;
+        io.partial_line_timeout = settings.ingest.partial_line_timeout;
         let (server, batches) = IngestServer::bind(io).await?;
         say!("ingest: socket {}", server.path().display());
         actix_rt::spawn(ingest_consumer(batches, pub_rx, shared.clone(), metrics.clone()));
@@ -362,8 +364,18 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
                         ConnectionEvent::Connected { .. } => {
                             s.connected_once = true;
                             s.early_failures = 0;
+                            s.last_failure = None;
                         }
-                        ConnectionEvent::ConnectionFailed { .. } if !s.connected_once => s.early_failures += 1,
+                        ConnectionEvent::ConnectionFailed { reason, .. } => {
+                            if !s.connected_once {
+                                s.early_failures += 1;
+                            }
+                            // Why TLS refused is worth an operator's eye (once per reason).
+                            if matches!(reason, ConnectFailure::Tls { .. }) && s.last_failure != Some(reason.label()) {
+                                say_err!("connect: {reason}");
+                            }
+                            s.last_failure = Some(reason.label());
+                        }
                         _ => {}
                     }
                     if s.provisioned && identity_refused(&ev, s, last_provision) {
@@ -427,6 +439,12 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     Ok(())
 }
 
+/// Checks the handler directory (it exists, it and every directory above it are trusted)
+/// and the run-as user, as the agent does at start: for `--check-config`.
+pub fn check_handlers(settings: &Settings) -> Result<(), AgentError> {
+    handler_runner(settings).map(|_| ()).map_err(AgentError::Handlers)
+}
+
 /// The Publisher would run without its on-disk store if it could not open it: refuse to
 /// start instead, since acknowledged ingested lines must survive a crash.
 fn check_store_dir(dir: &std::path::Path) -> Result<(), AgentError> {
@@ -442,6 +460,9 @@ fn reload(current: &Settings, opts: &RunOptions) -> Result<Settings, ConfigError
     let mut new = config::load_from_process(current.file.as_deref(), &opts.overrides)?;
     if opts.demo {
         crate::demo::prepare(&mut new)?;
+    }
+    for w in &new.warnings {
+        w.log();
     }
     for key in config::restart_required(current, &new) {
         warn!(key, "changed in the configuration; takes effect after a restart");

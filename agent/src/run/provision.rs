@@ -345,23 +345,36 @@ fn refused(
     if is_auth_refusal(ev) {
         return cached || !recent;
     }
-    if let ConnectionEvent::ConnectionFailed {
-        reason: connector_core::ConnectFailure::Transport { message },
-        ..
-    } = ev
-    {
-        let m = message.to_ascii_lowercase();
-        let tls = ["ssl", "tls", "certificate", "handshake"].iter().any(|w| m.contains(w));
-        return tls && cached && !connected_once && early_failures >= 3;
-    }
-    false
+    let tls = match ev {
+        // The server refusing our certificate; a server certificate we do not accept says
+        // nothing about our identity.
+        ConnectionEvent::ConnectionFailed {
+            reason: connector_core::ConnectFailure::Tls { reason, .. },
+            ..
+        } => {
+            use connector_core::TlsRefusal as R;
+            matches!(
+                reason,
+                R::ClientCertificateRejected | R::ClientCertificateRequired | R::HandshakeFailure
+            )
+        }
+        ConnectionEvent::ConnectionFailed {
+            reason: connector_core::ConnectFailure::Transport { message },
+            ..
+        } => {
+            let m = message.to_ascii_lowercase();
+            ["ssl", "tls", "certificate", "handshake"].iter().any(|w| m.contains(w))
+        }
+        _ => return false,
+    };
+    tls && cached && !connected_once && early_failures >= 3
 }
 
 #[cfg(test)]
 mod tests {
     use super::{refused, topic_aliasing};
     use connector_core::TopicAliasing;
-    use connector_core::{ConnectFailure, ConnectionEvent};
+    use connector_core::{ConnectFailure, ConnectionEvent, TlsRefusal};
     use std::time::Duration;
 
     fn failed(reason: ConnectFailure) -> ConnectionEvent {
@@ -387,6 +400,12 @@ mod tests {
         assert!(refused(&tls, true, false, false, 3));
         assert!(!refused(&tls, true, false, true, 3));
         assert!(!refused(&tls, false, false, false, 3));
+        // Named TLS refusals: of our certificate, yes; of the server's, never.
+        let tls_failed = |reason| failed(ConnectFailure::Tls { reason, detail: "x".into() });
+        assert!(refused(&tls_failed(TlsRefusal::ClientCertificateRejected), true, false, false, 3));
+        assert!(!refused(&tls_failed(TlsRefusal::ClientCertificateRejected), true, false, false, 2));
+        assert!(!refused(&tls_failed(TlsRefusal::UnknownCa), true, false, false, 9));
+        assert!(!refused(&tls_failed(TlsRefusal::CertificateExpired), true, false, false, 9));
         // A network that is down is not a refusal.
         assert!(!refused(&down, true, false, false, 10));
     }

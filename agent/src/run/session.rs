@@ -58,6 +58,9 @@ pub(crate) struct Session {
     pub connected_once: bool,
     /// Failed connect attempts in a row before the first connection.
     pub early_failures: u32,
+    /// The metric label of the last connect failure since the last connection (a TLS
+    /// refusal is printed when it changes).
+    pub last_failure: Option<&'static str>,
     /// Tasks that live as long as the session (state sync).
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -112,6 +115,7 @@ pub(crate) fn start_session(
         reported: false,
         connected_once: false,
         early_failures: 0,
+        last_failure: None,
         tasks: Vec::new(),
     }
 }

@@ -301,3 +301,43 @@ pub fn sample(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f
         .find(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
         .map(|(_, _, v)| *v)
 }
+
+/// A temporary directory the agent trusts for handlers: under the crate's target dir
+/// (`CARGO_TARGET_TMPDIR`), not `/tmp` (world-writable, so refused as a handler's parent),
+/// mode 0755, with every directory above it owned by root or this user and not writable by
+/// group or others (checked here, so a misplaced checkout fails with a clear message).
+pub fn trusted_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::Builder::new().prefix("agent-test-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let me = nix::unistd::geteuid().as_raw();
+    for d in dir.path().canonicalize().unwrap().ancestors() {
+        let m = std::fs::symlink_metadata(d).unwrap();
+        assert!(
+            (m.uid() == 0 || m.uid() == me) && m.mode() & 0o022 == 0,
+            "{} (uid {}, mode {:o}) makes handler directories below it untrusted",
+            d.display(),
+            m.uid(),
+            m.mode()
+        );
+    }
+    dir
+}
+
+/// A log line without its ANSI colour sequences (`ESC [ … m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -45,10 +45,18 @@ pub enum ConnectFailure {
         /// The code's meaning.
         reason: String,
     },
-    /// TCP, TLS or WebSocket failure before CONNACK (includes certificate rejections).
+    /// TCP, TLS or WebSocket failure before CONNACK, when no more precise reason is known.
     Transport {
         /// What the transport said.
         message: String,
+    },
+    /// The TLS handshake was refused, for a known reason (a certificate the client does not
+    /// accept, or the server refusing the client).
+    Tls {
+        /// Why.
+        reason: TlsRefusal,
+        /// What TLS said (the verification error or the alert, in OpenSSL's words).
+        detail: String,
     },
     /// No CONNACK within the connect timeout.
     Timeout,
@@ -73,6 +81,7 @@ impl ConnectFailure {
                 _ => "refused",
             },
             ConnectFailure::Transport { .. } => "transport",
+            ConnectFailure::Tls { reason, .. } => reason.label(),
             ConnectFailure::Timeout => "timeout",
             ConnectFailure::Credentials { .. } => "credentials",
         }
@@ -96,9 +105,67 @@ impl fmt::Display for ConnectFailure {
         match self {
             ConnectFailure::Refused { code, reason } => write!(f, "refused ({code}): {reason}"),
             ConnectFailure::Transport { message } => write!(f, "transport: {message}"),
+            ConnectFailure::Tls { reason, detail } => write!(f, "TLS: {reason} ({detail})"),
             ConnectFailure::Timeout => f.write_str("timed out waiting for CONNACK"),
             ConnectFailure::Credentials { message } => write!(f, "credentials: {message}"),
         }
+    }
+}
+
+/// Why a TLS handshake failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsRefusal {
+    /// The server's certificate does not chain to a trusted CA (includes self-signed).
+    UnknownCa,
+    /// The server's certificate is not for the host name (or address) connected to.
+    HostnameMismatch,
+    /// The server's certificate (or one in its chain) has expired.
+    CertificateExpired,
+    /// The server's certificate (or one in its chain) is not valid yet.
+    CertificateNotYetValid,
+    /// The server's certificate is unacceptable for another reason.
+    BadServerCertificate,
+    /// The server requires a client certificate and none was given.
+    ClientCertificateRequired,
+    /// The server refused the client certificate given.
+    ClientCertificateRejected,
+    /// No TLS version (1.2 or later) in common.
+    ProtocolVersion,
+    /// Another handshake failure, or an alert from the server.
+    HandshakeFailure,
+}
+
+impl TlsRefusal {
+    /// A stable label for metrics (`tls_unknown_ca`, …).
+    pub fn label(&self) -> &'static str {
+        match self {
+            TlsRefusal::UnknownCa => "tls_unknown_ca",
+            TlsRefusal::HostnameMismatch => "tls_hostname_mismatch",
+            TlsRefusal::CertificateExpired => "tls_certificate_expired",
+            TlsRefusal::CertificateNotYetValid => "tls_certificate_not_yet_valid",
+            TlsRefusal::BadServerCertificate => "tls_bad_server_certificate",
+            TlsRefusal::ClientCertificateRequired => "tls_client_certificate_required",
+            TlsRefusal::ClientCertificateRejected => "tls_client_certificate_rejected",
+            TlsRefusal::ProtocolVersion => "tls_protocol_version",
+            TlsRefusal::HandshakeFailure => "tls_handshake_failure",
+        }
+    }
+}
+
+impl fmt::Display for TlsRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsRefusal::UnknownCa => "the server's certificate is not signed by a trusted CA",
+            TlsRefusal::HostnameMismatch => "the server's certificate is for another host name",
+            TlsRefusal::CertificateExpired => "the server's certificate has expired",
+            TlsRefusal::CertificateNotYetValid => "the server's certificate is not valid yet",
+            TlsRefusal::BadServerCertificate => "the server's certificate is not acceptable",
+            TlsRefusal::ClientCertificateRequired => "the server requires a client certificate",
+            TlsRefusal::ClientCertificateRejected => "the server refused the client certificate",
+            TlsRefusal::ProtocolVersion => "no TLS version in common with the server",
+            TlsRefusal::HandshakeFailure => "the TLS handshake failed",
+        })
     }
 }
 
@@ -159,4 +226,38 @@ pub enum ConnectionState {
     Backoff = 3,
     /// Stopped for good.
     Stopped = 4,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_refusals_have_distinct_stable_labels_and_say_why() {
+        let all = [
+            TlsRefusal::UnknownCa,
+            TlsRefusal::HostnameMismatch,
+            TlsRefusal::CertificateExpired,
+            TlsRefusal::CertificateNotYetValid,
+            TlsRefusal::BadServerCertificate,
+            TlsRefusal::ClientCertificateRequired,
+            TlsRefusal::ClientCertificateRejected,
+            TlsRefusal::ProtocolVersion,
+            TlsRefusal::HandshakeFailure,
+        ];
+        let labels: std::collections::BTreeSet<_> = all.iter().map(TlsRefusal::label).collect();
+        assert_eq!(labels.len(), all.len());
+        assert!(labels
+            .iter()
+            .all(|l| l.starts_with("tls_") && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        let f = ConnectFailure::Tls {
+            reason: TlsRefusal::CertificateExpired,
+            detail: "certificate verify failed: certificate has expired".into(),
+        };
+        assert_eq!(f.label(), "tls_certificate_expired");
+        assert_eq!(
+            f.to_string(),
+            "TLS: the server's certificate has expired (certificate verify failed: certificate has expired)"
+        );
+    }
 }

@@ -5,7 +5,7 @@ mod events;
 mod inbound;
 mod outbound;
 
-pub use events::{ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason};
+pub use events::{ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason, TlsRefusal};
 pub use inbound::{
     C2dMessage, DesiredPatch, Inbound, InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest,
     StateDocuments, StateResponse,
