@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use connector_actors::Connector;
 use connector_core::{ConnectionEvent, Inbound, OfflinePolicy, Publish, QoS, Qos0Offline};
-use futures::StreamExt;
 use test_support::{Fault, FaultProxy, Mosquitto};
 
 /// Takes `n` messages from a stream, with their arrival times.
