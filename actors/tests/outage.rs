@@ -36,6 +36,8 @@ struct Run {
     outage: Duration,
     /// The path comes back refusing what it held (a NAT that forgot the mapping).
     reset_on_heal: bool,
+    /// The publisher asks the broker to keep its session.
+    persistent: bool,
     tune: fn(ConnectorBuilder) -> ConnectorBuilder,
 }
 
@@ -181,6 +183,22 @@ async fn a_blackhole_that_ends_in_a_reset_loses_nothing() {
         fault: Fault::Blackhole,
         outage: Duration::from_secs(8),
         reset_on_heal: true,
+        persistent: false,
+        tune: short_ack_timeout,
+    };
+    let Some(o) = outage(run).await else { return };
+    assert_eq!(o.lost, 0, "accepted messages lost across the blackhole");
+    assert_eq!(o.unique, o.sent);
+}
+
+#[actix_rt::test]
+async fn a_blackhole_on_a_persistent_session_loses_nothing() {
+    let run = Run {
+        name: "blackhole-persistent",
+        fault: Fault::Blackhole,
+        outage: Duration::from_secs(8),
+        reset_on_heal: true,
+        persistent: true,
         tune: short_ack_timeout,
     };
     let Some(o) = outage(run).await else { return };
@@ -195,6 +213,7 @@ async fn a_blackhole_that_heals_loses_nothing() {
         fault: Fault::Blackhole,
         outage: Duration::from_secs(8),
         reset_on_heal: false,
+        persistent: false,
         tune: short_ack_timeout,
     };
     let Some(o) = outage(run).await else { return };
@@ -209,6 +228,7 @@ async fn a_refused_port_longer_than_the_ack_timeout_loses_nothing() {
         fault: Fault::Refuse,
         outage: Duration::from_secs(8),
         reset_on_heal: false,
+        persistent: false,
         tune: short_ack_timeout,
     };
     let Some(o) = outage(run).await else { return };
@@ -225,6 +245,7 @@ async fn the_stall_watchdog_declares_a_blackholed_link_dead_long_before_the_keep
         fault: Fault::Blackhole,
         outage: Duration::from_secs(8),
         reset_on_heal: true,
+        persistent: false,
         tune: |b| {
             b.ack_timeout(Duration::from_secs(60)).stall_watchdog(Some(StallPolicy {
                 threshold: Duration::from_secs(1),

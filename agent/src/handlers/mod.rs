@@ -361,7 +361,19 @@ impl HandlerRunner {
             cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home).env("USER", &u.name).env("LOGNAME", &u.name);
         }
         let started = Instant::now();
-        let spawned = cmd.spawn();
+        let mut spawned = cmd.spawn();
+        // "Text file busy": some process holds the file open for writing — typically another
+        // thread's child between its fork and its exec, holding a copy of a descriptor being
+        // written (a handler just installed). It passes in moments: try a few times.
+        for _ in 0..5 {
+            match &spawned {
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    spawned = cmd.spawn();
+                }
+                _ => break,
+            }
+        }
         // The child has its copy (or failed to start): the agent's inheritable one goes now.
         drop(inheritable);
         let mut child = spawned.map_err(spawn_err)?;
