@@ -75,7 +75,7 @@ async fn outage(run: Run) -> Option<Outcome> {
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(1024);
     let builder =
         connector_actors::Connector::builder(provider_with(&proxy.url(), &format!("{name}-pub"), |o| {
-            let mut o = o.keep_alive(Duration::from_secs(60));
+            let mut o = o.keep_alive(Duration::from_secs(60)).clean_session(!run.persistent);
             o.connect_timeout = Duration::from_secs(2);
             o
         }))
