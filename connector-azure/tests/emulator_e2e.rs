@@ -318,7 +318,8 @@ async fn plug_and_play_writable_property_is_acknowledged_through_the_twin() {
 /// A connection string carrying a fixed SharedAccessSignature cannot be renewed: when it
 /// expires the emulator closes the connection, every later attempt fails with a typed
 /// credentials failure naming the expiry (nothing is sent with a dead token), and a QoS 1
-/// publish accepted meanwhile ends in a typed error, never silence.
+/// publish accepted meanwhile stays queued for when credentials come back (its caller's
+/// bounded wait ends in a typed error, never silence).
 #[actix_rt::test]
 async fn an_expired_fixed_signature_fails_typed_and_loses_nothing_silently() {
     use connector_azure::{SasKey, SasToken};
@@ -364,8 +365,14 @@ async fn an_expired_fixed_signature_fails_typed_and_loses_nothing_silently() {
     assert!(matches!(failure, ConnectFailure::Credentials { .. }), "{failure:?}");
     assert!(failure.to_string().contains("expired"), "{failure}");
     assert!(!failure.to_string().contains(token.expose()), "the token leaked into {failure}");
-    let late = conn.publisher().publish(Publish::telemetry("after expiry")).await;
-    assert!(late.is_err(), "a publish that cannot be delivered ends in an error: {late:?}");
+    let late =
+        conn.publisher().publish(Publish::telemetry("after expiry").timeout(Duration::from_secs(2))).await;
+    assert!(
+        matches!(late, Err(connector_actors::PublishError::Timeout { .. })),
+        "the caller's wait ends in a typed error: {late:?}"
+    );
+    let stats = conn.publisher().stats().await.unwrap();
+    assert_eq!(stats.incomplete_count, 1, "the message stays accepted, for when credentials come back");
     let got = emu.control().telemetry("fixed-sas", None).await.unwrap();
     assert_eq!(got.iter().filter_map(|m| m.payload.as_deref()).collect::<Vec<_>>(), ["before expiry"]);
     println!("fixed SAS: failure after expiry = {failure}; late publish = {late:?}");
