@@ -431,14 +431,8 @@ impl PublisherHandle {
         &self,
         p: Publish,
     ) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.slot.read().commands.send(Command::Publish(p, tx)).is_ok();
-        async move {
-            if !sent {
-                return Err(PublishError::Unavailable(actix::MailboxError::Closed));
-            }
-            rx.await.unwrap_or(Err(PublishError::Unavailable(actix::MailboxError::Closed)))
-        }
+        let answer = command(&self.slot, move |tx| Command::Publish(p, tx));
+        async move { answer.await? }
     }
 
     /// Hands a message over; resolves once it is accepted (and stored, with persistence).
@@ -447,14 +441,8 @@ impl PublisherHandle {
         &self,
         p: Publish,
     ) -> impl std::future::Future<Output = Result<MessageId, PublishError>> + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.slot.read().commands.send(Command::Enqueue(p, tx)).is_ok();
-        async move {
-            if !sent {
-                return Err(PublishError::Unavailable(actix::MailboxError::Closed));
-            }
-            rx.await.unwrap_or(Err(PublishError::Unavailable(actix::MailboxError::Closed)))
-        }
+        let answer = command(&self.slot, move |tx| Command::Enqueue(p, tx));
+        async move { answer.await? }
     }
 
     /// Publishes a packet the provider already mapped to the wire (a method response, a
@@ -477,14 +465,7 @@ impl PublisherHandle {
         &self,
         id: MessageId,
     ) -> impl std::future::Future<Output = Result<Cancelled, PublishError>> + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.slot.read().commands.send(Command::Cancel(id, tx)).is_ok();
-        async move {
-            if !sent {
-                return Err(PublishError::Unavailable(actix::MailboxError::Closed));
-            }
-            rx.await.map_err(|_| PublishError::Unavailable(actix::MailboxError::Closed))
-        }
+        command(&self.slot, move |tx| Command::Cancel(id, tx))
     }
 
     /// Operation statistics.
@@ -543,13 +524,23 @@ pub(crate) fn send_packet(
     slot: &PublisherSlot,
     packet: connector_core::OutboundPacket,
 ) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
+    let answer = command(slot, move |tx| Command::Packet(packet, tx));
+    async move { answer.await? }
+}
+
+/// Sends a command to the current Publisher now; the future gives its answer, or
+/// `Unavailable` when the Publisher is gone.
+fn command<T: Send + 'static>(
+    slot: &PublisherSlot,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Command,
+) -> impl std::future::Future<Output = Result<T, PublishError>> + 'static {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let sent = slot.read().commands.send(Command::Packet(packet, tx)).is_ok();
+    let sent = slot.read().commands.send(make(tx)).is_ok();
     async move {
         if !sent {
             return Err(PublishError::Unavailable(actix::MailboxError::Closed));
         }
-        rx.await.unwrap_or(Err(PublishError::Unavailable(actix::MailboxError::Closed)))
+        rx.await.map_err(|_| PublishError::Unavailable(actix::MailboxError::Closed))
     }
 }
 

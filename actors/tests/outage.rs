@@ -176,85 +176,54 @@ async fn outage(run: Run) -> Option<Outcome> {
     Some(Outcome { sent, unique: seen.len(), lost, disconnects })
 }
 
+/// An 8 s outage with the short acknowledgement timeout.
+fn run(name: &'static str, fault: Fault, reset_on_heal: bool, persistent: bool) -> Run {
+    Run { name, fault, outage: Duration::from_secs(8), reset_on_heal, persistent, tune: short_ack_timeout }
+}
+
+/// Runs it and checks that every accepted message arrived.
+async fn loses_nothing(r: Run) -> Option<Outcome> {
+    let name = r.name;
+    let o = outage(r).await?;
+    assert_eq!(o.lost, 0, "{name}: accepted messages lost");
+    assert_eq!(o.unique, o.sent);
+    Some(o)
+}
+
 #[actix_rt::test]
 async fn a_blackhole_that_ends_in_a_reset_loses_nothing() {
-    let run = Run {
-        name: "blackhole-reset",
-        fault: Fault::Blackhole,
-        outage: Duration::from_secs(8),
-        reset_on_heal: true,
-        persistent: false,
-        tune: short_ack_timeout,
-    };
-    let Some(o) = outage(run).await else { return };
-    assert_eq!(o.lost, 0, "accepted messages lost across the blackhole");
-    assert_eq!(o.unique, o.sent);
+    loses_nothing(run("blackhole-reset", Fault::Blackhole, true, false)).await;
 }
 
 #[actix_rt::test]
 async fn a_blackhole_on_a_persistent_session_loses_nothing() {
-    let run = Run {
-        name: "blackhole-persistent",
-        fault: Fault::Blackhole,
-        outage: Duration::from_secs(8),
-        reset_on_heal: true,
-        persistent: true,
-        tune: short_ack_timeout,
-    };
-    let Some(o) = outage(run).await else { return };
-    assert_eq!(o.lost, 0, "accepted messages lost across the blackhole");
-    assert_eq!(o.unique, o.sent);
+    loses_nothing(run("blackhole-persistent", Fault::Blackhole, true, true)).await;
 }
 
 #[actix_rt::test]
 async fn a_blackhole_that_heals_loses_nothing() {
-    let run = Run {
-        name: "blackhole-heal",
-        fault: Fault::Blackhole,
-        outage: Duration::from_secs(8),
-        reset_on_heal: false,
-        persistent: false,
-        tune: short_ack_timeout,
-    };
-    let Some(o) = outage(run).await else { return };
-    assert_eq!(o.lost, 0, "accepted messages lost across the blackhole");
-    assert_eq!(o.unique, o.sent);
+    loses_nothing(run("blackhole-heal", Fault::Blackhole, false, false)).await;
 }
 
 #[actix_rt::test]
 async fn a_refused_port_longer_than_the_ack_timeout_loses_nothing() {
-    let run = Run {
-        name: "refused",
-        fault: Fault::Refuse,
-        outage: Duration::from_secs(8),
-        reset_on_heal: false,
-        persistent: false,
-        tune: short_ack_timeout,
-    };
-    let Some(o) = outage(run).await else { return };
-    assert_eq!(o.lost, 0, "accepted messages lost across the refused port");
-    assert_eq!(o.unique, o.sent);
+    loses_nothing(run("refused", Fault::Refuse, false, false)).await;
 }
 
 #[actix_rt::test]
 async fn the_stall_watchdog_declares_a_blackholed_link_dead_long_before_the_keep_alive() {
     // Keep-alive 60 s and an acknowledgement timeout of 60 s: only the watchdog (1 s
     // threshold, 1 s probe) can notice an 8 s blackhole.
-    let run = Run {
-        name: "stall",
-        fault: Fault::Blackhole,
-        outage: Duration::from_secs(8),
-        reset_on_heal: true,
-        persistent: false,
+    let r = Run {
         tune: |b| {
             b.ack_timeout(Duration::from_secs(60)).stall_watchdog(Some(StallPolicy {
                 threshold: Duration::from_secs(1),
                 probe_timeout: Duration::from_secs(1),
             }))
         },
+        ..run("stall", Fault::Blackhole, true, false)
     };
-    let Some(o) = outage(run).await else { return };
-    assert_eq!(o.lost, 0);
+    let Some(o) = loses_nothing(r).await else { return };
     let (_, first) = o.disconnects.first().expect("the link was declared dead during the blackhole");
     assert!(matches!(first, DisconnectReason::Stalled { .. }), "declared dead by the watchdog: {first:?}");
 }
