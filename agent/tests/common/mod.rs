@@ -183,6 +183,8 @@ impl ExternalCloud {
         cfg.ws_port = None;
         cfg.aws_mqtt_port = None;
         cfg.aws_port = None;
+        // Keep every message: the chaos runs count what arrived among hundreds of thousands.
+        cfg.telemetry_capacity = 10_000_000;
         let emu = Emulator::start(cfg).unwrap();
         let created =
             rt.block_on(emu.control().put_enrollment(registration_id, &enrollment(None, true))).unwrap();
