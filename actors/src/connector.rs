@@ -29,7 +29,7 @@ use crate::metrics_exporter::MetricsServer;
 use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions, StallPolicy};
 use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
 use crate::supervision::RestartPolicy;
-use crate::transport::{PahoTransport, Transport};
+use crate::transport::Transport;
 use crate::twin::{TwinHandle, TwinRetry, TwinSettings, TwinShared};
 
 /// Builds a [`Connector`].
@@ -195,7 +195,7 @@ impl ConnectorBuilder {
         let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
         let (closed_tx, _) = watch::channel(false);
         let transport = self.transport.unwrap_or_else(|| {
-            Arc::new(PahoTransport::new(self.publisher.inflight_window.saturating_mul(2).max(64)))
+            crate::transport::default_transport(self.publisher.inflight_window.saturating_mul(2).max(64))
         });
         let settings = Settings {
             provider: self.provider.clone(),

@@ -12,6 +12,7 @@
 //! `log` targets `paho_mqtt` and `paho_mqtt_c`. Keep those targets at `info` or above in
 //! production filters.
 
+mod native;
 mod paho;
 mod tls_diag;
 
@@ -22,7 +23,20 @@ use connector_core::{ConnectFailure, ConnectParams, DisconnectReason, InboundMes
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+pub use native::NativeTransport;
 pub use paho::PahoTransport;
+
+/// The environment variable that picks the transport of connectors whose builder names none.
+pub const TRANSPORT_ENV: &str = "CONNECTOR_TRANSPORT";
+
+/// The transport of a connector whose builder names none: [`PahoTransport`], or
+/// [`NativeTransport`] when [`TRANSPORT_ENV`] is `native` (how the suites run over both).
+pub fn default_transport(max_inflight: usize) -> Arc<dyn Transport> {
+    match std::env::var(TRANSPORT_ENV).as_deref() {
+        Ok("native") => Arc::new(NativeTransport::new(max_inflight)),
+        _ => Arc::new(PahoTransport::new(max_inflight)),
+    }
+}
 
 /// A transport failure on a live link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -88,7 +88,7 @@ async fn diagnose(host: &str, port: u16, tls: TlsOptions) -> Option<(TlsRefusal,
 }
 
 /// The OpenSSL client context for `tls`, as paho configures its own.
-fn connector(tls: &TlsOptions) -> Result<SslConnector, ErrorStack> {
+pub(super) fn connector(tls: &TlsOptions) -> Result<SslConnector, ErrorStack> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     b.set_verify(SslVerifyMode::PEER);
@@ -157,7 +157,7 @@ const ALERT_REASON_OFFSET: i32 = 1000;
 
 /// Names the refusal from the verification result and the error stack of a failed
 /// handshake (or read). `sent_cert`: whether a client certificate was configured.
-fn classify(
+pub(super) fn classify(
     verify: X509VerifyResult,
     stack: Option<&ErrorStack>,
     sent_cert: bool,

@@ -1,0 +1,587 @@
+//! The native transport: MQTT 3.1.1 and 5 on the actors' own tokio runtime, one task per
+//! connection and no thread of its own, TLS through OpenSSL, WebSocket and HTTP CONNECT /
+//! SOCKS5 proxies ([`io`]), rumqttc's packet codec ([`wire`]).
+//!
+//! A connection's task reads and writes its stream. Writes are batched: whatever is queued
+//! when the task gets to write goes out in one write (up to 64 KiB), so a full window of
+//! PUBLISHes costs a few syscalls, not one each. Nothing here blocks the runtime thread,
+//! and a link that is dropped ends its task (and closes its socket) at once.
+//!
+//! Keep-alive: a PINGREQ after `keep_alive` without anything written, and the link is lost
+//! when its PINGRESP (or anything else) does not come within the ping timeout (the smaller
+//! of 10 s and the keep-alive). [`Link::probe`] sends a PINGREQ at once and waits for the
+//! broker to answer anything.
+//!
+//! The TLS contexts (trust store, client certificate and key read from their files) are
+//! built once per distinct set of TLS settings and files and shared by every connection
+//! that uses them, as a gateway's thousands of devices do.
+
+mod io;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use connector_core::topic_alias::{AliasUse, TopicAliasCache};
+use connector_core::{
+    ConnectFailure, ConnectParams, DisconnectReason, OutboundPacket, PemSource, QoS, TlsOptions,
+};
+use futures::future::BoxFuture;
+use openssl::ssl::SslConnector;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::{Connected, Heard, Link, LinkEvent, PublishCompletion, Transport, TransportError};
+use wire::{Incoming, Proto};
+
+/// Bytes gathered into one write at most.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Topic aliases the server may use towards us (MQTT 5).
+const INBOUND_ALIASES: u16 = 64;
+/// The longest wait for a PINGRESP.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every link of a transport shares: the in-flight limit and the TLS contexts.
+#[derive(Default)]
+struct Inner {
+    /// Most QoS 1 publishes in flight on one link (the server's Receive Maximum may lower it).
+    max_inflight: usize,
+    contexts: Mutex<Vec<(TlsKey, SslConnector)>>,
+}
+
+impl Inner {
+    /// The TLS context for these settings, built once (on the blocking pool: it reads files).
+    async fn context(self: &Arc<Self>, tls: &TlsOptions) -> Result<SslConnector, ConnectFailure> {
+        let key = TlsKey::of(tls);
+        if let Some((_, c)) = self.contexts.lock().iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
+        let t = tls.clone();
+        let built = tokio::task::spawn_blocking(move || super::tls_diag::connector(&t))
+            .await
+            .map_err(|e| ConnectFailure::Credentials { message: format!("TLS setup: {e}") })?
+            .map_err(|e| ConnectFailure::Credentials { message: format!("TLS setup: {e}") })?;
+        let mut cache = self.contexts.lock();
+        // Settings whose files changed since are dropped with their context.
+        cache.retain(|(k, _)| k.settings != key.settings);
+        cache.push((key, built.clone()));
+        Ok(built)
+    }
+}
+
+/// What a TLS context is built from: the settings and, for files, when they last changed
+/// (a certificate rotated in place gets a new context).
+#[derive(Clone, PartialEq)]
+struct TlsKey {
+    settings: TlsOptions,
+    stamps: Vec<Option<(SystemTime, u64)>>,
+}
+
+impl TlsKey {
+    fn of(tls: &TlsOptions) -> Self {
+        let stamp = |s: &Option<PemSource>| match s {
+            Some(PemSource::File(p)) => {
+                std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+            }
+            _ => None,
+        };
+        Self {
+            settings: tls.clone(),
+            stamps: vec![stamp(&tls.ca), stamp(&tls.client_cert), stamp(&tls.client_key)],
+        }
+    }
+}
+
+/// The native transport (see the module docs). Clones share their TLS contexts: give one
+/// transport to many connectors.
+#[derive(Clone, Default)]
+pub struct NativeTransport(Arc<Inner>);
+
+impl std::fmt::Debug for NativeTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeTransport").field("max_inflight", &self.0.max_inflight).finish_non_exhaustive()
+    }
+}
+
+impl NativeTransport {
+    /// A transport allowing `max_inflight` unacknowledged QoS 1 publishes per link (the
+    /// server's Receive Maximum may lower it).
+    pub fn new(max_inflight: usize) -> Self {
+        Self(Arc::new(Inner {
+            max_inflight: max_inflight.clamp(1, 65_535),
+            contexts: Mutex::new(Vec::new()),
+        }))
+    }
+}
+
+impl Transport for NativeTransport {
+    fn connect(&self, params: ConnectParams) -> BoxFuture<'static, Result<Connected, ConnectFailure>> {
+        let t = self.0.clone();
+        Box::pin(async move {
+            let limit = params.connect_timeout;
+            match tokio::time::timeout(limit, connect(t, params)).await {
+                Ok(r) => r,
+                Err(_) => Err(ConnectFailure::Timeout),
+            }
+        })
+    }
+}
+
+/// Where an answer goes.
+type Reply<T> = oneshot::Sender<Result<T, TransportError>>;
+
+/// A command for a link's task.
+enum Cmd {
+    Publish { packet: OutboundPacket, alias: AliasUse, done: Reply<()> },
+    Subscribe { filters: Vec<(String, QoS)>, done: Reply<Vec<Option<QoS>>> },
+    Unsubscribe { filters: Vec<String>, done: Reply<()> },
+    PubAck(u16),
+    Ping,
+    Disconnect(oneshot::Sender<()>),
+}
+
+/// Requests waiting for the server's answer, by packet id.
+#[derive(Default)]
+struct Pending {
+    publishes: HashMap<u16, Reply<()>>,
+    subscribes: HashMap<u16, Reply<Vec<Option<QoS>>>>,
+    unsubscribes: HashMap<u16, Reply<()>>,
+    next: u16,
+}
+
+impl Pending {
+    fn in_use(&self, id: u16) -> bool {
+        self.publishes.contains_key(&id)
+            || self.subscribes.contains_key(&id)
+            || self.unsubscribes.contains_key(&id)
+    }
+
+    /// A free packet id (the callers bound what is in flight well below 65,535).
+    fn id(&mut self) -> u16 {
+        loop {
+            self.next = self.next.wrapping_add(1).max(1);
+            if !self.in_use(self.next) {
+                return self.next;
+            }
+        }
+    }
+}
+
+/// What a link's task shares with the link.
+struct Shared {
+    pending: Mutex<Pending>,
+    heard: Arc<Heard>,
+    /// QoS 1 publishes handed to the link and not completed.
+    outstanding: AtomicUsize,
+    limit: usize,
+    /// A PINGREQ is waiting for its answer (anything from the server answers it).
+    ping_out: Mutex<Option<Instant>>,
+    requested_close: AtomicBool,
+}
+
+/// A live native connection.
+struct NativeLink {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<Shared>,
+    aliases: Option<Mutex<TopicAliasCache>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for NativeLink {
+    fn drop(&mut self) {
+        // The task (and its socket) ends with the link.
+        self.task.abort();
+    }
+}
+
+impl Link for NativeLink {
+    fn publish(&self, packet: &OutboundPacket) -> Result<PublishCompletion, TransportError> {
+        let qos1 = packet.qos == QoS::AtLeastOnce;
+        if qos1 && self.shared.outstanding.fetch_add(1, Ordering::AcqRel) >= self.shared.limit {
+            self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+            return Err(TransportError::Busy);
+        }
+        let (done, rx) = oneshot::channel();
+        // The table stays locked until the command is queued: bindings reach the wire in
+        // the order they were handed out.
+        let mut aliases = self.aliases.as_ref().map(|m| m.lock());
+        let alias = aliases.as_mut().map_or(AliasUse::Off, |t| t.resolve(&packet.topic));
+        if self.cmds.send(Cmd::Publish { packet: packet.clone(), alias, done }).is_err() {
+            if let (AliasUse::Bind(_), Some(t)) = (alias, aliases.as_mut()) {
+                t.forget(&packet.topic);
+            }
+            if qos1 {
+                self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(TransportError::NotConnected);
+        }
+        drop(aliases);
+        let shared = self.shared.clone();
+        Ok(Box::pin(async move {
+            let r = rx.await.unwrap_or(Err(TransportError::NotConnected));
+            if qos1 {
+                shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+            }
+            r
+        }))
+    }
+
+    fn subscribe(
+        &self,
+        filters: Vec<(String, QoS)>,
+    ) -> BoxFuture<'static, Result<Vec<Option<QoS>>, TransportError>> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.cmds.send(Cmd::Subscribe { filters, done }).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(TransportError::NotConnected);
+            }
+            rx.await.unwrap_or(Err(TransportError::NotConnected))
+        })
+    }
+
+    fn unsubscribe(&self, filters: Vec<String>) -> BoxFuture<'static, Result<(), TransportError>> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.cmds.send(Cmd::Unsubscribe { filters, done }).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(TransportError::NotConnected);
+            }
+            rx.await.unwrap_or(Err(TransportError::NotConnected))
+        })
+    }
+
+    fn disconnect(&self, timeout: Duration) -> BoxFuture<'static, ()> {
+        let (done, rx) = oneshot::channel();
+        self.shared.requested_close.store(true, Ordering::Release);
+        let sent = self.cmds.send(Cmd::Disconnect(done)).is_ok();
+        let task = self.task.clone();
+        Box::pin(async move {
+            if sent && tokio::time::timeout(timeout, rx).await.is_err() {
+                debug!("DISCONNECT not written in time; closing anyway");
+            }
+            task.abort();
+        })
+    }
+
+    fn probe(&self, timeout: Duration) -> BoxFuture<'static, Result<(), TransportError>> {
+        let answer = self.shared.heard.clone().probe(timeout);
+        let _ = self.cmds.send(Cmd::Ping);
+        answer
+    }
+}
+
+async fn connect(t: Arc<Inner>, params: ConnectParams) -> Result<Connected, ConnectFailure> {
+    let tls = match (&params.tls, params.uri.scheme().is_tls()) {
+        (Some(opts), true) => Some(t.context(opts).await?),
+        _ => None,
+    };
+    let mut stream = io::open(&params, tls.as_ref()).await?;
+    let proto = Proto::of(params.mqtt_version);
+    let mut out = BytesMut::with_capacity(512);
+    let asks = wire::Asks { receive_max: u16::MAX, topic_alias_max: INBOUND_ALIASES };
+    wire::connect(&mut out, &params, proto, asks).map_err(|e| ConnectFailure::Credentials { message: e })?;
+    let sent_cert = params.tls.as_ref().is_some_and(|t| t.client_cert.is_some());
+    let broken = |e: std::io::Error| {
+        io::refusal_after_handshake(&e, sent_cert)
+            .unwrap_or_else(|| ConnectFailure::Transport { message: format!("before CONNACK: {e}") })
+    };
+    let wrote = match stream.write_all(&out).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = wrote {
+        // The server may have refused us with an alert that is still to be read.
+        let mut scratch = BytesMut::with_capacity(512);
+        if let Ok(Err(read)) =
+            tokio::time::timeout(Duration::from_secs(1), stream.read_buf(&mut scratch)).await
+        {
+            if let Some(refusal) = io::refusal_after_handshake(&read, sent_cert) {
+                return Err(refusal);
+            }
+        }
+        return Err(broken(e));
+    }
+    let mut inbuf = BytesMut::with_capacity(8 * 1024);
+    let granted = loop {
+        match wire::read(&mut inbuf, proto) {
+            Ok(Some(Incoming::ConnAck(Ok(g)))) => break g,
+            Ok(Some(Incoming::ConnAck(Err((code, reason))))) => {
+                return Err(ConnectFailure::Refused { code, reason })
+            }
+            Ok(Some(other)) => {
+                return Err(ConnectFailure::Transport { message: format!("expected CONNACK, got {other:?}") })
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ConnectFailure::Transport { message: format!("malformed CONNACK: {e}") }),
+        }
+        if stream.read_buf(&mut inbuf).await.map_err(broken)? == 0 {
+            return Err(ConnectFailure::Transport { message: "connection closed before CONNACK".to_owned() });
+        }
+    };
+    let limit = granted.receive_max.map_or(t.max_inflight, |r| usize::from(r).min(t.max_inflight)).max(1);
+    let aliases = match proto {
+        Proto::V5 => {
+            let max = params.topic_aliasing.effective_max(granted.topic_alias_max);
+            (max > 0).then(|| Mutex::new(TopicAliasCache::new(max)))
+        }
+        Proto::V4 => None,
+    };
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Pending::default()),
+        heard: Arc::new(Heard::default()),
+        outstanding: AtomicUsize::new(0),
+        limit,
+        ping_out: Mutex::new(None),
+        requested_close: AtomicBool::new(false),
+    });
+    let (cmds, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    let session = Session {
+        proto,
+        shared: shared.clone(),
+        keep_alive: params.keep_alive,
+        max_packet: granted.max_packet,
+        acks: cmds.clone(),
+    };
+    let task = tokio::spawn(session.run(stream, inbuf, cmd_rx, ev_tx)).abort_handle();
+    debug!(client = %params.client_id, session_present = granted.session_present, limit, "native link up");
+    let link = NativeLink { cmds, shared, aliases, task };
+    Ok(Connected { link: Arc::new(link), session_present: granted.session_present, events })
+}
+
+/// A connection's task.
+struct Session {
+    proto: Proto,
+    shared: Arc<Shared>,
+    keep_alive: Duration,
+    max_packet: Option<u32>,
+    /// Where the reader queues PUBACKs for the writer.
+    acks: mpsc::UnboundedSender<Cmd>,
+}
+
+impl Session {
+    async fn run(
+        self,
+        stream: io::BoxIo,
+        inbuf: BytesMut,
+        cmds: mpsc::UnboundedReceiver<Cmd>,
+        events: mpsc::UnboundedSender<LinkEvent>,
+    ) {
+        let (rd, wr) = tokio::io::split(stream);
+        let this = Arc::new(self);
+        let reason = tokio::select! {
+            r = this.clone().read(rd, inbuf, events.clone()) => r,
+            r = this.clone().write(wr, cmds) => r,
+        };
+        if !this.shared.requested_close.load(Ordering::Acquire) {
+            debug!(reason = reason.label(), "native link lost");
+            let _ = events.send(LinkEvent::Lost(reason));
+        }
+        // Whatever waits for an answer gets `NotConnected` as its senders drop.
+        *this.shared.pending.lock() = Pending::default();
+    }
+
+    async fn read(
+        self: Arc<Self>,
+        mut rd: tokio::io::ReadHalf<io::BoxIo>,
+        mut buf: BytesMut,
+        events: mpsc::UnboundedSender<LinkEvent>,
+    ) -> DisconnectReason {
+        let mut aliases: HashMap<u16, String> = HashMap::new();
+        loop {
+            loop {
+                let packet = match wire::read(&mut buf, self.proto) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!(error = %e, "malformed packet from the server; closing the link");
+                        return DisconnectReason::ConnectionLost;
+                    }
+                };
+                self.shared.heard.bump();
+                *self.shared.ping_out.lock() = None;
+                if let Some(reason) = self.on_packet(packet, &mut aliases, &events) {
+                    return reason;
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return DisconnectReason::ConnectionLost,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn on_packet(
+        &self,
+        packet: Incoming,
+        aliases: &mut HashMap<u16, String>,
+        events: &mpsc::UnboundedSender<LinkEvent>,
+    ) -> Option<DisconnectReason> {
+        match packet {
+            Incoming::Publish { pkid, alias, mut message } => {
+                if let Some(a) = alias {
+                    if message.topic.is_empty() {
+                        match aliases.get(&a) {
+                            Some(t) => message.topic = t.clone(),
+                            None => {
+                                warn!(alias = a, "PUBLISH with an unknown topic alias; closing the link");
+                                return Some(DisconnectReason::ConnectionLost);
+                            }
+                        }
+                    } else if a <= INBOUND_ALIASES {
+                        aliases.insert(a, message.topic.clone());
+                    }
+                }
+                let qos1 = message.qos == QoS::AtLeastOnce;
+                let _ = events.send(LinkEvent::Message(message));
+                if qos1 {
+                    let _ = self.acks.send(Cmd::PubAck(pkid));
+                }
+            }
+            Incoming::PubAck { pkid, refused } => {
+                if let Some(done) = self.shared.pending.lock().publishes.remove(&pkid) {
+                    let _ = done.send(match refused {
+                        None => Ok(()),
+                        Some(code) => Err(TransportError::Refused(format!("PUBACK reason code {code:#04x}"))),
+                    });
+                }
+            }
+            Incoming::SubAck { pkid, granted } => {
+                if let Some(done) = self.shared.pending.lock().subscribes.remove(&pkid) {
+                    let _ = done.send(Ok(granted));
+                }
+            }
+            Incoming::UnsubAck { pkid } => {
+                if let Some(done) = self.shared.pending.lock().unsubscribes.remove(&pkid) {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Incoming::Disconnect { code } => return Some(DisconnectReason::ServerDisconnect { code }),
+            Incoming::PingResp | Incoming::ConnAck(_) | Incoming::Other => {}
+        }
+        None
+    }
+
+    async fn write(
+        self: Arc<Self>,
+        mut wr: tokio::io::WriteHalf<io::BoxIo>,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    ) -> DisconnectReason {
+        let mut buf = BytesMut::with_capacity(BATCH_BYTES + 1024);
+        let mut written_qos0 = Vec::new();
+        let ping_timeout = PING_TIMEOUT.min(self.keep_alive.max(Duration::from_secs(1)));
+        let mut last_write = Instant::now();
+        loop {
+            let ping_due = last_write + self.keep_alive;
+            let ping_deadline = self.shared.ping_out.lock().map(|at| at + ping_timeout);
+            let first = tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(c) => c,
+                    None => return DisconnectReason::Requested,
+                },
+                () = tokio::time::sleep_until(ping_due.into()), if !self.keep_alive.is_zero() => Cmd::Ping,
+                () = sleep_until_opt(ping_deadline) => {
+                    warn!(after = ?ping_timeout, "no answer to PINGREQ; the link is lost");
+                    return DisconnectReason::ConnectionLost;
+                }
+            };
+            let mut closing = None;
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                if let Cmd::Disconnect(done) = cmd {
+                    wire::disconnect(&mut buf, self.proto);
+                    closing = Some(done);
+                    break;
+                }
+                self.encode(cmd, &mut buf, &mut written_qos0);
+                if buf.len() < BATCH_BYTES {
+                    next = cmds.try_recv().ok();
+                }
+            }
+            if !buf.is_empty() {
+                if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+                    return DisconnectReason::ConnectionLost;
+                }
+                buf.clear();
+                last_write = Instant::now();
+            }
+            for done in written_qos0.drain(..) {
+                let _ = done.send(Ok(()));
+            }
+            if let Some(done) = closing {
+                let _ = wr.shutdown().await;
+                let _ = done.send(());
+                return DisconnectReason::Requested;
+            }
+        }
+    }
+
+    fn encode(&self, cmd: Cmd, buf: &mut BytesMut, written_qos0: &mut Vec<Reply<()>>) {
+        match cmd {
+            Cmd::Publish { packet, alias, done } => {
+                let qos1 = packet.qos == QoS::AtLeastOnce;
+                let mut pending = self.shared.pending.lock();
+                let pkid = if qos1 { pending.id() } else { 0 };
+                match wire::publish(buf, self.proto, pkid, &packet, alias, self.max_packet) {
+                    Ok(()) if qos1 => {
+                        pending.publishes.insert(pkid, done);
+                    }
+                    Ok(()) => written_qos0.push(done),
+                    Err(e) => {
+                        let _ = done.send(Err(TransportError::Failed(format!("PUBLISH not encoded: {e}"))));
+                    }
+                }
+            }
+            Cmd::Subscribe { filters, done } => {
+                let mut pending = self.shared.pending.lock();
+                let pkid = pending.id();
+                match wire::subscribe(buf, self.proto, pkid, &filters) {
+                    Ok(()) => {
+                        pending.subscribes.insert(pkid, done);
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(TransportError::Failed(format!("SUBSCRIBE not encoded: {e}"))));
+                    }
+                }
+            }
+            Cmd::Unsubscribe { filters, done } => {
+                let mut pending = self.shared.pending.lock();
+                let pkid = pending.id();
+                match wire::unsubscribe(buf, self.proto, pkid, &filters) {
+                    Ok(()) => {
+                        pending.unsubscribes.insert(pkid, done);
+                    }
+                    Err(e) => {
+                        let _ =
+                            done.send(Err(TransportError::Failed(format!("UNSUBSCRIBE not encoded: {e}"))));
+                    }
+                }
+            }
+            Cmd::PubAck(pkid) => wire::puback(buf, self.proto, pkid),
+            Cmd::Ping => {
+                let mut out = self.shared.ping_out.lock();
+                if out.is_none() {
+                    *out = Some(Instant::now());
+                }
+                wire::pingreq(buf, self.proto);
+            }
+            Cmd::Disconnect(_) => {}
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
