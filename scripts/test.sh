@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, docs, then every test of the workspace.
+# The test command: formatting, lints, docs, then every test of the workspace, over the paho
+# transport and again over the native one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -7,3 +8,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 cargo test --workspace -- --show-output
+# The whole suite again over the native transport (paho is the default above).
+CONNECTOR_TRANSPORT=native cargo test --workspace

@@ -3,10 +3,13 @@
 //!
 //! The MQTT client library's DEBUG and TRACE lines print its connect options (the password:
 //! an Azure SAS token, an AWS custom authorizer's token) and server URI (a SigV4 session
-//! token in the WebSocket URL) verbatim. So events of every target starting with
-//! `paho_mqtt` (`paho_mqtt`, `paho_mqtt::async_client`, the C library's `paho_mqtt_c`, …)
-//! above INFO are dropped by a fixed filter applied besides the configured (reloadable)
-//! one: no directive (`paho_mqtt_c=trace`, `[{span}]=trace`, …) can let them through.
+//! token in the WebSocket URL) verbatim, and the WebSocket library's TRACE lines print the
+//! upgrade request (the presigned SigV4 URL, its signature and session token). So events of
+//! every target starting with one of [`CAPPED_TARGET_PREFIXES`] (`paho_mqtt`,
+//! `paho_mqtt::async_client`, the C library's `paho_mqtt_c`, `tungstenite::handshake::client`,
+//! `tokio_tungstenite`, …) above INFO are dropped by a fixed filter applied besides the
+//! configured (reloadable) one: no directive (`paho_mqtt_c=trace`, `[{span}]=trace`, …) can
+//! let them through.
 
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, FilterFn};
@@ -19,18 +22,20 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 const QUIET: &str =
     ",ntex_server=off,ntex_rt=warn,ntex_io=warn,ntex_mqtt=warn,ntex_service=warn,connector_emulator=warn";
 
-/// The prefix of the MQTT client library's targets, capped at [`PAHO_MAX_LEVEL`].
-pub const PAHO_TARGET_PREFIX: &str = "paho_mqtt";
+/// The prefixes of the targets of libraries that log credentials at DEBUG or TRACE (the
+/// paho MQTT client; the WebSocket client of the native transport), capped at
+/// [`CAPPED_MAX_LEVEL`].
+pub const CAPPED_TARGET_PREFIXES: &[&str] = &["paho_mqtt", "tungstenite", "tokio_tungstenite"];
 
-/// The most verbose level logged for [`PAHO_TARGET_PREFIX`] targets, whatever the filter.
-pub const PAHO_MAX_LEVEL: Level = Level::INFO;
+/// The most verbose level logged for [`CAPPED_TARGET_PREFIXES`] targets, whatever the filter.
+pub const CAPPED_MAX_LEVEL: Level = Level::INFO;
 
 /// Whether an event or span of `target` at `level` passes the fixed cap.
 pub fn under_paho_cap(target: &str, level: &Level) -> bool {
-    !target.starts_with(PAHO_TARGET_PREFIX) || *level <= PAHO_MAX_LEVEL
+    *level <= CAPPED_MAX_LEVEL || !CAPPED_TARGET_PREFIXES.iter().any(|p| target.starts_with(p))
 }
 
-/// The fixed filter: drops [`PAHO_TARGET_PREFIX`] events above [`PAHO_MAX_LEVEL`].
+/// The fixed filter: drops [`CAPPED_TARGET_PREFIXES`] events above [`CAPPED_MAX_LEVEL`].
 fn paho_cap() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
     filter_fn(|meta| under_paho_cap(meta.target(), meta.level()))
 }
@@ -81,7 +86,14 @@ mod tests {
 
     #[test]
     fn every_paho_target_is_capped_at_info() {
-        for target in ["paho_mqtt", "paho_mqtt::async_client", "paho_mqtt_c", "paho_mqtt_sys::x"] {
+        for target in [
+            "paho_mqtt",
+            "paho_mqtt::async_client",
+            "paho_mqtt_c",
+            "paho_mqtt_sys::x",
+            "tungstenite::handshake::client",
+            "tokio_tungstenite",
+        ] {
             assert!(!under_paho_cap(target, &Level::DEBUG), "{target}");
             assert!(!under_paho_cap(target, &Level::TRACE), "{target}");
             assert!(under_paho_cap(target, &Level::INFO), "{target}");

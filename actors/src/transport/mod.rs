@@ -9,8 +9,10 @@
 //!
 //! Logging: this crate never logs credentials, but paho-mqtt logs its connect options
 //! (password, SAS token, presigned URL, custom-authorizer user name) at `debug` under the
-//! `log` targets `paho_mqtt` and `paho_mqtt_c`. Keep those targets at `info` or above in
-//! production filters.
+//! `log` targets `paho_mqtt` and `paho_mqtt_c`, and the WebSocket library under the native
+//! transport logs the upgrade request (a presigned SigV4 URL with its signature and session
+//! token) at `trace` under `tungstenite` and `tokio_tungstenite`. Keep those targets at
+//! `info` or above in production filters (the device agent caps them whatever its level).
 
 mod native;
 mod paho;
