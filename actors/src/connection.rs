@@ -53,6 +53,10 @@ pub struct GetState;
 #[rtype(result = "()")]
 pub struct DropLink;
 
+/// How long the Publisher waits for the Subscriber's re-subscriptions after a connect
+/// before it gets the link anyway.
+const SUBSCRIBED_WITHIN: Duration = Duration::from_secs(30);
+
 /// The shared slot through which handles find a child's current address.
 pub(crate) type Slot<A> = Arc<RwLock<Addr<A>>>;
 
@@ -267,8 +271,11 @@ impl ConnectionActor {
         // The subscriptions first: the Publisher gets the link (and starts draining the
         // offline queue) once the Subscriber has re-subscribed.
         let session_present = c.session_present;
-        let subscribed =
-            self.subscriber.slot.read().send(LinkUp { generation, link: c.link.clone(), session_present });
+        // Bounded: a Subscriber held by a full recipient must not keep the Publisher offline.
+        let subscribed = tokio::time::timeout(
+            SUBSCRIBED_WITHIN,
+            self.subscriber.slot.read().send(LinkUp { generation, link: c.link.clone(), session_present }),
+        );
         let link = c.link;
         ctx.spawn(subscribed.into_actor(self).map(move |_, act, _| {
             if act.generation == generation && act.link.is_some() {
@@ -485,7 +492,7 @@ impl StreamHandler<(u64, LinkEvent)> for ConnectionActor {
             return;
         }
         match event {
-            LinkEvent::Message(m) => self.subscriber.slot.read().do_send(Route(m)),
+            LinkEvent::Message(m, ack) => self.subscriber.slot.read().do_send(Route(m, ack)),
             LinkEvent::Lost(reason) => self.lost(reason, ctx),
         }
     }

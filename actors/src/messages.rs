@@ -276,7 +276,7 @@ pub(crate) struct Shutdown;
 /// A raw inbound message for the Subscriber to classify and route.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Route(pub connector_core::InboundMessage);
+pub(crate) struct Route(pub connector_core::InboundMessage, pub Option<crate::transport::Acker>);
 
 /// Answered once the Subscriber has handled everything sent to it before (a `LinkUp` and
 /// the re-subscription it starts): the TwinActor waits on it so that its requests go out

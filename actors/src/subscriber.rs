@@ -70,10 +70,15 @@ impl Subscriber {
         Self { args, link: None, _guard: guard }
     }
 
-    fn deliver(&self, inbound: Inbound) {
+    /// Routes `inbound` to every sink that selects it. A QoS 0 message meeting a full sink is
+    /// dropped there and counted; a QoS 1 message (`wait`) is not: the sinks that were full
+    /// come back as futures that complete once they took it, and the caller holds the
+    /// Subscriber until then (backpressure, back to the broker's in-flight window).
+    fn deliver(&self, inbound: Inbound, wait: bool) -> Vec<futures::future::BoxFuture<'static, ()>> {
         let metrics = &self.args.metrics;
         metrics.received(inbound.kind());
         let mut dead = Vec::new();
+        let mut pending: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
         let mut delivered = false;
         {
             let table = self.args.table.lock();
@@ -92,6 +97,12 @@ impl Subscriber {
                 match sink {
                     Sink::Recipient(r) => match r.try_send(Received(inbound.clone())) {
                         Ok(()) => {}
+                        Err(SendError::Full(m)) if wait => {
+                            let fut = r.send(m);
+                            pending.push(Box::pin(async move {
+                                let _ = fut.await;
+                            }));
+                        }
                         Err(SendError::Full(_)) => metrics.inbound_dropped("recipient_full"),
                         Err(SendError::Closed(_)) => {
                             metrics.inbound_dropped("recipient_closed");
@@ -100,6 +111,12 @@ impl Subscriber {
                     },
                     Sink::Channel(tx) => match tx.try_send(inbound.clone()) {
                         Ok(()) => {}
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(m)) if wait => {
+                            let tx = tx.clone();
+                            pending.push(Box::pin(async move {
+                                let _ = tx.send(m).await;
+                            }));
+                        }
                         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                             metrics.inbound_dropped("recipient_full")
                         }
@@ -127,6 +144,7 @@ impl Subscriber {
                 table.routes.remove(&id);
             }
         }
+        pending
     }
 
     /// Subscribes again to every filter the table and the provider need; resolves when
@@ -285,9 +303,29 @@ impl Handler<LinkDown> for Subscriber {
 impl Handler<Route> for Subscriber {
     type Result = ();
 
-    fn handle(&mut self, msg: Route, _: &mut Self::Context) {
-        let inbound = self.args.provider.classify(msg.0);
-        self.deliver(inbound);
+    fn handle(&mut self, msg: Route, ctx: &mut Self::Context) {
+        let Route(raw, ack) = msg;
+        let qos1 = raw.qos == QoS::AtLeastOnce;
+        let inbound = self.args.provider.classify(raw);
+        let waits = self.deliver(inbound, qos1);
+        if waits.is_empty() {
+            if let Some(a) = ack {
+                a.ack();
+            }
+            return;
+        }
+        // Every recipient has it only once the full ones took it: nothing else is routed
+        // meanwhile (order is kept), and the acknowledgement waits with it.
+        debug!(waiting = waits.len(), "inbound QoS 1: waiting for full recipients");
+        ctx.wait(
+            async move {
+                futures::future::join_all(waits).await;
+                if let Some(a) = ack {
+                    a.ack();
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 

@@ -64,11 +64,35 @@ pub enum TransportError {
     },
 }
 
+/// Acknowledges an inbound QoS 1 message once its recipients have taken it (the native
+/// transport sends its PUBACK then; dropping it unused leaves the message unacknowledged, for
+/// the broker to send again on the next connection).
+pub struct Acker(Box<dyn FnOnce() + Send>);
+
+impl Acker {
+    /// An acknowledgement that runs `f`.
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    /// Acknowledges.
+    pub fn ack(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Acker")
+    }
+}
+
 /// Something that happened on a link.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A message arrived.
-    Message(InboundMessage),
+    /// A message arrived; a QoS 1 message comes with its acknowledgement when the transport
+    /// leaves that to the recipient (`None`: the client library acknowledged it already).
+    Message(InboundMessage, Option<Acker>),
     /// The link ended.
     Lost(DisconnectReason),
 }

@@ -332,7 +332,7 @@ fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, C
         client.set_message_callback(move |_, msg| {
             h.bump();
             if let Some(msg) = msg {
-                let _ = tx.send(LinkEvent::Message(inbound(&msg)));
+                let _ = tx.send(LinkEvent::Message(inbound(&msg), None));
             }
         });
         let tx = ev_tx.clone();

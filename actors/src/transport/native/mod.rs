@@ -441,11 +441,15 @@ impl Session {
                         aliases.insert(a, message.topic.clone());
                     }
                 }
-                let qos1 = message.qos == QoS::AtLeastOnce;
-                let _ = events.send(LinkEvent::Message(message));
-                if qos1 {
-                    let _ = self.acks.send(Cmd::PubAck(pkid));
-                }
+                // QoS 1: PUBACK once the recipients have taken it (the Subscriber acks in
+                // arrival order, so PUBACKs go in the order of their PUBLISHes).
+                let ack = (message.qos == QoS::AtLeastOnce).then(|| {
+                    let acks = self.acks.clone();
+                    super::Acker::new(move || {
+                        let _ = acks.send(Cmd::PubAck(pkid));
+                    })
+                });
+                let _ = events.send(LinkEvent::Message(message, ack));
             }
             Incoming::PubAck { pkid, refused } => {
                 if let Some(done) = self.shared.pending.lock().publishes.remove(&pkid) {
