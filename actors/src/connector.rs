@@ -500,21 +500,41 @@ impl SubscriberHandle {
         fut.await?
     }
 
-    /// Messages on topics matching `filter`, as a stream with `capacity` slots; when it is
-    /// full, further messages are dropped and counted (`recipient_full`).
+    /// Messages on topics matching `filter`, as a stream with `capacity` slots. When it is
+    /// full, a QoS 1 message waits for room (and holds back inbound routing meanwhile: the
+    /// broker sees the backpressure, nothing is lost); a QoS 0 message is dropped and counted
+    /// (`recipient_full`).
     pub async fn stream(
         &self,
         filter: impl Into<String>,
         qos: QoS,
         capacity: usize,
     ) -> Result<(SubscriptionId, impl Stream<Item = Inbound> + Unpin), SubscribeError> {
+        self.stream_with(filter.into(), qos, capacity, Sink::Channel).await
+    }
+
+    /// [`SubscriberHandle::stream`] for a consumer that would rather lose messages than hold
+    /// others back: whatever finds it full is dropped and counted (`recipient_full`), QoS 1
+    /// included.
+    pub async fn stream_dropping(
+        &self,
+        filter: impl Into<String>,
+        qos: QoS,
+        capacity: usize,
+    ) -> Result<(SubscriptionId, impl Stream<Item = Inbound> + Unpin), SubscribeError> {
+        self.stream_with(filter.into(), qos, capacity, Sink::DroppingChannel).await
+    }
+
+    async fn stream_with(
+        &self,
+        filter: String,
+        qos: QoS,
+        capacity: usize,
+        sink: fn(mpsc::Sender<Inbound>) -> Sink,
+    ) -> Result<(SubscriptionId, impl Stream<Item = Inbound> + Unpin), SubscribeError> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let id = self
-            .subscribe(Subscribe {
-                key: crate::messages::RouteKey::Topic { filter: filter.into(), qos },
-                sink: Sink::Channel(tx),
-            })
-            .await?;
+        let key = crate::messages::RouteKey::Topic { filter, qos };
+        let id = self.subscribe(Subscribe { key, sink: sink(tx) }).await?;
         Ok((id, channel_stream(rx)))
     }
 }

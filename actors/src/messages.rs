@@ -145,8 +145,14 @@ pub enum Sink {
     Recipient(Recipient<Received>),
     /// A closure run in the Subscriber.
     Handler(Handler),
-    /// A bounded channel (what [`crate::SubscriberHandle::stream`] reads).
+    /// A bounded channel (what [`crate::SubscriberHandle::stream`] reads). When it is full
+    /// a QoS 1 message waits for room, and so does all inbound routing (backpressure back to
+    /// the broker); a QoS 0 message is dropped and counted.
     Channel(tokio::sync::mpsc::Sender<Inbound>),
+    /// A bounded channel that drops (and counts, `recipient_full`) whatever finds it full,
+    /// QoS 1 included: for a consumer that prefers losing messages to holding others back
+    /// (what [`crate::SubscriberHandle::stream_dropping`] reads).
+    DroppingChannel(tokio::sync::mpsc::Sender<Inbound>),
 }
 
 impl std::fmt::Debug for Sink {
@@ -155,6 +161,7 @@ impl std::fmt::Debug for Sink {
             Sink::Recipient(_) => "Sink::Recipient",
             Sink::Handler(_) => "Sink::Handler",
             Sink::Channel(_) => "Sink::Channel",
+            Sink::DroppingChannel(_) => "Sink::DroppingChannel",
         })
     }
 }

@@ -1,7 +1,10 @@
 //! The Subscriber: the subscription table (filter → sinks), re-subscription after every
 //! reconnect whose session was not kept, and typed routing through the provider's
-//! classifier. A slow or dead recipient never blocks the others: deliveries use
-//! `try_send`, and every delivery not made is counted by reason.
+//! classifier. Inbound QoS 1 is at-least-once: a recipient whose stream or mailbox is full
+//! holds back routing until it takes the message (backpressure, back to the broker), and the
+//! message is acknowledged only then; QoS 0 meeting a full recipient is dropped, and so is
+//! anything meeting a [`Sink::DroppingChannel`]. Every delivery not made is counted by
+//! reason.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -117,6 +120,16 @@ impl Subscriber {
                                 let _ = tx.send(m).await;
                             }));
                         }
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                            metrics.inbound_dropped("recipient_full")
+                        }
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                            metrics.inbound_dropped("recipient_closed");
+                            dead.push(*id);
+                        }
+                    },
+                    Sink::DroppingChannel(tx) => match tx.try_send(inbound.clone()) {
+                        Ok(()) => {}
                         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                             metrics.inbound_dropped("recipient_full")
                         }

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo bench -p connector-benches --bench publish_compare [-- --msgs N --rounds N
-//!     --window N --warmup N --payload N --qos 1,0 --paths paho,rumqttc,actors
+//!     --window N --warmup N --payload N --qos 1,0 --paths paho,rumqttc,actors,actors-native
 //!     --broker local|test-support --pin --no-rss]
 //! ```
 //!
@@ -82,6 +82,7 @@ enum Path {
     Paho,
     Rumqttc,
     Actors,
+    ActorsNative,
 }
 
 impl Path {
@@ -90,6 +91,7 @@ impl Path {
             Path::Paho => "paho",
             Path::Rumqttc => "rumqttc",
             Path::Actors => "actors",
+            Path::ActorsNative => "actors-native",
         }
     }
 
@@ -98,7 +100,8 @@ impl Path {
             "paho" => Path::Paho,
             "rumqttc" => Path::Rumqttc,
             "actors" | "actor" => Path::Actors,
-            other => bail!("unknown path {other:?} (paho, rumqttc, actors)"),
+            "actors-native" | "native" => Path::ActorsNative,
+            other => bail!("unknown path {other:?} (paho, rumqttc, actors, actors-native)"),
         })
     }
 }
@@ -180,7 +183,10 @@ fn settings() -> anyhow::Result<Settings> {
         warmup: num("warmup", if full { 2_000 } else { 100 })?,
         payload: num("payload", 100)?,
         qos: parse_list(kv.get("qos").map_or("1,0", String::as_str), parse_qos)?,
-        paths: parse_list(kv.get("paths").map_or("paho,rumqttc,actors", String::as_str), Path::parse)?,
+        paths: parse_list(
+            kv.get("paths").map_or("paho,rumqttc,actors,actors-native", String::as_str),
+            Path::parse,
+        )?,
         broker: kv.get("broker").cloned().unwrap_or_else(|| "local".to_owned()),
         pin,
         rss,
@@ -198,7 +204,8 @@ async fn run_one(path: Path, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     match path {
         Path::Paho => paho_path::run(cfg).await,
         Path::Rumqttc => rumqttc_path::run(cfg).await,
-        Path::Actors => actor_path::run(cfg).await,
+        Path::Actors => actor_path::run(cfg, actor_path::Over::Paho).await,
+        Path::ActorsNative => actor_path::run(cfg, actor_path::Over::Native).await,
     }
 }
 

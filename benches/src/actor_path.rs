@@ -14,19 +14,33 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::cpu::CpuMark;
 use crate::{micros_since, GapTracker, RunConfig, RunResult};
 
+/// Which transport the connector runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// paho-mqtt.
+    Paho,
+    /// The native transport.
+    Native,
+}
+
 /// Starts a connector (MQTT 3.1.1, clean session, keep-alive 60 s: the provider defaults)
-/// and waits until it is connected.
-pub async fn connect(cfg: &RunConfig) -> anyhow::Result<Connector> {
+/// on `over` and waits until it is connected.
+pub async fn connect(cfg: &RunConfig, over: Over) -> anyhow::Result<Connector> {
     let provider = MqttProvider::new(MqttOptions::new(cfg.url.as_str(), cfg.client_id.as_str()))
         .context("provider options")?;
-    let conn = Connector::builder(provider).inflight_window(cfg.window).start();
+    let inflight = cfg.window.saturating_mul(2).max(64);
+    let transport: std::sync::Arc<dyn connector_actors::transport::Transport> = match over {
+        Over::Paho => std::sync::Arc::new(connector_actors::transport::PahoTransport::new(inflight)),
+        Over::Native => std::sync::Arc::new(connector_actors::transport::NativeTransport::new(inflight)),
+    };
+    let conn = Connector::builder(provider).inflight_window(cfg.window).transport(transport).start();
     conn.wait_connected(Duration::from_secs(10)).await.context("connector did not connect")?;
     Ok(conn)
 }
 
 /// One run: connect, warm up, time `cfg.msgs` publishes, stop.
-pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunResult> {
-    let conn = connect(cfg).await?;
+pub async fn run(cfg: &RunConfig, over: Over) -> anyhow::Result<RunResult> {
+    let conn = connect(cfg, over).await?;
     let payload = Bytes::from(cfg.payload());
     publish_n(&conn, cfg, &payload, cfg.warmup).await?;
     let result = publish_n(&conn, cfg, &payload, cfg.msgs).await?;
