@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
+use crate::fleet::ConnectPacer;
 use crate::jobs::{JobsActor, JobsArgs, JobsSettings};
 use crate::messages::{ChildExited, Event, LinkDown, LinkSuspect, LinkUp, Route, Shutdown, Suspicion};
 use crate::methods::{MethodsActor, MethodsArgs, MethodsSetup};
@@ -75,6 +76,8 @@ pub(crate) struct Settings {
     pub state_tx: watch::Sender<ConnectionState>,
     pub closed_tx: watch::Sender<bool>,
     pub disconnect_timeout: Duration,
+    /// Spaces connect attempts with other connectors (fleet mode).
+    pub pacer: Option<ConnectPacer>,
 }
 
 struct Child<T> {
@@ -217,11 +220,28 @@ impl ConnectionActor {
         });
     }
 
+    /// Connects, after the pacer's slot when there is a pacer.
     fn connect(&mut self, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         self.timer = None;
+        if let Some(pacer) = self.s.pacer.clone() {
+            self.set_state(ConnectionState::Connecting);
+            let slot = async move { pacer.slot().await };
+            self.timer = Some(ctx.spawn(slot.into_actor(self).map(|(), act, ctx| {
+                act.timer = None;
+                act.connect_now(ctx)
+            })));
+            return;
+        }
+        self.connect_now(ctx);
+    }
+
+    fn connect_now(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
         self.attempt += 1;
         self.set_state(ConnectionState::Connecting);
         self.s.metrics.connect_attempts.inc();

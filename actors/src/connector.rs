@@ -19,6 +19,7 @@ use crate::connection::{
     AddListener, ConnectionActor, DropLink, EventSink, PublisherSlot, Settings, Slot, Stop,
 };
 use crate::error::{ConnectorError, PublishError, SubscribeError};
+use crate::fleet::ConnectPacer;
 use crate::jobs::{JobsHandle, JobsSettings, JobsShared};
 use crate::messages::{
     Cancelled, Event, GetStats, MessageId, PublishAck, PublisherStats, Sink, Subscribe, SubscriptionId,
@@ -48,6 +49,7 @@ pub struct ConnectorBuilder {
     operation_timeout: Duration,
     twin_retry: TwinRetry,
     method_deadline: Duration,
+    pacer: Option<ConnectPacer>,
 }
 
 impl ConnectorBuilder {
@@ -155,6 +157,12 @@ impl ConnectorBuilder {
         self.listeners.push(EventSink::Channel(tx));
         self
     }
+    /// Paces this connector's connect attempts (first connects and reconnects) with others
+    /// sharing the pacer (see [`crate::fleet`]).
+    pub fn connect_pacer(mut self, pacer: ConnectPacer) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
     /// A different transport (the default is paho-mqtt).
     pub fn transport(mut self, t: Arc<dyn Transport>) -> Self {
         self.transport = Some(t);
@@ -209,6 +217,7 @@ impl ConnectorBuilder {
             state_tx,
             closed_tx,
             disconnect_timeout: self.disconnect_timeout,
+            pacer: self.pacer,
         };
         let pub_args = PublisherArgs {
             provider: self.provider.clone(),
@@ -297,8 +306,14 @@ impl std::fmt::Debug for Connector {
 impl Connector {
     /// Starts building a connector over `provider`.
     pub fn builder(provider: impl Provider) -> ConnectorBuilder {
+        Self::builder_arc(Arc::new(provider))
+    }
+
+    /// [`Connector::builder`] for a provider already behind an `Arc`.
+    pub fn builder_arc(provider: Arc<dyn Provider>) -> ConnectorBuilder {
         ConnectorBuilder {
-            provider: Arc::new(provider),
+            provider,
+            pacer: None,
             publisher: PublisherOptions::default(),
             backoff: BackoffPolicy::default(),
             restart: RestartPolicy::default(),

@@ -11,7 +11,8 @@
 //! | [`messages`] | the actix messages |
 //! | [`methods`] | direct methods: handlers by name, a default, streams with responders |
 //! | [`MetricsServer`] | `/metrics`, `/healthz`, `/readyz` |
-//! | [`transport`] | the seam between the actors and the MQTT client library |
+//! | [`transport`] | the seam between the actors and the MQTT client library: paho-mqtt, or the native async transport |
+//! | [`fleet`] | gateway / fleet mode: many devices sharing a transport, aggregated metrics, connect pacing |
 //!
 //! ```no_run
 //! use connector_actors::Connector;
@@ -31,6 +32,7 @@
 mod connection;
 mod connector;
 pub mod error;
+pub mod fleet;
 pub mod jobs;
 pub mod messages;
 pub mod methods;
@@ -45,6 +47,7 @@ pub mod twin;
 pub use connection::{AddListener, ConnectionActor, DropLink, EventSink, GetState, Stop};
 pub use connector::{Connector, ConnectorBuilder, PublisherHandle, SubscriberHandle};
 pub use error::{ConnectorError, PublishError, SubscribeError};
+pub use fleet::{ConnectPacer, Fleet, FleetBuilder};
 pub use jobs::{JobError, JobEvent, JobOutcome, JobRun, JobsActor, JobsHandle, JobsOptions};
 pub use methods::{MethodCall, MethodError, MethodResponse, MethodsActor, MethodsHandle};
 pub use metrics_exporter::{MetricsServer, DEFAULT_METRICS_ADDR};

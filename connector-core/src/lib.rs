@@ -41,7 +41,7 @@ pub use backoff::{Backoff, BackoffPolicy, Jitter};
 pub use clock::{Clock, ManualClock, Random, SeqRandom, SystemClock, ThreadRandom};
 pub use correlation::{CorrelationTable, RequestIds};
 pub use error::{ConfigError, ProviderError, TopicError};
-pub use metrics::{ConnectionMetrics, ConnectorMetrics};
+pub use metrics::{ConnectionMetrics, ConnectorMetrics, GaugeShare};
 pub use model::{
     C2dMessage, ConnectFailure, ConnectionEvent, ConnectionState, DesiredPatch, DisconnectReason, Inbound,
     InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest, OutboundPacket, Publish, QoS,

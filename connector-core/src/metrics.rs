@@ -3,10 +3,64 @@
 //! [`ConnectorMetrics`] registers the families once into a registry; each connection takes
 //! a [`ConnectionMetrics`] view with its `provider` and `client` labels bound, so the hot
 //! paths never hash label values.
+//!
+//! **Per-device or aggregated.** By default every connection has its own series (`client`
+//! is its client id). A gateway or fleet of thousands of devices in one process turns that
+//! off with [`ConnectorMetrics::aggregated`]: every connection of a provider then shares one
+//! series per family, labelled `client="*"` ([`AGGREGATED_CLIENT`]). Counters and the
+//! latency histogram add up; the gauges (`connector_connected`, queue depth, in flight) are
+//! kept as each connection's share ([`GaugeShare`]), so the series is the fleet's total
+//! (devices connected, messages queued) and a connection that ends takes its share back.
+//! Two gauges that have no meaningful sum, `connector_connection_state` and
+//! `connector_twin_desired_version`, are per-device only: aggregated views do not export them.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+
+/// The `client` label value of aggregated series (see the module docs).
+pub const AGGREGATED_CLIENT: &str = "*";
+
+/// One connection's share of a gauge series: [`GaugeShare::set`] moves the series by the
+/// difference from this connection's previous value, so that many connections can share
+/// one (aggregated) series and each still reads its own value back with
+/// [`GaugeShare::get`]. When the last clone is dropped the share is taken back out.
+#[derive(Clone, Debug)]
+pub struct GaugeShare(Arc<ShareInner>);
+
+#[derive(Debug)]
+struct ShareInner {
+    series: IntGauge,
+    mine: AtomicI64,
+}
+
+impl GaugeShare {
+    fn new(series: IntGauge) -> Self {
+        Self(Arc::new(ShareInner { series, mine: AtomicI64::new(0) }))
+    }
+
+    /// Sets this connection's value.
+    pub fn set(&self, v: i64) {
+        let old = self.0.mine.swap(v, Ordering::AcqRel);
+        if v != old {
+            self.0.series.add(v - old);
+        }
+    }
+
+    /// This connection's value (not the series').
+    pub fn get(&self) -> i64 {
+        self.0.mine.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ShareInner {
+    fn drop(&mut self) {
+        self.series.sub(*self.mine.get_mut());
+    }
+}
 
 /// The connector's metric families, registered in one registry.
 #[derive(Clone, Debug)]
@@ -34,6 +88,7 @@ pub struct ConnectorMetrics {
     method_calls: IntCounterVec,
     job_requests: IntCounterVec,
     jobs_finished: IntCounterVec,
+    per_device: bool,
 }
 
 const LABELS: [&str; 2] = ["provider", "client"];
@@ -149,6 +204,7 @@ impl ConnectorMetrics {
                 "Job executions run by this device's handlers, by the status they ended in.",
                 &["status"],
             ),
+            per_device: true,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.published.clone()),
@@ -181,9 +237,32 @@ impl ConnectorMetrics {
         Ok(m)
     }
 
-    /// A view with the connection's labels bound.
+    /// The same families with per-device series off: every connection viewed through the
+    /// result shares one series per family and provider (`client="*"`; see the module docs).
+    /// For gateways and fleets: thousands of devices, a scrape of a few dozen series.
+    pub fn aggregated(mut self) -> Self {
+        self.per_device = false;
+        self
+    }
+
+    /// Whether connections get series of their own.
+    pub fn per_device(&self) -> bool {
+        self.per_device
+    }
+
+    /// A view with the connection's labels bound (its client id, or [`AGGREGATED_CLIENT`]
+    /// when the families are [`aggregated`](Self::aggregated)).
     pub fn connection(&self, provider: &str, client: &str) -> ConnectionMetrics {
+        let client = if self.per_device { client } else { AGGREGATED_CLIENT };
         let l = [provider, client];
+        // Gauges without a meaningful sum stay out of aggregated scrapes.
+        let own = |family: &IntGaugeVec| {
+            if self.per_device {
+                family.with_label_values(&l)
+            } else {
+                IntGauge::new("unexported", "not exported when aggregated").expect("static and valid")
+            }
+        };
         ConnectionMetrics {
             families: self.clone(),
             provider: provider.to_owned(),
@@ -191,14 +270,14 @@ impl ConnectorMetrics {
             acked: self.published.with_label_values(&[provider, client, "message", "acked"]),
             sent_qos0: self.published.with_label_values(&[provider, client, "message", "sent"]),
             ack_latency: self.ack_latency.with_label_values(&l),
-            state: self.state.with_label_values(&l),
-            connected: self.connected.with_label_values(&l),
+            state: own(&self.state),
+            connected: GaugeShare::new(self.connected.with_label_values(&l)),
             connect_attempts: self.connect_attempts.with_label_values(&l),
             reconnects: self.reconnects.with_label_values(&l),
-            queue_depth: self.queue_depth.with_label_values(&l),
-            inflight: self.inflight.with_label_values(&l),
+            queue_depth: GaugeShare::new(self.queue_depth.with_label_values(&l)),
+            inflight: GaugeShare::new(self.inflight.with_label_values(&l)),
             credential_renewals: self.credential_renewals.with_label_values(&l),
-            twin_desired_version: self.twin_desired_version.with_label_values(&l),
+            twin_desired_version: own(&self.twin_desired_version),
         }
     }
 }
@@ -215,21 +294,21 @@ pub struct ConnectionMetrics {
     pub sent_qos0: IntCounter,
     /// PUBACK latency.
     pub ack_latency: Histogram,
-    /// Connection state gauge.
+    /// Connection state gauge (per-device series only).
     pub state: IntGauge,
-    /// Connected gauge.
-    pub connected: IntGauge,
+    /// Connected gauge (this connection's share).
+    pub connected: GaugeShare,
     /// Connect attempts.
     pub connect_attempts: IntCounter,
     /// Reconnects.
     pub reconnects: IntCounter,
-    /// Offline queue depth.
-    pub queue_depth: IntGauge,
-    /// In-flight count.
-    pub inflight: IntGauge,
+    /// Offline queue depth (this connection's share).
+    pub queue_depth: GaugeShare,
+    /// In-flight count (this connection's share).
+    pub inflight: GaugeShare,
     /// Credential renewals.
     pub credential_renewals: IntCounter,
-    /// The newest desired-state version seen.
+    /// The newest desired-state version seen (per-device series only).
     pub twin_desired_version: IntGauge,
 }
 
@@ -330,6 +409,49 @@ mod tests {
             r#"connector_offline_queue_dropped_total{client="dev-1",policy="oldest",provider="mqtt"} 3"#
         ));
         assert!(text.contains(r#"reason="bad_credentials""#));
+    }
+
+    fn scrape(reg: &Registry) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&reg.gather(), &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn aggregated_families_share_one_series_and_gauges_sum_shares() {
+        let reg = Registry::new();
+        let m = ConnectorMetrics::register(&reg).unwrap().aggregated();
+        let mut views: Vec<_> = (0..3).map(|i| m.connection("aws", &format!("dev-{i}"))).collect();
+        for v in &views {
+            v.acked.inc();
+            v.connected.set(1);
+            v.queue_depth.set(4);
+            v.state.set(2);
+        }
+        views[2].queue_depth.set(1);
+        assert_eq!(views[2].queue_depth.get(), 1, "each view reads its own share");
+        let text = scrape(&reg);
+        assert!(!text.contains("dev-"), "no per-device series: {text}");
+        assert!(text.contains(r#"connector_messages_published_total{client="*",kind="message",outcome="acked",provider="aws"} 3"#), "{text}");
+        assert!(text.contains(r#"connector_connected{client="*",provider="aws"} 3"#), "{text}");
+        assert!(text.contains(r#"connector_offline_queue_depth{client="*",provider="aws"} 9"#), "{text}");
+        assert!(!text.contains("connector_connection_state{"), "state has no sum: {text}");
+        drop(views.remove(0));
+        let text = scrape(&reg);
+        assert!(
+            text.contains(r#"connector_connected{client="*",provider="aws"} 2"#),
+            "an ended view takes its share back: {text}"
+        );
+    }
+
+    #[test]
+    fn per_device_gauges_read_as_set() {
+        let reg = Registry::new();
+        let m = ConnectorMetrics::register(&reg).unwrap();
+        let v = m.connection("mqtt", "d");
+        v.inflight.set(7);
+        v.inflight.set(3);
+        assert!(scrape(&reg).contains(r#"connector_inflight_messages{client="d",provider="mqtt"} 3"#));
     }
 
     #[test]

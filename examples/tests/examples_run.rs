@@ -9,7 +9,13 @@ use std::time::{Duration, Instant};
 
 /// Runs `exe` with no cloud configuration; returns its stdout after a successful exit.
 fn run(exe: &str) -> String {
+    run_with(exe, &[])
+}
+
+/// [`run`] with arguments.
+fn run_with(exe: &str, args: &[&str]) -> String {
     let mut child = Command::new(exe)
+        .args(args)
         .env_remove("AZURE_IOT_CONNECTION_STRING")
         .env_remove("AWS_IOT_ENDPOINT")
         .env_remove("DPS_ID_SCOPE")
@@ -69,4 +75,38 @@ fn aws_jobs_runner_runs_on_the_emulator() {
     for line in ["install-2-1: Succeeded", "buggy-1: Failed", "format-disk-1: Rejected"] {
         assert!(out.contains(line), "{line}: {out}");
     }
+}
+
+/// The simulator's final line, e.g. `fleet: done: 40/40 connected at the end, telemetry
+/// acked=120 failed=0, methods answered 10/10`.
+fn fleet_summary(out: &str) -> (usize, usize, u64, u64, String) {
+    let line =
+        out.lines().find(|l| l.starts_with("fleet: done:")).unwrap_or_else(|| panic!("no summary: {out}"));
+    let num = |after: &str| -> u64 {
+        let rest = &line[line.find(after).unwrap_or_else(|| panic!("{after} in {line}")) + after.len()..];
+        rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+    };
+    let (up, n) = line["fleet: done: ".len()..].split_once(" connected").unwrap().0.split_once('/').unwrap();
+    let answered = line.rsplit(' ').next().unwrap().to_owned();
+    (up.parse().unwrap(), n.parse().unwrap(), num("acked="), num("failed="), answered)
+}
+
+#[test]
+fn fleet_simulator_runs_an_azure_fleet_on_the_emulator() {
+    let exe = env!("CARGO_BIN_EXE_fleet_simulator");
+    let out = run_with(exe, &["--devices", "40", "--rate", "2", "--duration", "3"]);
+    let (up, n, acked, failed, answered) = fleet_summary(&out);
+    assert_eq!((up, n, failed), (40, 40, 0), "{out}");
+    assert!(acked >= 40, "every device sent telemetry: {out}");
+    assert_eq!(answered, "10/10", "{out}");
+}
+
+#[test]
+fn fleet_simulator_runs_an_aws_fleet_on_the_emulator() {
+    let exe = env!("CARGO_BIN_EXE_fleet_simulator");
+    let out = run_with(exe, &["--cloud", "aws", "--devices", "30", "--rate", "2", "--duration", "3"]);
+    let (up, n, acked, failed, answered) = fleet_summary(&out);
+    assert_eq!((up, n, failed), (30, 30, 0), "{out}");
+    assert!(acked >= 30, "every device sent telemetry: {out}");
+    assert_eq!(answered, "10/10", "{out}");
 }

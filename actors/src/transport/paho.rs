@@ -189,7 +189,8 @@ const RC_NO_MORE_MSGIDS: i32 = -10;
 const RC_MAX_BUFFERED: i32 = -12;
 
 struct PahoLink {
-    client: mqtt::AsyncClient,
+    /// Always `Some` until dropped: the drop hands it to the reaper (see [`reap`]).
+    client: Option<mqtt::AsyncClient>,
     v5: bool,
     /// This connection's outbound topic aliases; `None` when aliasing is off.
     aliases: Option<Mutex<TopicAliasCache>>,
@@ -206,9 +207,24 @@ fn completion_error(e: mqtt::Error) -> TransportError {
     }
 }
 
+/// A link's client is never destroyed on the thread that drops the link (the actors'
+/// runtime thread): `MQTTAsync_destroy` takes paho's global lock, which a wedged paho thread
+/// may hold for ever, and the runtime would stop with it. The reaper drops it on its own.
+impl Drop for PahoLink {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            reap(client, None);
+        }
+    }
+}
+
 impl PahoLink {
+    fn client(&self) -> &mqtt::AsyncClient {
+        self.client.as_ref().expect("taken only by drop")
+    }
+
     fn try_publish(&self, msg: mqtt::Message) -> Result<PublishCompletion, TransportError> {
-        let token = self.client.try_publish(msg).map_err(|e| match e {
+        let token = self.client().try_publish(msg).map_err(|e| match e {
             mqtt::Error::Disconnected => TransportError::NotConnected,
             mqtt::Error::Publish(RC_DISCONNECTED, _) => TransportError::NotConnected,
             mqtt::Error::Publish(RC_MAX_INFLIGHT | RC_NO_MORE_MSGIDS | RC_MAX_BUFFERED, _) => {
@@ -251,7 +267,7 @@ impl Link for PahoLink {
     ) -> BoxFuture<'static, Result<Vec<Option<QoS>>, TransportError>> {
         let topics: Vec<String> = filters.iter().map(|(f, _)| f.clone()).collect();
         let qos: Vec<i32> = filters.iter().map(|(_, q)| i32::from(q.as_u8())).collect();
-        let token = self.client.subscribe_many(&topics, &qos);
+        let token = self.client().subscribe_many(&topics, &qos);
         Box::pin(async move {
             let rsp = token.await.map_err(|e| TransportError::Failed(e.to_string()))?;
             let granted: Vec<Option<QoS>> = match rsp.subscribe_many_response() {
@@ -268,13 +284,13 @@ impl Link for PahoLink {
     }
 
     fn unsubscribe(&self, filters: Vec<String>) -> BoxFuture<'static, Result<(), TransportError>> {
-        let token = self.client.unsubscribe_many(&filters);
+        let token = self.client().unsubscribe_many(&filters);
         Box::pin(async move { token.await.map(|_| ()).map_err(|e| TransportError::Failed(e.to_string())) })
     }
 
     fn disconnect(&self, timeout: Duration) -> BoxFuture<'static, ()> {
         let opts = mqtt::DisconnectOptionsBuilder::new().timeout(timeout).finalize();
-        let token = self.client.disconnect(opts);
+        let token = self.client().disconnect(opts);
         Box::pin(async move {
             // Paho's token has been seen never to complete when the broker keeps PUBACKs
             // back; bound the wait so that stopping can never hang.
@@ -416,7 +432,7 @@ struct PendingConnect {
 impl Drop for PendingConnect {
     fn drop(&mut self) {
         if let (Some(client), Some(token)) = (self.client.take(), self.token.take()) {
-            reap(client, token);
+            reap(client, Some(token));
         }
     }
 }
@@ -425,8 +441,11 @@ impl Drop for PendingConnect {
 /// the token microseconds after completing it; this is a generous margin.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
-fn reap(client: mqtt::AsyncClient, token: mqtt::ConnectToken) {
-    type Item = (mqtt::AsyncClient, mqtt::ConnectToken, std::time::Instant);
+/// Drops `client` on the reaper thread, after its connect `token` (if any) completed and
+/// [`REAP_GRACE`] passed. Never on the caller's thread: if the reaper cannot be had, the client
+/// is leaked rather than destroyed where it could block.
+fn reap(client: mqtt::AsyncClient, token: Option<mqtt::ConnectToken>) {
+    type Item = (mqtt::AsyncClient, Option<mqtt::ConnectToken>, std::time::Instant);
     static REAPER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Item>>>> =
         std::sync::OnceLock::new();
     let reaper = REAPER.get_or_init(|| {
@@ -434,7 +453,9 @@ fn reap(client: mqtt::AsyncClient, token: mqtt::ConnectToken) {
         let spawned = std::thread::Builder::new().name("paho-reaper".into()).spawn(move || {
             // Items arrive in order, so each waits only for what is left of its own grace.
             for (client, token, queued) in rx {
-                let _ = token.wait();
+                if let Some(token) = token {
+                    let _ = token.wait();
+                }
                 let due = queued.max(std::time::Instant::now() - Duration::from_millis(1)) + REAP_GRACE;
                 std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
                 drop(client);
@@ -448,11 +469,13 @@ fn reap(client: mqtt::AsyncClient, token: mqtt::ConnectToken) {
             }
         }
     });
-    let sent = reaper.as_ref().is_some_and(|tx| match tx.lock() {
-        Ok(tx) => tx.send((client.clone(), token.clone(), std::time::Instant::now())).is_ok(),
-        Err(_) => false,
-    });
-    if !sent {
+    // The client itself travels (not a clone), so the last reference is the reaper's.
+    let item = (client, token, std::time::Instant::now());
+    let unsent = match reaper.as_ref().map(|tx| tx.lock()) {
+        Some(Ok(tx)) => tx.send(item).err().map(|e| e.0),
+        _ => Some(item),
+    };
+    if let Some((client, _, _)) = unsent {
         // Keep the client for ever rather than risk the deadlock.
         std::mem::forget(client);
     }
@@ -486,7 +509,7 @@ async fn connect(params: ConnectParams, max_inflight: i32) -> Result<Connected, 
     } else {
         None
     };
-    let link = PahoLink { client, v5, aliases, heard, _tls: tls_files };
+    let link = PahoLink { client: Some(client), v5, aliases, heard, _tls: tls_files };
     Ok(Connected { link: Arc::new(link), session_present, events })
 }
 

@@ -307,7 +307,8 @@ async fn connect(t: Arc<Inner>, params: ConnectParams) -> Result<Connected, Conn
         }
         return Err(broken(e));
     }
-    let mut inbuf = BytesMut::with_capacity(8 * 1024);
+    // Small to start with (a gateway holds thousands of links); reads grow it as needed.
+    let mut inbuf = BytesMut::with_capacity(2 * 1024);
     let granted = loop {
         match wire::read(&mut inbuf, proto) {
             Ok(Some(Incoming::ConnAck(Ok(g)))) => break g,
@@ -410,8 +411,8 @@ impl Session {
                     return reason;
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
+            if buf.capacity() - buf.len() < 2048 {
+                buf.reserve(8 * 1024);
             }
             match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return DisconnectReason::ConnectionLost,
@@ -480,7 +481,8 @@ impl Session {
         mut wr: tokio::io::WriteHalf<io::BoxIo>,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
     ) -> DisconnectReason {
-        let mut buf = BytesMut::with_capacity(BATCH_BYTES + 1024);
+        // Grows to a batch's size under load and keeps it; an idle link holds little.
+        let mut buf = BytesMut::with_capacity(1024);
         let mut written_qos0 = Vec::new();
         let ping_timeout = PING_TIMEOUT.min(self.keep_alive.max(Duration::from_secs(1)));
         let mut last_write = Instant::now();
