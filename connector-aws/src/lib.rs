@@ -7,7 +7,7 @@
 //! | [`provider`] | [`AwsProvider`]: connect parameters, telemetry within the limits, classification |
 //! | [`options`] | [`AwsOptions`], [`AwsAuth`] (X.509 on 8883 or 443/ALPN, SigV4 WebSocket, custom authorizer) |
 //! | [`endpoint`] | host checks, the region of an endpoint, ports and ALPN names |
-//! | [`x509`] | [`X509Credentials`] (PEM files or memory, passphrase), [`ClientCertificate`] |
+//! | [`x509`] | [`X509Credentials`] (PEM files or memory, passphrase, PKCS#12), [`ClientCertificate`] |
 //! | [`credentials`] | [`AwsCredentials`], [`CredentialsSource`]: explicit, environment, shared file profile |
 //! | [`sigv4`] | the presigned WebSocket URL ([`sigv4::presign`]) |
 //! | [`custom_auth`] | [`CustomAuth`]: user name, headers, token signing |

@@ -94,8 +94,9 @@ pub struct AwsOptions {
     pub clean_session: bool,
     /// TCP + TLS (+ WebSocket upgrade) + CONNACK time limit.
     pub connect_timeout: Duration,
-    /// HTTP proxy (`http://host:port`, or `http://user:password@host:port` for basic
-    /// authentication), tunnelled with CONNECT.
+    /// Proxy: `http://[user:password@]host:port` (HTTP CONNECT, basic authentication) or
+    /// `socks5://[user:password@]host:port` (SOCKS5, RFC 1929 authentication; the native
+    /// transport only — paho refuses it with a typed connect failure). Redacted in `Debug`.
     pub http_proxy: Option<String>,
     /// PUBLISHes per second on one connection (the service allows 100); reported as
     /// [`Limits::max_publish_rate`](connector_core::Limits::max_publish_rate) and paced by

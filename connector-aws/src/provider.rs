@@ -108,8 +108,12 @@ impl AwsProvider {
             return Err(AwsError::config("topic_aliasing", "topic aliases need MQTT 5"));
         }
         if let Some(p) = &opts.http_proxy {
-            if !p.starts_with("http://") {
-                return Err(AwsError::config("http_proxy", "an http://host:port URL"));
+            let scheme = p.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("http" | "socks5" | "socks5h")) {
+                return Err(AwsError::config(
+                    "http_proxy",
+                    "an http://host:port (CONNECT) or socks5://host:port URL",
+                ));
             }
         }
         let telemetry_topic = expand_template(&opts.telemetry_topic, &opts.thing_name, &client_id)?;

@@ -1,8 +1,20 @@
 //! X.509 client certificates for mutual TLS (ports 8883 and 443 with ALPN
-//! `x-amzn-mqtt-ca`): a certificate (chain) and its private key from PEM files or PEM in
-//! memory, loaded once, checked (passphrase, key/certificate match, validity) and held in
-//! memory as PEM. Encrypted keys are decrypted here, so the transport never needs the
-//! passphrase.
+//! `x-amzn-mqtt-ca`): a certificate (chain) and its private key from PEM files, PEM in
+//! memory or a PKCS#12 archive, loaded once, checked (passphrase, key/certificate match,
+//! validity) and held in memory as PEM. Encrypted keys and archives are decrypted here, so
+//! the transport never needs the passphrase.
+//!
+//! ```no_run
+//! use connector_aws::X509Credentials;
+//! use connector_core::Secret;
+//! let creds = X509Credentials::from_pkcs12_file(
+//!     "device.p12",
+//!     &Secret::new("passphrase"),
+//!     std::time::SystemTime::now(),
+//! )?;
+//! # let _ = creds;
+//! # Ok::<(), connector_aws::CertificateError>(())
+//! ```
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -45,6 +57,22 @@ impl X509Credentials {
         }
     }
 
+    /// From a DER-encoded PKCS#12 archive (`.pfx`, `.p12`) with its passphrase, opened and
+    /// checked at `now`: the chain and the decrypted key are held in memory as PEM (no
+    /// passphrase left to give).
+    pub fn from_pkcs12(der: &[u8], passphrase: &Secret, now: SystemTime) -> Result<Self, CertificateError> {
+        Ok(ClientCertificate::from_pkcs12(der, passphrase, now)?.into())
+    }
+
+    /// From a PKCS#12 file, read once, here.
+    pub fn from_pkcs12_file(
+        path: impl AsRef<Path>,
+        passphrase: &Secret,
+        now: SystemTime,
+    ) -> Result<Self, CertificateError> {
+        Ok(ClientCertificate::from_pkcs12_file(path, passphrase, now)?.into())
+    }
+
     /// Sets the key's passphrase.
     pub fn passphrase(mut self, passphrase: impl Into<Secret>) -> Self {
         self.passphrase = Some(passphrase.into());
@@ -73,6 +101,13 @@ fn read_pem(src: &PemSource) -> Result<Secret, CertificateError> {
     }
 }
 
+impl From<ClientCertificate> for X509Credentials {
+    /// The loaded chain and decrypted key, in memory.
+    fn from(c: ClientCertificate) -> Self {
+        Self { cert: c.cert_chain, key: c.key, passphrase: None }
+    }
+}
+
 /// A loaded client certificate: the chain (leaf first) and the decrypted key as PEM in
 /// memory, with the AWS certificate id (SHA-256 of the DER leaf, hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +125,24 @@ impl ClientCertificate {
         passphrase: Option<&Secret>,
         now: SystemTime,
     ) -> Result<Self, CertificateError> {
-        let id = CheckedIdentity::from_pem(cert_pem, key_pem, passphrase, now)?;
+        Self::from_checked(CheckedIdentity::from_pem(cert_pem, key_pem, passphrase, now)?)
+    }
+
+    /// From a DER-encoded PKCS#12 archive (`.pfx`, `.p12`) with its passphrase.
+    pub fn from_pkcs12(der: &[u8], passphrase: &Secret, now: SystemTime) -> Result<Self, CertificateError> {
+        Self::from_checked(CheckedIdentity::from_pkcs12(der, passphrase, now)?)
+    }
+
+    /// From a PKCS#12 file.
+    pub fn from_pkcs12_file(
+        path: impl AsRef<Path>,
+        passphrase: &Secret,
+        now: SystemTime,
+    ) -> Result<Self, CertificateError> {
+        Self::from_checked(CheckedIdentity::from_pkcs12_file(path.as_ref(), passphrase, now)?)
+    }
+
+    fn from_checked(id: CheckedIdentity) -> Result<Self, CertificateError> {
         let invalid = |e: ErrorStack| CertificateError::invalid_certificate(&e);
         let der = id.leaf.to_der().map_err(invalid)?;
         let certificate_id =
@@ -170,6 +222,51 @@ pub(crate) mod tests {
         assert!(matches!(
             ClientCertificate::from_pem(&cert_pem, &enc, Some(&Secret::new("no")), now()),
             Err(CertificateError::WrongPassphrase)
+        ));
+    }
+
+    #[test]
+    fn pkcs12_archives_load_with_their_passphrase_and_refuse_junk() {
+        use openssl::pkcs12::Pkcs12;
+        let k = key();
+        let c = cert(&k, NOW - 10, NOW + 10);
+        let der =
+            Pkcs12::builder().name("lamp").pkey(&k).cert(&c).build2("p12-pass").unwrap().to_der().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lamp.p12");
+        std::fs::write(&path, &der).unwrap();
+        let pass = Secret::new("p12-pass");
+        let id = ClientCertificate::from_pkcs12_file(&path, &pass, now()).unwrap();
+        let expected = crate::sigv4::hex(&c.digest(MessageDigest::sha256()).unwrap());
+        assert_eq!(id.certificate_id(), expected);
+        // As credentials: in-memory PEM that loads again, with no passphrase needed.
+        let creds = X509Credentials::from_pkcs12(&der, &pass, now()).unwrap();
+        assert!(creds.passphrase.is_none());
+        assert_eq!(creds.load(now()).unwrap().certificate_id(), expected);
+        assert!(!format!("{creds:?}").contains("PRIVATE KEY"));
+        assert!(matches!(
+            X509Credentials::from_pkcs12(&der, &Secret::new("nope"), now()),
+            Err(CertificateError::WrongPassphrase)
+        ));
+        assert!(matches!(
+            ClientCertificate::from_pkcs12(b"junk", &pass, now()),
+            Err(CertificateError::InvalidCertificate { .. })
+        ));
+        assert!(matches!(
+            X509Credentials::from_pkcs12_file(dir.path().join("missing.p12"), &pass, now()),
+            Err(CertificateError::Read { .. })
+        ));
+        let expired = Pkcs12::builder()
+            .name("lamp")
+            .pkey(&k)
+            .cert(&cert(&k, NOW - 20, NOW - 10))
+            .build2("p12-pass")
+            .unwrap()
+            .to_der()
+            .unwrap();
+        assert!(matches!(
+            X509Credentials::from_pkcs12(&expired, &pass, now()),
+            Err(CertificateError::Expired { .. })
         ));
     }
 

@@ -446,3 +446,89 @@ async fn topic_aliases_are_bound_reused_and_reset_on_reconnect() {
     tx_conn.stop().await;
     rx_conn.stop().await;
 }
+
+/// A thing's certificate and key as PKCS#12 archives made with openssl (the library, and
+/// the `openssl pkcs12 -export` command where it is installed), loaded with their
+/// passphrase: mutual TLS on the 8883-style port with the archive's identity. A wrong
+/// passphrase and bytes that are no archive are typed errors.
+#[actix_rt::test]
+async fn x509_from_a_pkcs12_archive() {
+    use connector_aws::{CertificateError, X509Credentials};
+    use connector_core::Secret;
+    use connector_emulator::control::aws_api::CreateCertificate;
+    use openssl::pkcs12::Pkcs12;
+    use openssl::x509::X509;
+    use std::time::SystemTime;
+
+    let emu = start();
+    let dir = tempfile::tempdir().unwrap();
+    let pass = Secret::new("p12 pass");
+    let mut archives = Vec::new();
+    for (n, thing) in ["p12-lib", "p12-cli"].into_iter().enumerate() {
+        emu.control().aws_create_thing(thing).await.unwrap();
+        let c = emu
+            .control()
+            .aws_create_certificate(&CreateCertificate {
+                thing_name: Some(thing.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let key_pem = c.private_key_pem.unwrap();
+        let path = dir.path().join(format!("{thing}.p12"));
+        if n == 0 {
+            let cert = X509::from_pem(c.certificate_pem.as_bytes()).unwrap();
+            let key = PKey::private_key_from_pem(key_pem.as_bytes()).unwrap();
+            let der = Pkcs12::builder()
+                .name(thing)
+                .pkey(&key)
+                .cert(&cert)
+                .build2(pass.expose())
+                .unwrap()
+                .to_der()
+                .unwrap();
+            std::fs::write(&path, der).unwrap();
+        } else {
+            let (cert_file, key_file) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+            std::fs::write(&cert_file, &c.certificate_pem).unwrap();
+            std::fs::write(&key_file, &key_pem).unwrap();
+            let made = std::process::Command::new("openssl")
+                .args(["pkcs12", "-export", "-in"])
+                .arg(&cert_file)
+                .arg("-inkey")
+                .arg(&key_file)
+                .arg("-out")
+                .arg(&path)
+                .args(["-passout", "env:P12_PASS"])
+                .env("P12_PASS", pass.expose())
+                .status();
+            match made {
+                Ok(s) if s.success() => {}
+                other if std::env::var_os("CI").is_none() => {
+                    eprintln!("SKIP the `openssl pkcs12 -export` archive: {other:?}");
+                    continue;
+                }
+                other => panic!("openssl pkcs12 -export: {other:?}"),
+            }
+        }
+        archives.push((thing, path));
+    }
+    for (thing, path) in &archives {
+        let creds = X509Credentials::from_pkcs12_file(path, &pass, SystemTime::now()).unwrap();
+        let provider = AwsProvider::new(options(&emu, thing, AwsAuth::Certificate(creds))).unwrap();
+        let id = provider.certificate_id().unwrap().to_owned();
+        let conn = telemetry_round_trip(&emu, provider, &format!("dt/{thing}/telemetry")).await;
+        assert_eq!(connection_of(&emu, thing).await, ("x509".to_string(), id));
+        conn.stop().await;
+    }
+    let (_, path) = &archives[0];
+    assert!(matches!(
+        X509Credentials::from_pkcs12_file(path, &Secret::new("wrong"), SystemTime::now()),
+        Err(CertificateError::WrongPassphrase)
+    ));
+    assert!(matches!(
+        X509Credentials::from_pkcs12(b"not an archive", &pass, SystemTime::now()),
+        Err(CertificateError::InvalidCertificate { .. })
+    ));
+    emu.shutdown();
+}

@@ -76,7 +76,9 @@ pub struct AzureOptions {
     pub ciphers: Option<String>,
     /// The client certificate for `x509=true` connection strings.
     pub x509: Option<X509Identity>,
-    /// HTTP proxy (`http://host:port`) for WebSocket connections.
+    /// Proxy for MQTT over TLS and over WebSocket: `http://[user:password@]host:port`
+    /// (HTTP CONNECT) or `socks5://[user:password@]host:port` (SOCKS5; the native transport
+    /// only — paho refuses it with a typed connect failure). Redacted in `Debug`.
     pub http_proxy: Option<String>,
 }
 

@@ -22,7 +22,6 @@ use std::time::SystemTime;
 use connector_core::{PemSource, Secret, TlsOptions};
 use connector_x509::{read, CheckedIdentity, Zeroing};
 use openssl::nid::Nid;
-use openssl::pkcs12::Pkcs12;
 
 use crate::error::X509Error;
 
@@ -62,13 +61,7 @@ impl X509Identity {
 
     /// From a DER-encoded PKCS#12 archive (`.pfx`, `.p12`) with its passphrase.
     pub fn from_pkcs12(der: &[u8], passphrase: &Secret, now: SystemTime) -> Result<Self, X509Error> {
-        let archive = Pkcs12::from_der(der).map_err(|e| X509Error::invalid_certificate(&e))?;
-        let parsed = archive.parse2(passphrase.expose()).map_err(|_| X509Error::WrongPassphrase)?;
-        let key = parsed.pkey.ok_or(X509Error::Incomplete { missing: "private key" })?;
-        let leaf = parsed.cert.ok_or(X509Error::Incomplete { missing: "certificate" })?;
-        let mut chain = vec![leaf];
-        chain.extend(parsed.ca.into_iter().flatten());
-        Ok(Self::from_checked(CheckedIdentity::check(chain, key, now)?))
+        Ok(Self::from_checked(CheckedIdentity::from_pkcs12(der, passphrase, now)?))
     }
 
     /// From a PKCS#12 file.
@@ -77,7 +70,7 @@ impl X509Identity {
         passphrase: &Secret,
         now: SystemTime,
     ) -> Result<Self, X509Error> {
-        Self::from_pkcs12(&read(path.as_ref())?, passphrase, now)
+        Ok(Self::from_checked(CheckedIdentity::from_pkcs12_file(path.as_ref(), passphrase, now)?))
     }
 
     fn from_checked(id: CheckedIdentity) -> Self {
@@ -132,6 +125,7 @@ pub(crate) mod tests {
     use openssl::asn1::Asn1Time;
     use openssl::ec::{EcGroup, EcKey};
     use openssl::hash::MessageDigest;
+    use openssl::pkcs12::Pkcs12;
     use openssl::pkey::{PKey, Private};
     use openssl::symm::Cipher;
     use openssl::x509::X509;

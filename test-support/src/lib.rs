@@ -10,6 +10,8 @@
 //!   traffic to one upstream, switchable while it runs.
 //! * [`HttpProxy`] — an HTTP `CONNECT` proxy on a free loopback port that records the
 //!   targets it tunnelled to.
+//! * [`Socks5Proxy`] — a SOCKS5 proxy (no authentication, or user name and password) that
+//!   records the targets it tunnelled to and how they were addressed.
 //! * [`xorshift`] — a seeded generator for the fuzz stand-in tests.
 //! * [`recv_within`], [`wait_until`] and friends — deadline-bounded waiting helpers.
 //!
@@ -23,6 +25,7 @@ pub mod mosquitto;
 pub mod pki;
 pub mod recv;
 pub mod rng;
+pub mod socks5_proxy;
 #[cfg(test)]
 mod test_mqtt;
 
@@ -33,3 +36,4 @@ pub use mosquitto::{Mosquitto, MosquittoConfig, TlsListener};
 pub use pki::{generate_ca, issue_cert, TestPki};
 pub use recv::{recv_within, recv_within_unbounded, unique_client_id, wait_until, wait_until_async};
 pub use rng::xorshift;
+pub use socks5_proxy::{Socks5Address, Socks5Proxy};

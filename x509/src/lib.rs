@@ -4,8 +4,9 @@
 //! are decrypted here, so the transport never needs the passphrase.
 //!
 //! `connector-core` stays free of openssl types; this crate is where they meet the core's
-//! [`PemSource`] and [`Secret`]. `connector-azure` adds PKCS#12 and the common name,
-//! `connector-aws` the certificate id, both on top of [`CheckedIdentity`]; their tests
+//! [`PemSource`] and [`Secret`]. PEM files and PKCS#12 archives load here;
+//! `connector-azure` adds the common name, `connector-aws` the certificate id, both on top
+//! of [`CheckedIdentity`]; their tests
 //! (`connector-azure/src/x509.rs`, `connector-aws/src/x509.rs`) cover every error here.
 //!
 //! ```
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use connector_core::{PemSource, Secret};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::error::ErrorStack;
+use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use thiserror::Error;
@@ -116,6 +118,25 @@ impl CheckedIdentity {
         let chain = X509::stack_from_pem(cert_pem).map_err(|e| X509Error::invalid_certificate(&e))?;
         let key = load_key(key_pem, passphrase)?;
         Self::check(chain, key, now)
+    }
+
+    /// From a DER-encoded PKCS#12 archive (`.pfx`, `.p12`) and its passphrase: the key, the
+    /// leaf certificate and the CA certificates it holds (the chain after the leaf).
+    /// A passphrase that does not open the archive is [`X509Error::WrongPassphrase`];
+    /// bytes that are not an archive [`X509Error::InvalidCertificate`].
+    pub fn from_pkcs12(der: &[u8], passphrase: &Secret, now: SystemTime) -> Result<Self, X509Error> {
+        let archive = Pkcs12::from_der(der).map_err(|e| X509Error::invalid_certificate(&e))?;
+        let parsed = archive.parse2(passphrase.expose()).map_err(|_| X509Error::WrongPassphrase)?;
+        let key = parsed.pkey.ok_or(X509Error::Incomplete { missing: "private key" })?;
+        let leaf = parsed.cert.ok_or(X509Error::Incomplete { missing: "certificate" })?;
+        let mut chain = vec![leaf];
+        chain.extend(parsed.ca.into_iter().flatten());
+        Self::check(chain, key, now)
+    }
+
+    /// From a PKCS#12 file (read once, here).
+    pub fn from_pkcs12_file(path: &Path, passphrase: &Secret, now: SystemTime) -> Result<Self, X509Error> {
+        Self::from_pkcs12(&Zeroing(read(path)?).0, passphrase, now)
     }
 
     /// Checks that `key` is the leaf's (the first of `chain`) and that the leaf is valid at

@@ -7,9 +7,10 @@
 //! measured without touching them. Each connection gets a fresh link: whatever the old one
 //! had in flight is the Publisher's to resend, never the library's.
 //!
-//! Logging: this crate never logs credentials, but paho-mqtt logs its connect options
-//! (password, SAS token, presigned URL, custom-authorizer user name) at `debug` under the
-//! `log` targets `paho_mqtt` and `paho_mqtt_c`, and the WebSocket library under the native
+//! Logging: this crate never logs credentials (a proxy URL appears in errors with its user
+//! name and password redacted), but paho-mqtt logs its connect options (password, SAS token,
+//! presigned URL, custom-authorizer user name, and the C library's trace the proxy's
+//! `Proxy-Authorization`) at `debug` under the `log` targets `paho_mqtt` and `paho_mqtt_c`, and the WebSocket library under the native
 //! transport logs the upgrade request (a presigned SigV4 URL with its signature and session
 //! token) at `trace` under `tungstenite` and `tokio_tungstenite`. Keep those targets at
 //! `info` or above in production filters (the device agent caps them whatever its level).
@@ -25,7 +26,7 @@ use connector_core::{ConnectFailure, ConnectParams, DisconnectReason, InboundMes
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-pub use native::NativeTransport;
+pub use native::{NativeTransport, TlsHook};
 pub use paho::PahoTransport;
 
 /// The environment variable that picks the transport of connectors whose builder names none.

@@ -4,6 +4,12 @@
 //! client, so they only convert and forward into an unbounded channel. A publish returns
 //! paho's delivery token as the completion future; the Publisher polls those futures
 //! itself and drops them when the link dies, so tokens of a dead client never leak a task.
+//!
+//! Proxies: paho tunnels through HTTP `CONNECT` proxies only (`http://[user:pw@]host:port`);
+//! a `socks5://` proxy is refused before anything is sent (the native transport speaks
+//! SOCKS5). Paho builds its OpenSSL context inside the C library from its SSL options, so
+//! [`NativeTransport::with_tls_hook`](super::NativeTransport::with_tls_hook) has no paho
+//! counterpart: what the hook would change cannot reach paho's context.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -327,6 +333,16 @@ struct Started {
 /// Creates the client, installs the forwarding callbacks and starts the connect. Synchronous:
 /// paho's option builders hold raw pointers and must not live across an await.
 fn start_connect(params: &ConnectParams, max_inflight: i32) -> Result<Started, ConnectFailure> {
+    if let Some(proxy) = &params.http_proxy {
+        if !proxy.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) {
+            return Err(ConnectFailure::Credentials {
+                message: format!(
+                    "proxy {}: paho tunnels through http:// (CONNECT) proxies only; a socks5:// proxy needs the native transport",
+                    connector_core::provider::redact_userinfo(proxy)
+                ),
+            });
+        }
+    }
     let v5 = params.mqtt_version == MqttVersion::V5;
     let uri = paho_uri(params);
     let create = mqtt::CreateOptionsBuilder::new()

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use connector_core::{ConnectFailure, ConnectParams, PemSource, Scheme, TlsOptions, TlsRefusal};
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::{X509VerifyResult, X509};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -89,6 +89,12 @@ async fn diagnose(host: &str, port: u16, tls: TlsOptions) -> Option<(TlsRefusal,
 
 /// The OpenSSL client context for `tls`, as paho configures its own.
 pub(super) fn connector(tls: &TlsOptions) -> Result<SslConnector, ErrorStack> {
+    Ok(connector_builder(tls)?.build())
+}
+
+/// The builder of [`connector`]'s context, every fixed setting applied (for a hook to
+/// adjust before it is built).
+pub(super) fn connector_builder(tls: &TlsOptions) -> Result<SslConnectorBuilder, ErrorStack> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     b.set_verify(SslVerifyMode::PEER);
@@ -137,7 +143,7 @@ pub(super) fn connector(tls: &TlsOptions) -> Result<SslConnector, ErrorStack> {
         }
         b.set_alpn_protos(&wire)?;
     }
-    Ok(b.build())
+    Ok(b)
 }
 
 // X509_V_ERR_* codes of the server certificate's verification.

@@ -86,7 +86,7 @@ pub struct DpsOptions {
     pub trust_roots: Option<PemSource>,
     /// OpenSSL cipher list.
     pub ciphers: Option<String>,
-    /// HTTP proxy for WebSocket connections.
+    /// Proxy, as [`AzureOptions::http_proxy`](crate::AzureOptions::http_proxy).
     pub http_proxy: Option<String>,
     /// Product string sent as `ClientVersion`.
     pub product_info: Option<String>,

@@ -58,6 +58,14 @@ pub enum ConnectFailure {
         /// What TLS said (the verification error or the alert, in OpenSSL's words).
         detail: String,
     },
+    /// The proxy (`http://` CONNECT or `socks5://`) would not open the tunnel to the
+    /// broker, for a known reason.
+    Proxy {
+        /// Why.
+        reason: ProxyRefusal,
+        /// What the proxy answered (a status line or reply code; never the credentials).
+        detail: String,
+    },
     /// No CONNACK within the connect timeout.
     Timeout,
     /// The provider could not produce connect parameters (expired credentials, bad key).
@@ -82,6 +90,7 @@ impl ConnectFailure {
             },
             ConnectFailure::Transport { .. } => "transport",
             ConnectFailure::Tls { reason, .. } => reason.label(),
+            ConnectFailure::Proxy { reason, .. } => reason.label(),
             ConnectFailure::Timeout => "timeout",
             ConnectFailure::Credentials { .. } => "credentials",
         }
@@ -106,6 +115,7 @@ impl fmt::Display for ConnectFailure {
             ConnectFailure::Refused { code, reason } => write!(f, "refused ({code}): {reason}"),
             ConnectFailure::Transport { message } => write!(f, "transport: {message}"),
             ConnectFailure::Tls { reason, detail } => write!(f, "TLS: {reason} ({detail})"),
+            ConnectFailure::Proxy { reason, detail } => write!(f, "proxy: {reason} ({detail})"),
             ConnectFailure::Timeout => f.write_str("timed out waiting for CONNACK"),
             ConnectFailure::Credentials { message } => write!(f, "credentials: {message}"),
         }
@@ -165,6 +175,44 @@ impl fmt::Display for TlsRefusal {
             TlsRefusal::ClientCertificateRejected => "the server refused the client certificate",
             TlsRefusal::ProtocolVersion => "no TLS version in common with the server",
             TlsRefusal::HandshakeFailure => "the TLS handshake failed",
+        })
+    }
+}
+
+/// Why a proxy would not open the tunnel to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProxyRefusal {
+    /// The proxy refused the user name and password (SOCKS5 RFC 1929 failure status,
+    /// HTTP `407 Proxy Authentication Required`).
+    AuthenticationFailed,
+    /// The proxy accepts none of the authentication methods offered (SOCKS5 `0xFF`: it
+    /// wants credentials and none were given).
+    NoAcceptableMethod,
+    /// The proxy answered the tunnel request with a refusal (a SOCKS5 reply code other
+    /// than success, an HTTP status other than 2xx).
+    TunnelRefused,
+}
+
+impl ProxyRefusal {
+    /// A stable label for metrics (`proxy_authentication_failed`, …).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProxyRefusal::AuthenticationFailed => "proxy_authentication_failed",
+            ProxyRefusal::NoAcceptableMethod => "proxy_no_acceptable_method",
+            ProxyRefusal::TunnelRefused => "proxy_tunnel_refused",
+        }
+    }
+}
+
+impl fmt::Display for ProxyRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProxyRefusal::AuthenticationFailed => "the proxy refused the user name and password",
+            ProxyRefusal::NoAcceptableMethod => {
+                "the proxy accepts none of the authentication methods offered"
+            }
+            ProxyRefusal::TunnelRefused => "the proxy refused to open the tunnel",
         })
     }
 }
@@ -255,6 +303,10 @@ mod tests {
             detail: "certificate verify failed: certificate has expired".into(),
         };
         assert_eq!(f.label(), "tls_certificate_expired");
+        let p =
+            ConnectFailure::Proxy { reason: ProxyRefusal::AuthenticationFailed, detail: "status 1".into() };
+        assert_eq!(p.label(), "proxy_authentication_failed");
+        assert_eq!(p.to_string(), "proxy: the proxy refused the user name and password (status 1)");
         assert_eq!(
             f.to_string(),
             "TLS: the server's certificate has expired (certificate verify failed: certificate has expired)"

@@ -5,7 +5,9 @@ mod events;
 mod inbound;
 mod outbound;
 
-pub use events::{ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason, TlsRefusal};
+pub use events::{
+    ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason, ProxyRefusal, TlsRefusal,
+};
 pub use inbound::{
     C2dMessage, DesiredPatch, Inbound, InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest,
     StateDocuments, StateResponse,

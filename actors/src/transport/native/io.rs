@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use connector_core::{ConnectFailure, ConnectParams, TlsRefusal};
+use connector_core::{ConnectFailure, ConnectParams, ProxyRefusal, TlsRefusal};
 use futures::{Sink, Stream};
 use openssl::ssl::SslConnector;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
@@ -27,6 +27,10 @@ pub(super) type BoxIo = Box<dyn Io>;
 
 fn transport(message: impl Into<String>) -> ConnectFailure {
     ConnectFailure::Transport { message: message.into() }
+}
+
+fn proxy_refused(reason: ProxyRefusal, detail: impl Into<String>) -> ConnectFailure {
+    ConnectFailure::Proxy { reason, detail: detail.into() }
 }
 
 /// Opens the stream `params` describe; `tls` is the context for `mqtts`/`wss`.
@@ -95,7 +99,7 @@ pub(super) fn refusal_after_handshake(e: &io::Error, sent_cert: bool) -> Option<
 }
 
 /// A proxy URL: `http://[user:password@]host:port` (HTTP CONNECT) or
-/// `socks5://[user:password@]host:port`.
+/// `socks5://[user:password@]host:port`. No `Debug`: it holds the password.
 struct ProxyUrl {
     socks: bool,
     host: String,
@@ -188,11 +192,14 @@ async fn http_connect(
     }
     match code {
         Some(c) if (200..300).contains(&c) => Ok(()),
-        _ => Err(transport(format!("proxy refused the tunnel: {}", status.trim()))),
+        Some(407) => Err(proxy_refused(ProxyRefusal::AuthenticationFailed, status.trim())),
+        Some(_) => Err(proxy_refused(ProxyRefusal::TunnelRefused, status.trim())),
+        None => Err(transport(format!("proxy: not an HTTP answer: {}", status.trim()))),
     }
 }
 
-/// RFC 1928 (with RFC 1929 user/password authentication): CONNECT by domain name.
+/// RFC 1928 (with RFC 1929 user/password authentication): CONNECT to an IPv4 or IPv6
+/// address when `host` is one, else by domain name (resolved by the proxy).
 async fn socks5(tcp: &mut TcpStream, p: &ProxyUrl, host: &str, port: u16) -> Result<(), ConnectFailure> {
     let io = |e: io::Error| transport(format!("SOCKS5 proxy: {e}"));
     let methods: &[u8] = if p.credentials.is_some() { &[0x00, 0x02] } else { &[0x00] };
@@ -215,22 +222,58 @@ async fn socks5(tcp: &mut TcpStream, p: &ProxyUrl, host: &str, port: u16) -> Res
             let mut status = [0u8; 2];
             tcp.read_exact(&mut status).await.map_err(io)?;
             if status[1] != 0 {
-                return Err(transport("SOCKS5 proxy refused the user name and password"));
+                return Err(proxy_refused(
+                    ProxyRefusal::AuthenticationFailed,
+                    format!("SOCKS5 authentication status {}", status[1]),
+                ));
             }
         }
-        _ => return Err(transport("SOCKS5 proxy offers no authentication method we can use")),
+        ([0x05, 0xFF], _) => {
+            return Err(proxy_refused(
+                ProxyRefusal::NoAcceptableMethod,
+                if p.credentials.is_some() {
+                    "SOCKS5: neither no authentication nor user name and password accepted"
+                } else {
+                    "SOCKS5: no authentication not accepted (the proxy may want a user name and password)"
+                },
+            ))
+        }
+        ([0x05, m], _) => {
+            return Err(proxy_refused(
+                ProxyRefusal::NoAcceptableMethod,
+                format!("SOCKS5: the proxy chose method {m}, which was not offered"),
+            ))
+        }
+        _ => return Err(transport("SOCKS5 proxy: not a SOCKS5 answer")),
     }
-    if host.len() > 255 {
-        return Err(transport("SOCKS5 proxy: host name longer than 255 bytes"));
+    let mut req = vec![0x05, 0x01, 0x00];
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => {
+            req.push(0x01);
+            req.extend_from_slice(&a.octets());
+        }
+        Ok(std::net::IpAddr::V6(a)) => {
+            req.push(0x04);
+            req.extend_from_slice(&a.octets());
+        }
+        Err(_) => {
+            if host.len() > 255 {
+                return Err(transport("SOCKS5 proxy: host name longer than 255 bytes"));
+            }
+            req.push(0x03);
+            req.push(host.len() as u8);
+            req.extend_from_slice(host.as_bytes());
+        }
     }
-    let mut req = vec![0x05, 0x01, 0x00, 0x03, host.len() as u8];
-    req.extend_from_slice(host.as_bytes());
     req.extend_from_slice(&port.to_be_bytes());
     tcp.write_all(&req).await.map_err(io)?;
     let mut head = [0u8; 4];
     tcp.read_exact(&mut head).await.map_err(io)?;
     if head[1] != 0 {
-        return Err(transport(format!("SOCKS5 proxy refused the connection (reply {})", head[1])));
+        return Err(proxy_refused(
+            ProxyRefusal::TunnelRefused,
+            format!("SOCKS5 reply {}: {}", head[1], socks5_reply(head[1])),
+        ));
     }
     let skip = match head[3] {
         0x01 => 4 + 2,
@@ -245,6 +288,21 @@ async fn socks5(tcp: &mut TcpStream, p: &ProxyUrl, host: &str, port: u16) -> Res
     let mut rest = vec![0u8; skip];
     tcp.read_exact(&mut rest).await.map_err(io)?;
     Ok(())
+}
+
+/// The meaning of a SOCKS5 reply code (RFC 1928 §6).
+fn socks5_reply(code: u8) -> &'static str {
+    match code {
+        0x01 => "general SOCKS server failure",
+        0x02 => "connection not allowed by ruleset",
+        0x03 => "network unreachable",
+        0x04 => "host unreachable",
+        0x05 => "connection refused",
+        0x06 => "TTL expired",
+        0x07 => "command not supported",
+        0x08 => "address type not supported",
+        _ => "unassigned",
+    }
 }
 
 /// The WebSocket upgrade: subprotocol `mqtt`, the provider's headers (SigV4 or a custom

@@ -14,7 +14,8 @@
 //!
 //! The TLS contexts (trust store, client certificate and key read from their files) are
 //! built once per distinct set of TLS settings and files and shared by every connection
-//! that uses them, as a gateway's thousands of devices do.
+//! that uses them, as a gateway's thousands of devices do. A [`TlsHook`]
+//! ([`NativeTransport::with_tls_hook`]) adjusts each of them after the fixed settings.
 
 mod io;
 mod wire;
@@ -30,7 +31,8 @@ use connector_core::{
     ConnectFailure, ConnectParams, DisconnectReason, OutboundPacket, PemSource, QoS, TlsOptions,
 };
 use futures::future::BoxFuture;
-use openssl::ssl::SslConnector;
+use openssl::error::ErrorStack;
+use openssl::ssl::{SslConnector, SslConnectorBuilder, SslVerifyMode, SslVersion};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -46,12 +48,37 @@ const INBOUND_ALIASES: u16 = 64;
 /// The longest wait for a PINGRESP.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every link of a transport shares: the in-flight limit and the TLS contexts.
+/// A function that adjusts the OpenSSL client context of a [`NativeTransport`] after its
+/// fixed settings (see [`NativeTransport::with_tls_hook`]).
+pub type TlsHook = Arc<dyn Fn(&mut SslConnectorBuilder) -> Result<(), ErrorStack> + Send + Sync>;
+
+/// What every link of a transport shares: the in-flight limit, the TLS hook and the TLS
+/// contexts.
 #[derive(Default)]
 struct Inner {
     /// Most QoS 1 publishes in flight on one link (the server's Receive Maximum may lower it).
     max_inflight: usize,
+    tls_hook: Option<TlsHook>,
     contexts: Mutex<Vec<(TlsKey, SslConnector)>>,
+}
+
+/// The context for `tls`: the fixed settings, then `hook`. A hook that turns certificate
+/// verification off or allows a version before TLS 1.2 is obeyed, and said so in a warning
+/// each time a context is built with it.
+fn build_context(tls: &TlsOptions, hook: Option<&TlsHook>) -> Result<SslConnector, String> {
+    let mut b = super::tls_diag::connector_builder(tls).map_err(|e| format!("TLS setup: {e}"))?;
+    let Some(hook) = hook else { return Ok(b.build()) };
+    hook(&mut b).map_err(|e| format!("TLS hook: {e}"))?;
+    let old = [SslVersion::SSL3, SslVersion::TLS1, SslVersion::TLS1_1];
+    let min = b.min_proto_version();
+    if min.is_none_or(|v| old.contains(&v)) {
+        warn!("the TLS hook allows protocol versions before TLS 1.2");
+    }
+    let built = b.build();
+    if !built.context().verify_mode().contains(SslVerifyMode::PEER) {
+        warn!("the TLS hook turned server certificate verification off");
+    }
+    Ok(built)
 }
 
 impl Inner {
@@ -62,10 +89,11 @@ impl Inner {
             return Ok(c.clone());
         }
         let t = tls.clone();
-        let built = tokio::task::spawn_blocking(move || super::tls_diag::connector(&t))
+        let hook = self.tls_hook.clone();
+        let built = tokio::task::spawn_blocking(move || build_context(&t, hook.as_ref()))
             .await
             .map_err(|e| ConnectFailure::Credentials { message: format!("TLS setup: {e}") })?
-            .map_err(|e| ConnectFailure::Credentials { message: format!("TLS setup: {e}") })?;
+            .map_err(|message| ConnectFailure::Credentials { message })?;
         let mut cache = self.contexts.lock();
         // Settings whose files changed since are dropped with their context.
         cache.retain(|(k, _)| k.settings != key.settings);
@@ -104,7 +132,10 @@ pub struct NativeTransport(Arc<Inner>);
 
 impl std::fmt::Debug for NativeTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeTransport").field("max_inflight", &self.0.max_inflight).finish_non_exhaustive()
+        f.debug_struct("NativeTransport")
+            .field("max_inflight", &self.0.max_inflight)
+            .field("tls_hook", &self.0.tls_hook.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,6 +145,41 @@ impl NativeTransport {
     pub fn new(max_inflight: usize) -> Self {
         Self(Arc::new(Inner {
             max_inflight: max_inflight.clamp(1, 65_535),
+            tls_hook: None,
+            contexts: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// This transport with `hook` run on every OpenSSL client context it builds, after the
+    /// fixed settings (TLS 1.2 or later, peer verification, the trust store, the client
+    /// certificate and key, the cipher list, ALPN): for what those settings do not cover,
+    /// such as a minimum of TLS 1.3, a CA held in memory, signature algorithms or curves.
+    /// An error from the hook fails the connect attempt as
+    /// [`ConnectFailure::Credentials`]. Contexts built before (by clones of this
+    /// transport) are not shared with the new one.
+    ///
+    /// Verification stays on unless the hook turns it off: the chain is verified against
+    /// the trust store (which the hook may extend), and the host name is checked for every
+    /// connection (set per connection, out of the hook's reach). A hook that sets
+    /// [`SslVerifyMode::NONE`] or allows a version before TLS 1.2 is obeyed, with a
+    /// `warn` each time a context is built. The paho transport has no such hook: paho
+    /// builds its context inside the C library.
+    ///
+    /// ```
+    /// use connector_actors::transport::NativeTransport;
+    /// use openssl::ssl::{SslConnectorBuilder, SslVersion};
+    /// let transport = NativeTransport::new(64).with_tls_hook(|b: &mut SslConnectorBuilder| {
+    ///     b.set_min_proto_version(Some(SslVersion::TLS1_3))
+    /// });
+    /// # let _ = transport;
+    /// ```
+    pub fn with_tls_hook<F>(self, hook: F) -> Self
+    where
+        F: Fn(&mut SslConnectorBuilder) -> Result<(), ErrorStack> + Send + Sync + 'static,
+    {
+        Self(Arc::new(Inner {
+            max_inflight: self.0.max_inflight,
+            tls_hook: Some(Arc::new(hook)),
             contexts: Mutex::new(Vec::new()),
         }))
     }
