@@ -30,7 +30,7 @@ use crate::metrics_exporter::MetricsServer;
 use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions, StallPolicy};
 use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
 use crate::supervision::RestartPolicy;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportKind};
 use crate::twin::{TwinHandle, TwinRetry, TwinSettings, TwinShared};
 
 /// Builds a [`Connector`].
@@ -50,6 +50,7 @@ pub struct ConnectorBuilder {
     twin_retry: TwinRetry,
     method_deadline: Duration,
     pacer: Option<ConnectPacer>,
+    transport_kind: Option<TransportKind>,
 }
 
 impl ConnectorBuilder {
@@ -163,7 +164,14 @@ impl ConnectorBuilder {
         self.pacer = Some(pacer);
         self
     }
-    /// A different transport (the default is paho-mqtt).
+    /// The transport by kind, sized for this connector's in-flight window (the default is
+    /// [`TransportKind::from_env`]; [`ConnectorBuilder::transport`] wins over this).
+    pub fn transport_kind(mut self, kind: TransportKind) -> Self {
+        self.transport_kind = Some(kind);
+        self
+    }
+    /// A transport instance, for example one shared by many connectors (the default is
+    /// [`TransportKind::from_env`]).
     pub fn transport(mut self, t: Arc<dyn Transport>) -> Self {
         self.transport = Some(t);
         self
@@ -203,7 +211,8 @@ impl ConnectorBuilder {
         let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
         let (closed_tx, _) = watch::channel(false);
         let transport = self.transport.unwrap_or_else(|| {
-            crate::transport::default_transport(self.publisher.inflight_window.saturating_mul(2).max(64))
+            let max_inflight = self.publisher.inflight_window.saturating_mul(2).max(64);
+            self.transport_kind.unwrap_or_else(TransportKind::from_env).build(max_inflight)
         });
         let settings = Settings {
             provider: self.provider.clone(),
@@ -314,6 +323,7 @@ impl Connector {
         ConnectorBuilder {
             provider,
             pacer: None,
+            transport_kind: None,
             publisher: PublisherOptions::default(),
             backoff: BackoffPolicy::default(),
             restart: RestartPolicy::default(),

@@ -29,16 +29,82 @@ use tokio::sync::mpsc::UnboundedReceiver;
 pub use native::{NativeTransport, TlsHook};
 pub use paho::PahoTransport;
 
-/// The environment variable that picks the transport of connectors whose builder names none.
+/// The environment variable that picks the transport of connectors whose builder names none
+/// (`paho` or `native`; how the suites run over both).
 pub const TRANSPORT_ENV: &str = "CONNECTOR_TRANSPORT";
 
-/// The transport of a connector whose builder names none: [`PahoTransport`], or
-/// [`NativeTransport`] when [`TRANSPORT_ENV`] is `native` (how the suites run over both).
-pub fn default_transport(max_inflight: usize) -> Arc<dyn Transport> {
-    match std::env::var(TRANSPORT_ENV).as_deref() {
-        Ok("native") => Arc::new(NativeTransport::new(max_inflight)),
-        _ => Arc::new(PahoTransport::new(max_inflight)),
+/// The two transports, by name (`paho`, `native`), for configuration files and the
+/// environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// [`PahoTransport`]: the Eclipse Paho C client under paho-mqtt.
+    Paho,
+    /// [`NativeTransport`]: MQTT on the actors' own runtime, TLS through OpenSSL.
+    Native,
+}
+
+impl TransportKind {
+    /// The kind used when nothing names one: the native transport (ADR 008 has the
+    /// measurements behind the choice).
+    pub const DEFAULT: TransportKind = TransportKind::Native;
+
+    /// Its name in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Paho => "paho",
+            TransportKind::Native => "native",
+        }
     }
+
+    /// A transport of this kind allowing `max_inflight` unacknowledged QoS 1 publishes per
+    /// link.
+    pub fn build(self, max_inflight: usize) -> Arc<dyn Transport> {
+        match self {
+            TransportKind::Paho => Arc::new(PahoTransport::new(max_inflight)),
+            TransportKind::Native => Arc::new(NativeTransport::new(max_inflight)),
+        }
+    }
+
+    /// [`TRANSPORT_ENV`]'s choice, else [`TransportKind::DEFAULT`]. An unknown name in the
+    /// variable is ignored with a warning.
+    pub fn from_env() -> TransportKind {
+        match std::env::var(TRANSPORT_ENV) {
+            Ok(v) => v.parse().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring {TRANSPORT_ENV}");
+                TransportKind::DEFAULT
+            }),
+            Err(_) => TransportKind::DEFAULT,
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transport name that is neither `paho` nor `native`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?}: expected \"paho\" or \"native\"")]
+pub struct UnknownTransport(pub String);
+
+impl std::str::FromStr for TransportKind {
+    type Err = UnknownTransport;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "paho" => Ok(TransportKind::Paho),
+            "native" => Ok(TransportKind::Native),
+            other => Err(UnknownTransport(other.to_owned())),
+        }
+    }
+}
+
+/// The transport of a connector whose builder names none: [`TransportKind::from_env`].
+pub fn default_transport(max_inflight: usize) -> Arc<dyn Transport> {
+    TransportKind::from_env().build(max_inflight)
 }
 
 /// A transport failure on a live link.

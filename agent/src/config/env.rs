@@ -103,6 +103,7 @@ pub const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("store.drop_policy", EnvKind::Str),
     ("store.fsync", EnvKind::Bool),
     ("store.expiry", EnvKind::Str),
+    ("connection.transport", EnvKind::Str),
     ("connection.stall_watchdog", EnvKind::Bool),
     ("connection.stall_threshold", EnvKind::Str),
     ("connection.probe_timeout", EnvKind::Str),

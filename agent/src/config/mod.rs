@@ -459,7 +459,8 @@ fn validate(
     })
 }
 
-/// `[connection]`: the stall watchdog, the acknowledgement timeout and the backoff.
+/// `[connection]`: the transport, the stall watchdog, the acknowledgement timeout and the
+/// backoff.
 fn connection(raw: raw::RawConnection, ctx: &Ctx) -> Result<ConnectionSettings, ConfigError> {
     let defaults = connector_actors::StallPolicy::default();
     let positive = |key: &'static str, d: Option<Dur>, default: Duration| match d {
@@ -483,7 +484,13 @@ fn connection(raw: raw::RawConnection, ctx: &Ctx) -> Result<ConnectionSettings, 
         .stall_watchdog
         .unwrap_or(true)
         .then_some(connector_actors::StallPolicy { threshold, probe_timeout });
-    Ok(ConnectionSettings { stall, ack_timeout, backoff })
+    let transport = match raw.transport {
+        Some(t) => Some(t.parse().map_err(|e: connector_actors::transport::UnknownTransport| {
+            ctx.invalid("connection.transport", e.to_string())
+        })?),
+        None => None,
+    };
+    Ok(ConnectionSettings { transport, stall, ack_timeout, backoff })
 }
 
 /// What changed between two settings that a reload (SIGHUP) cannot apply in place.

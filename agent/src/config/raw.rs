@@ -200,6 +200,7 @@ pub(super) struct RawStore {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawConnection {
+    pub(super) transport: Option<String>,
     pub(super) stall_watchdog: Option<bool>,
     pub(super) stall_threshold: Option<Dur>,
     pub(super) probe_timeout: Option<Dur>,

@@ -345,6 +345,9 @@ pub struct StoreSettings {
 /// Dead-link detection and reconnect pacing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionSettings {
+    /// The MQTT transport (`None`: the library's default, which `CONNECTOR_TRANSPORT` may
+    /// name).
+    pub transport: Option<connector_actors::transport::TransportKind>,
     /// The stall watchdog (`None`: off).
     pub stall: Option<connector_actors::StallPolicy>,
     /// How long one attempt waits for its PUBACK before the link is replaced.

@@ -334,12 +334,21 @@ fn connection_and_expiry_settings_with_their_defaults_and_bounds() {
     e.extend(env(&[("CONNECTOR_AGENT_CONNECTION_STALL_WATCHDOG", "false")]));
     assert_eq!(load("", &e).unwrap().connection.stall, None);
 
+    use connector_actors::transport::TransportKind;
+    assert_eq!(s.connection.transport, None, "the library's default unless named");
+    let s = load("[connection]\ntransport = \"paho\"\n", &base()).unwrap();
+    assert_eq!(s.connection.transport, Some(TransportKind::Paho));
+    let mut e = base();
+    e.extend(env(&[("CONNECTOR_AGENT_CONNECTION_TRANSPORT", "native")]));
+    assert_eq!(load("", &e).unwrap().connection.transport, Some(TransportKind::Native));
+
     for (toml, key) in [
         ("[store]\nexpiry = \"0s\"\n", "store.expiry"),
         ("[connection]\nstall_threshold = 0\n", "connection.stall_threshold"),
         ("[connection]\nprobe_timeout = \"0ms\"\n", "connection.probe_timeout"),
         ("[connection]\nbackoff_min = \"10s\"\nbackoff_max = \"1s\"\n", "connection.backoff_max"),
         ("[connection]\nstall = \"1s\"\n", "stall"),
+        ("[connection]\ntransport = \"rumqttc\"\n", "connection.transport"),
     ] {
         let msg = load(toml, &base()).unwrap_err().to_string();
         assert!(msg.contains(key), "{toml}: {msg}");

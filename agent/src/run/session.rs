@@ -86,6 +86,9 @@ pub(crate) fn start_session(
     if let Some(d) = s.store.expiry {
         builder = builder.default_expiry(d);
     }
+    if let Some(kind) = s.connection.transport {
+        builder = builder.transport_kind(kind);
+    }
     let conn = builder
         .metrics(families.clone())
         .registry(registry)
