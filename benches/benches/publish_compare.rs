@@ -209,36 +209,15 @@ async fn run_one(path: Path, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     }
 }
 
-/// With `--pin`: runs this program again under `taskset -c 0` (its broker too).
-/// Returns `None` when this process should do the work itself.
-fn pinned_rerun(s: &Settings) -> anyhow::Result<Option<std::process::ExitStatus>> {
-    if !s.pin || std::env::var_os(PINNED_ENV).is_some() {
-        return Ok(None);
-    }
-    let exe = std::env::current_exe().context("own executable")?;
-    let status = std::process::Command::new("taskset")
-        .arg("-c")
-        .arg("0")
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(PINNED_ENV, "1")
-        .status()
-        .context("running taskset (util-linux)")?;
-    Ok(Some(status))
-}
-
-/// Set in the pinned re-run.
-const PINNED_ENV: &str = "BENCH_PINNED";
-
 fn main() -> anyhow::Result<()> {
     let s = settings()?;
-    if let Some(status) = pinned_rerun(&s)? {
+    if let Some(status) = connector_benches::pinned_rerun(s.pin)? {
         if !status.success() {
             bail!("pinned run failed: {status}");
         }
         return Ok(());
     }
-    let pinned = std::env::var_os(PINNED_ENV).is_some();
+    let pinned = std::env::var_os(connector_benches::PINNED_ENV).is_some();
     if pinned && s.broker != "local" {
         bail!("--pin needs the local broker");
     }

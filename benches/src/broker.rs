@@ -34,6 +34,11 @@ impl Mosquitto {
     /// Like [`Mosquitto::start`], with the broker pinned to CPU `cpu` (through `taskset`)
     /// when given.
     pub fn start_on(cpu: Option<usize>) -> Option<Self> {
+        Self::start_with(cpu, &[])
+    }
+
+    /// [`Mosquitto::start_on`] with `extra` configuration lines (global options).
+    pub fn start_with(cpu: Option<usize>, extra: &[&str]) -> Option<Self> {
         let bin = binary();
         if !Path::new(&bin).exists() {
             return None;
@@ -50,6 +55,10 @@ impl Mosquitto {
             );
             if is_root() {
                 text.push_str("user root\n");
+            }
+            for line in extra {
+                text.push_str(line);
+                text.push('\n');
             }
             f.write_all(text.as_bytes()).ok()?;
             drop(f);

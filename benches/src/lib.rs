@@ -17,6 +17,7 @@
 pub mod actor_path;
 pub mod broker;
 pub mod cpu;
+pub mod inbound;
 pub mod paho_path;
 pub mod rss;
 pub mod rumqttc_path;
@@ -139,4 +140,26 @@ impl GapTracker {
 /// Microseconds since `t0`, saturating at `u32::MAX`.
 pub fn micros_since(t0: std::time::Instant) -> u32 {
     u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Set in the pinned re-run of a benchmark.
+pub const PINNED_ENV: &str = "BENCH_PINNED";
+
+/// With `pin`: runs this program again under `taskset -c 0` (its broker, a child, too) and
+/// returns its exit status; `None` when this process should do the work itself.
+pub fn pinned_rerun(pin: bool) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    use anyhow::Context as _;
+    if !pin || std::env::var_os(PINNED_ENV).is_some() {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("own executable")?;
+    let status = std::process::Command::new("taskset")
+        .arg("-c")
+        .arg("0")
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(PINNED_ENV, "1")
+        .status()
+        .context("running taskset (util-linux)")?;
+    Ok(Some(status))
 }

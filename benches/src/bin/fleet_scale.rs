@@ -64,7 +64,7 @@ fn args() -> anyhow::Result<Args> {
 fn raise_fd_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let lim = getrlimit(Resource::Nofile);
-    let mut raised = lim.clone();
+    let mut raised = lim;
     raised.current = lim.maximum;
     let _ = setrlimit(Resource::Nofile, raised);
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
