@@ -55,10 +55,6 @@ fn agent(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let log = connector_agent::logging::init(&settings.logging.level, settings.logging.json);
-    // Found while loading, before there was a logger: emitted now.
-    for w in &settings.warnings {
-        w.log();
-    }
     let opts = RunOptions { exit_after: cli.exit_after, overrides, log, demo: cli.demo };
     let system = actix_rt::System::new();
     system.block_on(run::run(settings, opts))?;

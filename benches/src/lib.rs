@@ -163,3 +163,13 @@ pub fn pinned_rerun(pin: bool) -> anyhow::Result<Option<std::process::ExitStatus
         .context("running taskset (util-linux)")?;
     Ok(Some(status))
 }
+
+/// Raises this process's file-descriptor limit to its hard limit (children inherit it) and
+/// returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    lim.current = lim.maximum;
+    let _ = setrlimit(Resource::Nofile, lim);
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}

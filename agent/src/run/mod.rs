@@ -142,6 +142,11 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
     let mut sig_term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sig_int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut sig_hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+    // Found while loading, before there was a logger: emitted now, once the signals are ours
+    // (whoever reads them in the log may act on them at once).
+    for w in &settings.warnings {
+        w.log();
+    }
 
     check_store_dir(&settings.store.dir)?;
     let registry = Registry::new();

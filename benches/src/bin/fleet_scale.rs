@@ -61,15 +61,6 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn raise_fd_limit() -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let lim = getrlimit(Resource::Nofile);
-    let mut raised = lim;
-    raised.current = lim.maximum;
-    let _ = setrlimit(Resource::Nofile, raised);
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
 fn rss_kib() -> u64 {
     connector_benches::rss::Rss::current().map_or(0, |r| r.total)
 }
@@ -190,7 +181,7 @@ async fn run_one(a: &Args, n: usize) -> anyhow::Result<Row> {
 
 fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let fds = raise_fd_limit();
+    let fds = connector_benches::raise_fd_limit();
     println!(
         "fleet_scale: transport {}, {} QoS 1 msgs per device, connects paced at {}/s, fd limit {fds}, broker {}",
         a.transport,
