@@ -143,6 +143,7 @@ pub async fn start(e: &EmbeddedSettings, state_dir: &Path) -> Result<Embedded, E
         ca_file: Some(ca_file.clone()),
         model_id: None,
         websocket: false,
+        proxy: None,
     });
     let info = EmulatorInfo {
         flavour: e.flavour.as_str().into(),
@@ -235,6 +236,7 @@ async fn start_aws(
         },
         alpn: false,
         topic_aliases: 0,
+        proxy: None,
     });
     let info = EmulatorInfo {
         flavour: "aws".into(),

@@ -1,19 +1,28 @@
-//! QoS 1 and QoS 0 publishes of 100 bytes through the actor tree's Publisher, raw paho
-//! `AsyncClient` and raw rumqttc, against one local mosquitto, alternating
-//! paho → rumqttc → actors in every round. Prints msgs/s (median over rounds), PUBACK
-//! (or write) latency p50/p99 (over all rounds' messages), CPU time per message of the
-//! client process and of the broker (median over rounds), the ratios to raw paho, the
+//! QoS 1 and QoS 0 publishes of 100 bytes through the actor tree's Publisher (over paho and
+//! over the native transport), raw paho `AsyncClient`, raw rumqttc and a raw blocking
+//! socket that writes whole windows per syscall (the ceiling, [`connector_benches::raw_path`]),
+//! against one local mosquitto, alternating raw → paho → rumqttc → actors → actors-native in
+//! every round. Prints msgs/s (median over rounds), PUBACK (or write) latency p50/p99 (over
+//! all rounds' messages), CPU time per message of the client process and of the broker
+//! (median over rounds), the ratios to raw paho, raw rumqttc and the raw socket (of the
+//! medians, and paired within rounds against rumqttc), the
 //! client CPU per thread, and the RSS of minimal connected programs.
 //!
 //! ```text
 //! cargo bench -p connector-benches --bench publish_compare [-- --msgs N --rounds N
-//!     --window N --warmup N --payload N --qos 1,0 --paths paho,rumqttc,actors,actors-native
-//!     --broker local|test-support --pin --no-rss]
+//!     --window N --warmup N --payload N --qos 1,0 --paths raw,paho,rumqttc,actors,actors-native
+//!     --broker local|test-support --pin --no-rss --tls]
 //! ```
 //!
 //! The same settings can be given as `BENCH_MSGS`, `BENCH_ROUNDS`, `BENCH_WINDOW`,
 //! `BENCH_WARMUP`, `BENCH_PAYLOAD`, `BENCH_QOS`, `BENCH_PATHS`, `BENCH_BROKER`,
-//! `BENCH_PIN=1` (arguments win).
+//! `BENCH_PIN=1`, `BENCH_TLS=1` (arguments win).
+//!
+//! `--tls` runs every path over TLS to the broker's second listener (a fresh CA and a
+//! `localhost` certificate made with openssl; each client verifies chain and host name).
+//! Paho's TLS method is fixed at 1.2 (its `Tls_1_2` setting, the one the actor tree's paho
+//! transport uses: paho C has no "at least 1.2"); the native transport and rumqttc
+//! (native-tls, i.e. OpenSSL too) negotiate 1.3.
 //!
 //! `--pin` runs the client (all its threads) and the broker on CPU 0 via `taskset`: on a
 //! small VM, unpinned runs are bimodal because paho's three threads hand every message
@@ -30,7 +39,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use connector_benches::broker;
-use connector_benches::{actor_path, cpu, paho_path, rss, rumqttc_path, stats, RunConfig, RunResult};
+use connector_benches::{
+    actor_path, cpu, paho_path, raw_path, rss, rumqttc_path, stats, RunConfig, RunResult,
+};
 
 /// The broker under test: a quiet local one (default) or `test_support::Mosquitto`, which
 /// logs every packet (`log_type all`) and so costs the broker CPU per message.
@@ -40,11 +51,16 @@ enum Broker {
 }
 
 impl Broker {
-    fn start(kind: &str, cpu: Option<usize>) -> anyhow::Result<Self> {
+    fn start(kind: &str, cpu: Option<usize>, tls: Option<broker::TlsFiles<'_>>) -> anyhow::Result<Self> {
         Ok(match kind {
             "local" => Broker::Local(
-                broker::Mosquitto::start_on(cpu).context("mosquitto did not start (set MOSQUITTO=path)")?,
+                match tls {
+                    Some(files) => broker::Mosquitto::start_tls(cpu, files),
+                    None => broker::Mosquitto::start_on(cpu),
+                }
+                .context("mosquitto did not start (set MOSQUITTO=path)")?,
             ),
+            "test-support" if tls.is_some() => bail!("--tls needs the local broker"),
             "test-support" => Broker::TestSupport(Box::new(
                 test_support::Mosquitto::start().context("mosquitto not found")?,
             )),
@@ -79,6 +95,7 @@ impl Broker {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Path {
+    Raw,
     Paho,
     Rumqttc,
     Actors,
@@ -88,6 +105,7 @@ enum Path {
 impl Path {
     fn name(self) -> &'static str {
         match self {
+            Path::Raw => "raw",
             Path::Paho => "paho",
             Path::Rumqttc => "rumqttc",
             Path::Actors => "actors",
@@ -97,11 +115,12 @@ impl Path {
 
     fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
+            "raw" => Path::Raw,
             "paho" => Path::Paho,
             "rumqttc" => Path::Rumqttc,
             "actors" | "actor" => Path::Actors,
             "actors-native" | "native" => Path::ActorsNative,
-            other => bail!("unknown path {other:?} (paho, rumqttc, actors, actors-native)"),
+            other => bail!("unknown path {other:?} (raw, paho, rumqttc, actors, actors-native)"),
         })
     }
 }
@@ -118,6 +137,7 @@ struct Settings {
     broker: String,
     pin: bool,
     rss: bool,
+    tls: bool,
 }
 
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> anyhow::Result<T>) -> anyhow::Result<Vec<T>> {
@@ -150,6 +170,7 @@ fn settings() -> anyhow::Result<Settings> {
     }
     let mut rss = true;
     let mut pin = std::env::var("BENCH_PIN").is_ok_and(|v| v == "1");
+    let mut tls = std::env::var("BENCH_TLS").is_ok_and(|v| v == "1");
     // Without `--bench` (e.g. `cargo test --all-targets`) this is a quick smoke run.
     let mut full = false;
     let mut args = std::env::args().skip(1);
@@ -159,6 +180,7 @@ fn settings() -> anyhow::Result<Settings> {
             "--bench" => full = true,
             "--no-rss" => rss = false,
             "--pin" => pin = true,
+            "--tls" => tls = true,
             flag if flag.starts_with("--") => {
                 let key = flag.trim_start_matches("--");
                 let (key, value) = match key.split_once('=') {
@@ -184,12 +206,13 @@ fn settings() -> anyhow::Result<Settings> {
         payload: num("payload", 100)?,
         qos: parse_list(kv.get("qos").map_or("1,0", String::as_str), parse_qos)?,
         paths: parse_list(
-            kv.get("paths").map_or("paho,rumqttc,actors,actors-native", String::as_str),
+            kv.get("paths").map_or("raw,paho,rumqttc,actors,actors-native", String::as_str),
             Path::parse,
         )?,
         broker: kv.get("broker").cloned().unwrap_or_else(|| "local".to_owned()),
         pin,
         rss,
+        tls,
     };
     for k in kv.keys() {
         if !["msgs", "rounds", "window", "warmup", "payload", "qos", "paths", "broker"].contains(&k.as_str())
@@ -202,6 +225,7 @@ fn settings() -> anyhow::Result<Settings> {
 
 async fn run_one(path: Path, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     match path {
+        Path::Raw => raw_path::run(cfg),
         Path::Paho => paho_path::run(cfg).await,
         Path::Rumqttc => rumqttc_path::run(cfg).await,
         Path::Actors => actor_path::run(cfg, actor_path::Over::Paho).await,
@@ -221,8 +245,15 @@ fn main() -> anyhow::Result<()> {
     if pinned && s.broker != "local" {
         bail!("--pin needs the local broker");
     }
-    let broker = Broker::start(&s.broker, pinned.then_some(0))?;
-    let url = broker.url();
+    let pki = s.tls.then(test_support::TestPki::generate);
+    let files = pki.as_ref().map(|p| broker::TlsFiles { cert: &p.server_cert, key: &p.server_key });
+    let broker = Broker::start(&s.broker, pinned.then_some(0), files)?;
+    let plain_url = broker.url();
+    let url = match (&broker, &pki) {
+        (Broker::Local(b), Some(_)) => b.tls_url().context("no TLS listener")?,
+        _ => plain_url.clone(),
+    };
+    let tls_ca = pki.as_ref().map(|p| p.ca_cert.clone());
     let broker_pid = broker.pid();
     let version = broker::version();
     eprintln!("publish_compare: broker {url} (pid {broker_pid:?}), {s:?}");
@@ -235,6 +266,7 @@ fn main() -> anyhow::Result<()> {
                 for &path in &s.paths {
                     let cfg = RunConfig {
                         url: url.clone(),
+                        tls_ca: tls_ca.clone(),
                         client_id: format!("bench-{}-q{qos}-r{round}", path.name()),
                         topic: format!("bench/{}", path.name()),
                         payload_len: s.payload,
@@ -265,17 +297,18 @@ fn main() -> anyhow::Result<()> {
     let mut out = String::new();
     writeln!(
         out,
-        "publish_compare: {}-byte payloads, window {}, {} msgs x {} rounds, {version} on loopback ({}{})",
+        "publish_compare: {}-byte payloads, window {}, {} msgs x {} rounds, {version} on loopback{} ({}{})",
         s.payload,
         s.window,
         s.msgs,
         s.rounds,
+        if s.tls { " over TLS" } else { "" },
         broker.describe(),
         if pinned { "; client and broker pinned to CPU 0" } else { "" }
     )?;
     writeln!(
         out,
-        "{:<4} {:<8} {:>15} {:>8} {:>8} {:>11} {:>14} {:>14} {:>7}   msgs/s per round",
+        "{:<4} {:<13} {:>14} {:>7} {:>7} {:>10} {:>13} {:>8} {:>11} {:>7} {:>14}   msgs/s per round",
         "qos",
         "path",
         "msgs/s(median)",
@@ -283,8 +316,10 @@ fn main() -> anyhow::Result<()> {
         "p99_us",
         "cpu_us/msg",
         "broker_us/msg",
-        "ratio_vs_paho",
-        "paired"
+        "vs_paho",
+        "vs_rumqttc",
+        "vs_raw",
+        "paired_rumqttc"
     )?;
     let fmt_opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     for &qos in &s.qos {
@@ -294,7 +329,29 @@ fn main() -> anyhow::Result<()> {
                 stats::median(&rates)
             })
         };
-        let paho = rate_of(Path::Paho);
+        // The ratio of the medians to `base`'s.
+        let ratio = |path: Path, base: Path| -> String {
+            match (rate_of(path), rate_of(base)) {
+                (Some(r), Some(b)) if path != base && b > 0.0 => format!("{:.2}", r / b),
+                _ => String::new(),
+            }
+        };
+        // The same ratio taken within each round (neighbours in time), then the median:
+        // less sensitive to the machine slowing down for a while.
+        let paired = |path: Path, base: Path| -> String {
+            match (results.get(&(qos, path)), results.get(&(qos, base))) {
+                (Some(rs), Some(bs)) if path != base => {
+                    let v: Vec<f64> = rs
+                        .iter()
+                        .zip(bs)
+                        .filter(|(_, b)| b.rate() > 0.0)
+                        .map(|(r, b)| r.rate() / b.rate())
+                        .collect();
+                    format!("{:.2}", stats::median(&v))
+                }
+                _ => String::new(),
+            }
+        };
         for &path in &s.paths {
             let Some(rs) = results.get(&(qos, path)) else {
                 continue;
@@ -309,30 +366,15 @@ fn main() -> anyhow::Result<()> {
             };
             let cpu = fmt_opt(median_of(RunResult::cpu_us_per_msg));
             let broker_cpu = fmt_opt(median_of(RunResult::broker_us_per_msg));
-            let ratio = match (path, paho) {
-                (Path::Paho, _) | (_, None) => String::new(),
-                (_, Some(p)) if p > 0.0 => format!("{:.2}", rate / p),
-                _ => String::new(),
-            };
-            // The same ratio taken within each round (neighbours in time), then the median:
-            // less sensitive to the machine slowing down for a while.
-            let paired = match (path, results.get(&(qos, Path::Paho))) {
-                (Path::Paho, _) | (_, None) => String::new(),
-                (_, Some(ps)) => {
-                    let v: Vec<f64> = rs
-                        .iter()
-                        .zip(ps)
-                        .filter(|(_, p)| p.rate() > 0.0)
-                        .map(|(r, p)| r.rate() / p.rate())
-                        .collect();
-                    format!("{:.2}", stats::median(&v))
-                }
-            };
             let per_round: Vec<String> = rs.iter().map(|r| format!("{:.0}", r.rate())).collect();
             writeln!(
                 out,
-                "{qos:<4} {:<8} {rate:>15.0} {p50:>8} {p99:>8} {cpu:>11} {broker_cpu:>14} {ratio:>14} {paired:>7}   {}",
+                "{qos:<4} {:<13} {rate:>14.0} {p50:>7} {p99:>7} {cpu:>10} {broker_cpu:>13} {:>8} {:>11} {:>7} {:>14}   {}",
                 path.name(),
+                ratio(path, Path::Paho),
+                ratio(path, Path::Rumqttc),
+                ratio(path, Path::Raw),
+                paired(path, Path::Rumqttc),
                 per_round.join(" ")
             )?;
         }
@@ -363,7 +405,7 @@ fn main() -> anyhow::Result<()> {
                 .collect();
             parts.sort_by(|a, b| b.0.total_cmp(&a.0));
             let parts: Vec<String> = parts.into_iter().map(|(v, name)| format!("{name} {v:.2}")).collect();
-            writeln!(out, "  {qos:<4} {:<8} {}", path.name(), parts.join(", "))?;
+            writeln!(out, "  {qos:<4} {:<13} {}", path.name(), parts.join(", "))?;
         }
     }
 
@@ -374,7 +416,7 @@ fn main() -> anyhow::Result<()> {
             ("raw paho", env!("CARGO_BIN_EXE_rss_paho")),
             ("raw rumqttc", env!("CARGO_BIN_EXE_rss_rumqttc")),
         ] {
-            match rss::probe(bin, &url) {
+            match rss::probe(bin, &plain_url) {
                 Ok(r) => parts.push(format!("{name} minimal program {}", r.describe())),
                 Err(e) => parts.push(format!("{name}: failed ({e:#})")),
             }

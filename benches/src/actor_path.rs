@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use connector_actors::Connector;
-use connector_core::{MqttOptions, MqttProvider, Publish, QoS};
+use connector_core::{MqttOptions, MqttProvider, PemSource, Publish, QoS, TlsOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::cpu::CpuMark;
@@ -26,8 +26,11 @@ pub enum Over {
 /// Starts a connector (MQTT 3.1.1, clean session, keep-alive 60 s: the provider defaults)
 /// on `over` and waits until it is connected.
 pub async fn connect(cfg: &RunConfig, over: Over) -> anyhow::Result<Connector> {
-    let provider = MqttProvider::new(MqttOptions::new(cfg.url.as_str(), cfg.client_id.as_str()))
-        .context("provider options")?;
+    let mut options = MqttOptions::new(cfg.url.as_str(), cfg.client_id.as_str());
+    if let Some(ca) = &cfg.tls_ca {
+        options = options.tls(TlsOptions { ca: Some(PemSource::File(ca.clone())), ..Default::default() });
+    }
+    let provider = MqttProvider::new(options).context("provider options")?;
     let inflight = cfg.window.saturating_mul(2).max(64);
     let transport: std::sync::Arc<dyn connector_actors::transport::Transport> = match over {
         Over::Paho => std::sync::Arc::new(connector_actors::transport::PahoTransport::new(inflight)),

@@ -21,7 +21,17 @@ pub const DEFAULT_MOSQUITTO: &str = "/usr/sbin/mosquitto";
 pub struct Mosquitto {
     child: Child,
     port: u16,
+    tls_port: Option<u16>,
     _dir: tempfile::TempDir,
+}
+
+/// A TLS listener's files (PEM): the server certificate (for `localhost`) and its key.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    /// Server certificate.
+    pub cert: &'a Path,
+    /// Its private key.
+    pub key: &'a Path,
 }
 
 impl Mosquitto {
@@ -39,6 +49,16 @@ impl Mosquitto {
 
     /// [`Mosquitto::start_on`] with `extra` configuration lines (global options).
     pub fn start_with(cpu: Option<usize>, extra: &[&str]) -> Option<Self> {
+        Self::start_full(cpu, extra, None)
+    }
+
+    /// [`Mosquitto::start_on`] with a second, TLS listener (`127.0.0.1`, TLS 1.2+, no
+    /// client certificate) on its own free port: [`Mosquitto::tls_url`].
+    pub fn start_tls(cpu: Option<usize>, tls: TlsFiles<'_>) -> Option<Self> {
+        Self::start_full(cpu, &[], Some(tls))
+    }
+
+    fn start_full(cpu: Option<usize>, extra: &[&str], tls: Option<TlsFiles<'_>>) -> Option<Self> {
         let bin = binary();
         if !Path::new(&bin).exists() {
             return None;
@@ -60,6 +80,18 @@ impl Mosquitto {
                 text.push_str(line);
                 text.push('\n');
             }
+            let tls_port = match tls {
+                Some(t) => {
+                    let p = free_port()?;
+                    text.push_str(&format!(
+                        "listener {p} 127.0.0.1\ncertfile {}\nkeyfile {}\ntls_version tlsv1.2\n",
+                        t.cert.display(),
+                        t.key.display()
+                    ));
+                    Some(p)
+                }
+                None => None,
+            };
             f.write_all(text.as_bytes()).ok()?;
             drop(f);
             let mut cmd = match cpu {
@@ -83,8 +115,9 @@ impl Mosquitto {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                    return Some(Self { child, port, _dir: dir });
+                let up = |p: u16| TcpStream::connect((Ipv4Addr::LOCALHOST, p)).is_ok();
+                if up(port) && tls_port.is_none_or(up) {
+                    return Some(Self { child, port, tls_port, _dir: dir });
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -102,6 +135,11 @@ impl Mosquitto {
     /// `tcp://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// `mqtts://localhost:PORT` of the TLS listener, when started with one.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("mqtts://localhost:{p}"))
     }
 
     /// The broker's process id (for profiling).

@@ -8,6 +8,7 @@
 //! | raw `paho_mqtt::AsyncClient` | [`paho_path`] |
 //! | raw `rumqttc::AsyncClient` + `EventLoop` | [`rumqttc_path`] |
 //! | the actor tree's Publisher | [`actor_path`] |
+//! | a blocking socket writing whole windows per syscall (the ceiling) | [`raw_path`] |
 //!
 //! Each path keeps `window` publishes outstanding and records, per message, the time from
 //! the publish call to its completion (PUBACK for QoS 1; written for QoS 0). The
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod cpu;
 pub mod inbound;
 pub mod paho_path;
+pub mod raw_path;
 pub mod rss;
 pub mod rumqttc_path;
 pub mod stats;
@@ -28,8 +30,11 @@ use std::time::Duration;
 /// What one measured run does.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// Broker URL, `tcp://127.0.0.1:PORT`.
+    /// Broker URL: `tcp://127.0.0.1:PORT`, or `mqtts://localhost:PORT` with [`RunConfig::tls_ca`].
     pub url: String,
+    /// TLS: the CA that signed the broker's certificate (`localhost`); every path then
+    /// verifies the chain and the host name (and negotiates TLS 1.2+ with its defaults).
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Client id (unique per run).
     pub client_id: String,
     /// Topic published to.
@@ -49,6 +54,17 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Host and port of [`RunConfig::url`] (`tcp://`, `mqtt://`, `mqtts://` or `ssl://`).
+    pub fn host_port(&self) -> anyhow::Result<(String, u16)> {
+        use anyhow::Context as _;
+        let rest = ["tcp://", "mqtt://", "mqtts://", "ssl://"]
+            .iter()
+            .find_map(|p| self.url.strip_prefix(p))
+            .context("broker URL must be tcp://host:port or mqtts://host:port")?;
+        let (host, port) = rest.rsplit_once(':').context("broker URL has no port")?;
+        Ok((host.to_owned(), port.parse().context("broker port")?))
+    }
+
     /// The payload: `payload_len` bytes.
     pub fn payload(&self) -> Vec<u8> {
         (0..self.payload_len).map(|i| b'a' + (i % 26) as u8).collect()

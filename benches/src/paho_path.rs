@@ -22,15 +22,31 @@ pub async fn connect(cfg: &RunConfig) -> anyhow::Result<mqtt::AsyncClient> {
 /// Creates the client and starts the connect (synchronous: paho's option builders must not
 /// live across an await).
 fn start_connect(cfg: &RunConfig) -> anyhow::Result<(mqtt::AsyncClient, mqtt::ConnectToken)> {
+    let uri = match &cfg.tls_ca {
+        Some(_) => cfg.url.replacen("mqtts://", "ssl://", 1),
+        None => cfg.url.clone(),
+    };
     let create = mqtt::CreateOptionsBuilder::new()
-        .server_uri(&cfg.url)
+        .server_uri(&uri)
         .client_id(&cfg.client_id)
         .persistence(None)
         .max_buffered_messages(cfg.paho_max_inflight())
         .mqtt_version(mqtt::MQTT_VERSION_3_1_1)
         .finalize();
     let client = mqtt::AsyncClient::new(create).context("paho client")?;
-    let opts = mqtt::ConnectOptionsBuilder::new_v3()
+    let mut opts = mqtt::ConnectOptionsBuilder::new_v3();
+    if let Some(ca) = &cfg.tls_ca {
+        // Paho's defaults verify nothing: the chain, the host name and TLS 1.2 are asked for.
+        let ssl = mqtt::SslOptionsBuilder::new()
+            .trust_store(ca)
+            .context("CA file")?
+            .enable_server_cert_auth(true)
+            .verify(true)
+            .ssl_version(mqtt::SslVersion::Tls_1_2)
+            .finalize();
+        opts.ssl_options(ssl);
+    }
+    let opts = opts
         .keep_alive_interval(Duration::from_secs(60))
         .clean_session(true)
         .max_inflight(cfg.paho_max_inflight())

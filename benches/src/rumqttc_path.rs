@@ -14,20 +14,19 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, Qo
 use crate::cpu::CpuMark;
 use crate::{micros_since, GapTracker, RunConfig, RunResult};
 
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("tcp://")
-        .or_else(|| url.strip_prefix("mqtt://"))
-        .context("broker URL must be tcp://host:port")?;
-    let (host, port) = rest.rsplit_once(':').context("broker URL has no port")?;
-    Ok((host.to_owned(), port.parse().context("broker port")?))
-}
-
 /// Connects (MQTT 3.1.1, clean session, keep-alive 60 s, in-flight = window,
 /// `TCP_NODELAY` like paho) and polls until CONNACK.
 pub async fn connect(cfg: &RunConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
-    let (host, port) = host_port(&cfg.url)?;
+    let (host, port) = cfg.host_port()?;
     let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
+    if let Some(ca) = &cfg.tls_ca {
+        // native-tls: OpenSSL on Linux, as the other two paths.
+        let ca = std::fs::read(ca).context("CA file")?;
+        opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::SimpleNative {
+            ca,
+            client_auth: None,
+        }));
+    }
     opts.set_keep_alive(Duration::from_secs(60))
         .set_clean_session(true)
         .set_inflight(u16::try_from(cfg.window.clamp(1, 65_535)).unwrap_or(u16::MAX));

@@ -162,7 +162,8 @@ pub(super) fn azure(
             }
         },
     };
-    Ok(AzureSettings { auth, port: raw.port, ca_file: raw.ca_file, model_id: raw.model_id, websocket })
+    let proxy = proxy(ctx, "azure.proxy", raw.proxy)?;
+    Ok(AzureSettings { auth, port: raw.port, ca_file: raw.ca_file, model_id: raw.model_id, websocket, proxy })
 }
 
 pub(super) fn aws(
@@ -240,7 +241,36 @@ pub(super) fn aws(
         auth,
         alpn,
         topic_aliases,
+        proxy: proxy(ctx, "aws.proxy", raw.proxy)?,
     })
+}
+
+/// `http://[user:pw@]host:port` or `socks5://[user:pw@]host:port` (`socks5h` too). Errors
+/// show the URL with its credentials redacted.
+fn proxy(
+    ctx: &Ctx,
+    key: &'static str,
+    raw: Option<String>,
+) -> Result<Option<connector_core::Secret>, ConfigError> {
+    let Some(url) = raw else { return Ok(None) };
+    let url = connector_core::Secret::new(url);
+    let shown = connector_core::provider::redact_userinfo(url.expose());
+    let expected =
+        "expected http://[user:password@]host:port (CONNECT) or socks5://[user:password@]host:port";
+    let Some((scheme, rest)) = url.expose().split_once("://") else {
+        return Err(ctx.invalid(key, format!("`{shown}`: {expected}")));
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "socks5" | "socks5h") {
+        return Err(ctx.invalid(key, format!("`{shown}`: scheme `{scheme}`: {expected}")));
+    }
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h).trim_end_matches('/');
+    let port_ok = hostport
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return Err(ctx.invalid(key, format!("`{shown}`: no host:port; {expected}")));
+    }
+    Ok(Some(url))
 }
 
 fn certificate_auth(

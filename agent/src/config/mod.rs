@@ -414,6 +414,18 @@ fn validate(
         return Err(ctx.invalid("store.expiry", "must be more than 0 (leave it out for no expiry)"));
     }
     let connection = connection(raw.connection, ctx)?;
+    let (proxy_key, proxy) = match &cloud {
+        Cloud::Azure(a) => ("azure.proxy", a.proxy.as_ref()),
+        Cloud::Aws(a) => ("aws.proxy", a.proxy.as_ref()),
+        Cloud::Embedded(_) => ("", None),
+    };
+    let socks = proxy.is_some_and(|p| p.expose().get(..5).is_some_and(|s| s.eq_ignore_ascii_case("socks")));
+    if socks && connection.transport == Some(connector_actors::transport::TransportKind::Paho) {
+        return Err(ctx.invalid(
+            proxy_key,
+            "a socks5:// proxy needs the native transport (connection.transport = \"native\"); paho tunnels through http:// proxies only",
+        ));
+    }
     if store.max_messages == 0 {
         return Err(ctx.invalid("store.max_messages", "must be at least 1"));
     }

@@ -51,6 +51,7 @@ pub(super) struct RawAzure {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) model_id: Option<String>,
     pub(super) transport: Option<String>,
+    pub(super) proxy: Option<String>,
     pub(super) x509: Option<RawCertKey>,
     pub(super) dps: Option<RawDps>,
 }
@@ -85,6 +86,7 @@ pub(super) struct RawAws {
     pub(super) thing_name: Option<String>,
     pub(super) client_id: Option<String>,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) proxy: Option<String>,
     pub(super) cert_file: Option<PathBuf>,
     pub(super) key_file: Option<PathBuf>,
     pub(super) fleet_provisioning: Option<RawFleet>,

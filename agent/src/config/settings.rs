@@ -106,6 +106,9 @@ pub struct AzureSettings {
     pub model_id: Option<String>,
     /// MQTT over TLS or over WebSocket.
     pub websocket: bool,
+    /// `http://[user:pw@]host:port` (CONNECT) or `socks5://[user:pw@]host:port`: every
+    /// connection (hub and DPS) goes through it. A secret: it may carry credentials.
+    pub proxy: Option<connector_core::Secret>,
 }
 
 /// Azure device authentication.
@@ -181,6 +184,10 @@ pub struct AwsSettings {
     pub alpn: bool,
     /// Most MQTT 5 topic aliases the device connection uses (`aws.topic_aliases`; 0: none).
     pub topic_aliases: u16,
+    /// `http://[user:pw@]host:port` (CONNECT) or `socks5://[user:pw@]host:port`: every
+    /// connection (including fleet provisioning) goes through it. A secret: it may carry
+    /// credentials.
+    pub proxy: Option<connector_core::Secret>,
 }
 
 /// Where SigV4 credentials come from.
@@ -376,18 +383,21 @@ impl Settings {
                 e.device_id,
                 e.data_dir.display()
             ),
-            Cloud::Azure(a) => match &a.auth {
-                AzureAuth::ConnectionString(_) => "azure, connection string".to_owned(),
-                AzureAuth::X509 { host_name, device_id, .. } => {
-                    format!("azure, X.509 device {device_id} on {host_name}")
-                }
-                AzureAuth::Dps(d) => {
-                    format!(
-                        "azure, DPS {} scope {} registration {}",
-                        d.endpoint, d.id_scope, d.registration_id
-                    )
-                }
-            },
+            Cloud::Azure(a) => {
+                let auth = match &a.auth {
+                    AzureAuth::ConnectionString(_) => "azure, connection string".to_owned(),
+                    AzureAuth::X509 { host_name, device_id, .. } => {
+                        format!("azure, X.509 device {device_id} on {host_name}")
+                    }
+                    AzureAuth::Dps(d) => {
+                        format!(
+                            "azure, DPS {} scope {} registration {}",
+                            d.endpoint, d.id_scope, d.registration_id
+                        )
+                    }
+                };
+                auth + &via_proxy(&a.proxy)
+            }
             Cloud::Aws(a) => {
                 let thing = a.thing_name.as_deref().or(a.client_id.as_deref()).unwrap_or("-");
                 let alpn = if a.alpn { " (ALPN x-amzn-mqtt-ca on 443)" } else { "" };
@@ -435,7 +445,7 @@ impl Settings {
                         if c.signature.is_some() { ", signed" } else { "" },
                     ),
                 };
-                format!("{auth}{aliases}")
+                format!("{auth}{aliases}{}", via_proxy(&a.proxy))
             }
         };
         let named = if s.state.enabled && !s.state.named_shadows.is_empty() {
@@ -458,4 +468,11 @@ impl Settings {
             if s.logging.json { " (json)" } else { "" },
         )
     }
+}
+
+/// `, through proxy http://<redacted>@host:port` (credentials never shown), or nothing.
+fn via_proxy(p: &Option<connector_core::Secret>) -> String {
+    p.as_ref().map_or_else(String::new, |p| {
+        format!(", through proxy {}", connector_core::provider::redact_userinfo(p.expose()))
+    })
 }

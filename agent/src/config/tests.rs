@@ -354,3 +354,58 @@ fn connection_and_expiry_settings_with_their_defaults_and_bounds() {
         assert!(msg.contains(key), "{toml}: {msg}");
     }
 }
+
+#[test]
+fn proxies_are_checked_and_their_credentials_stay_out_of_debug_errors_and_descriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("c.pem");
+    std::fs::write(&pem, "x").unwrap();
+    let file = dir.path().join("a.toml");
+    let aws =
+        |proxy: &str| format!("{AWS_ENDPOINT}cert_file = {pem:?}\nkey_file = {pem:?}\nproxy = {proxy:?}\n");
+    for url in ["http://u:pr0xy-pw@proxy:3128", "socks5://u:pr0xy-pw@10.0.0.1:1080", "SOCKS5H://proxy:1080"] {
+        let s = load_str(&aws(url), &file, &base(), &Overrides::default()).unwrap();
+        let Cloud::Aws(a) = &s.cloud else { panic!("{:?}", s.cloud) };
+        assert_eq!(a.proxy.as_ref().map(|p| p.expose()), Some(url));
+        let (dbg, described) = (format!("{s:?}"), s.describe());
+        assert!(!dbg.contains("pr0xy-pw") && !described.contains("pr0xy-pw"), "{dbg}\n{described}");
+        assert!(described.contains(", through proxy "), "{described}");
+    }
+    for (url, why) in [
+        ("ftp://u:pr0xy-pw@proxy:21", "scheme `ftp`"),
+        ("u:pr0xy-pw@proxy:3128", "expected http://"),
+        ("http://u:pr0xy-pw@proxy", "no host:port"),
+        ("socks5://u:pr0xy-pw@:1080", "no host:port"),
+        ("http://proxy:0", "no host:port"),
+    ] {
+        let err = load_str(&aws(url), &file, &base(), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key(), Some("aws.proxy"), "{url}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(why) && !msg.contains("pr0xy-pw"), "{url}: {msg}");
+    }
+    // Azure, from the environment.
+    let cs = dir.path().join("cs");
+    std::fs::write(&cs, "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0")
+        .unwrap();
+    let toml = format!("[azure]\nconnection_string_file = {cs:?}\n");
+    let mut e = base();
+    e.push(("CONNECTOR_AGENT_AZURE_PROXY".into(), "http://me:pr0xy-pw@proxy:3128".into()));
+    let s = load_str(&toml, &file, &e, &Overrides::default()).unwrap();
+    let Cloud::Azure(a) = &s.cloud else { panic!("{:?}", s.cloud) };
+    assert_eq!(a.proxy.as_ref().map(|p| p.expose()), Some("http://me:pr0xy-pw@proxy:3128"));
+    assert!(
+        s.describe().contains("connection string, through proxy http://<redacted>@proxy:3128;"),
+        "{}",
+        s.describe()
+    );
+    // SOCKS5 and a paho transport chosen in the file: refused when loaded, not at connect.
+    let toml = format!("{}[connection]\ntransport = \"paho\"\n", aws("socks5://u:pr0xy-pw@proxy:1080"));
+    let err = load_str(&toml, &file, &base(), &Overrides::default()).unwrap_err();
+    assert_eq!(err.key(), Some("aws.proxy"), "{err}");
+    assert!(
+        err.to_string().contains("needs the native transport") && !err.to_string().contains("pr0xy-pw"),
+        "{err}"
+    );
+    let toml = format!("{}[connection]\ntransport = \"paho\"\n", aws("http://u:pr0xy-pw@proxy:3128"));
+    assert!(load_str(&toml, &file, &base(), &Overrides::default()).is_ok());
+}

@@ -84,6 +84,7 @@ fn azure_options(a: &AzureSettings) -> AzureOptions {
     if a.websocket {
         o = o.transport(Transport::WebSocket);
     }
+    o.http_proxy = a.proxy.as_ref().map(|p| p.expose().to_owned());
     o
 }
 
@@ -104,6 +105,7 @@ fn dps_registration(a: &AzureSettings, d: &config::DpsSettings) -> Result<DpsReg
         endpoint: d.endpoint.clone(),
         port: d.port,
         trust_roots: a.ca_file.clone().map(PemSource::File),
+        http_proxy: a.proxy.as_ref().map(|p| p.expose().to_owned()),
         ..DpsOptions::default()
     };
     DpsRegistration::new(d.id_scope.clone(), d.registration_id.clone(), auth, opts).map_err(|e| e.to_string())
@@ -181,6 +183,9 @@ fn aws_options(a: &AwsSettings, thing: &str, auth: connector_aws::AwsAuth) -> Aw
     }
     if let Some(ca) = &a.ca_file {
         o = o.trust_roots(PemSource::File(ca.clone()));
+    }
+    if let Some(p) = &a.proxy {
+        o = o.http_proxy(p.expose());
     }
     o
 }

@@ -97,6 +97,10 @@ fn args() -> anyhow::Result<Args> {
 struct Counts {
     acked: AtomicU64,
     failed: AtomicU64,
+    /// Telemetry publishes not answered yet.
+    in_flight: AtomicU64,
+    /// No new telemetry: the run is ending.
+    stopping: std::sync::atomic::AtomicBool,
     methods: AtomicU64,
     jobs: AtomicU64,
 }
@@ -208,15 +212,26 @@ fn simulate(conn: &Connector, n: usize, rate: f64, counts: Arc<Counts>) -> anyho
             let mut seq = 0u64;
             loop {
                 tick.tick().await;
+                if counts.stopping.load(Ordering::Relaxed) {
+                    break;
+                }
                 seq += 1;
                 let body = json!({"device": n, "seq": seq, "temperature": 20.0 + (seq % 10) as f64});
                 let msg = Publish::telemetry(body.to_string().into_bytes()).qos(QoS::AtLeastOnce);
                 let (p, c) = (publisher.clone(), counts.clone());
+                c.in_flight.fetch_add(1, Ordering::Relaxed);
                 actix_rt::spawn(async move {
                     match p.publish(msg).await {
-                        Ok(_) => c.acked.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => c.failed.fetch_add(1, Ordering::Relaxed),
-                    };
+                        Ok(_) => {
+                            c.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            if c.failed.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("fleet: device {n}: telemetry failed: {e}");
+                            }
+                        }
+                    }
+                    c.in_flight.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
@@ -329,6 +344,13 @@ async fn main() -> anyhow::Result<()> {
         answered = Some(back_end(emu, &a, sample).await?);
     }
     let up = conns.iter().filter(|c| c.is_connected()).count();
+    // No new telemetry; what was sent is answered (or fails) before the devices stop, so a
+    // publish is never cut short by its own device's shutdown.
+    counts.stopping.store(true, Ordering::Relaxed);
+    let drain = tokio::time::Instant::now() + Duration::from_secs(30);
+    while counts.in_flight.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < drain {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     futures::future::join_all(conns.iter().map(Connector::stop)).await;
     let what = if a.aws { "jobs succeeded" } else { "methods answered" };
     println!(

@@ -657,3 +657,67 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what the formatter writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Builds a context with `hook` and returns the warnings logged meanwhile.
+    fn warnings_with(hook: TlsHook) -> String {
+        let out = Captured::default();
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        let built = tracing::subscriber::with_default(subscriber, || {
+            build_context(&TlsOptions::default(), Some(&hook))
+        });
+        assert!(built.is_ok(), "{:?}", built.err());
+        let text = String::from_utf8_lossy(&out.0.lock()).into_owned();
+        text
+    }
+
+    #[test]
+    fn a_hook_that_keeps_the_fixed_settings_is_not_warned_about() {
+        let hook: TlsHook = Arc::new(|b| b.set_cipher_list("ECDHE+AESGCM"));
+        let w = warnings_with(hook);
+        assert!(!w.contains("WARN"), "{w}");
+    }
+
+    #[test]
+    fn a_hook_that_turns_verification_off_is_warned_about() {
+        let hook: TlsHook = Arc::new(|b| {
+            b.set_verify(SslVerifyMode::NONE);
+            Ok(())
+        });
+        let w = warnings_with(hook);
+        assert_eq!(w.matches("turned server certificate verification off").count(), 1, "{w}");
+        assert!(!w.contains("before TLS 1.2"), "{w}");
+    }
+
+    #[test]
+    fn a_hook_that_allows_tls_1_0_is_warned_about() {
+        let hook: TlsHook = Arc::new(|b| b.set_min_proto_version(Some(SslVersion::TLS1)));
+        let w = warnings_with(hook);
+        assert_eq!(w.matches("allows protocol versions before TLS 1.2").count(), 1, "{w}");
+        let hook: TlsHook = Arc::new(|b| b.set_min_proto_version(None));
+        let w = warnings_with(hook);
+        assert_eq!(w.matches("allows protocol versions before TLS 1.2").count(), 1, "{w}");
+    }
+}
