@@ -1,13 +1,15 @@
 //! The raw-socket ceiling: one blocking socket (plain, or OpenSSL TLS with chain and host
 //! name verified), no runtime, no threads. Packets are encoded and decoded with rumqttc's
 //! `mqttbytes` codec; every write carries all the PUBLISHes the window allows at that
-//! moment (one `write` syscall for many packets), every read takes all PUBACKs that have
-//! arrived. No client does less work per message, so its rate against a broker is what the
+//! moment (one `write` syscall for many packets, refilled when half the window is free),
+//! every read takes all PUBACKs that have arrived. No client does less work per message, so its rate against a broker is what the
 //! broker (and the loopback) allows a single connection: the ceiling the other paths are
 //! read against.
 //!
 //! Completion is the PUBACK for QoS 1 (mosquitto answers in order, so the oldest
-//! outstanding publish is the one acknowledged) and the write returning for QoS 0.
+//! outstanding publish is the one acknowledged) and the write returning for QoS 0; a QoS 0
+//! run ends only when the broker has answered a PINGREQ sent after its last PUBLISH, so
+//! its rate is what the broker took in, not what the kernel buffered.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -147,10 +149,23 @@ fn publish_n(
                 gaps.completed();
             }
             done += batch;
+            if done == n {
+                // A write returning means only that the kernel took the bytes (megabytes
+                // fit in loopback buffers): the run ends when the broker answers a PINGREQ
+                // sent after the last PUBLISH, i.e. when it has read them all.
+                Packet::PingReq.write(&mut c.tx, MAX_PACKET)?;
+                c.flush()?;
+                match c.next_packet()? {
+                    Packet::PingResp => {}
+                    other => bail!("expected PINGRESP, got {other:?}"),
+                }
+            }
             continue;
         }
-        // At least one PUBACK, then all that are already here.
-        let mut got = false;
+        // Read until half the window is free (the last messages: until one more is
+        // answered), taking every PUBACK already here: each read and each write then carries
+        // many packets instead of one ping-pong per message.
+        let low = if sent < n { cfg.window / 2 } else { outstanding.len().saturating_sub(1) };
         loop {
             match c.try_packet()? {
                 Some(Packet::PubAck(ack)) => {
@@ -161,10 +176,9 @@ fn publish_n(
                     latencies.push(micros_since(t));
                     gaps.completed();
                     done += 1;
-                    got = true;
                 }
                 Some(other) => bail!("unexpected {other:?}"),
-                None if got => break,
+                None if outstanding.len() <= low => break,
                 None => c.fill()?,
             }
         }

@@ -33,6 +33,7 @@ pub mod model;
 pub mod offline;
 pub mod provider;
 pub mod rate;
+pub mod reconnect;
 pub mod secret;
 pub mod topic;
 pub mod topic_alias;

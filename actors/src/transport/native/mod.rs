@@ -59,7 +59,7 @@ struct Inner {
     /// Most QoS 1 publishes in flight on one link (the server's Receive Maximum may lower it).
     max_inflight: usize,
     tls_hook: Option<TlsHook>,
-    contexts: Mutex<Vec<(TlsKey, SslConnector)>>,
+    contexts: Mutex<Vec<(TlsKey, Arc<tokio::sync::OnceCell<SslConnector>>)>>,
 }
 
 /// The context for `tls`: the fixed settings, then `hook`. A hook that turns certificate
@@ -83,22 +83,35 @@ fn build_context(tls: &TlsOptions, hook: Option<&TlsHook>) -> Result<SslConnecto
 
 impl Inner {
     /// The TLS context for these settings, built once (on the blocking pool: it reads files).
+    /// Connections that ask while it is being built wait for that build: a fleet connecting
+    /// at once builds one context, not one each (each build loads the trust store; a few
+    /// hundred concurrent ones cost hundreds of MiB of short-lived allocations).
     async fn context(self: &Arc<Self>, tls: &TlsOptions) -> Result<SslConnector, ConnectFailure> {
         let key = TlsKey::of(tls);
-        if let Some((_, c)) = self.contexts.lock().iter().find(|(k, _)| *k == key) {
-            return Ok(c.clone());
-        }
-        let t = tls.clone();
-        let hook = self.tls_hook.clone();
-        let built = tokio::task::spawn_blocking(move || build_context(&t, hook.as_ref()))
-            .await
-            .map_err(|e| ConnectFailure::Credentials { message: format!("TLS setup: {e}") })?
-            .map_err(|message| ConnectFailure::Credentials { message })?;
-        let mut cache = self.contexts.lock();
-        // Settings whose files changed since are dropped with their context.
-        cache.retain(|(k, _)| k.settings != key.settings);
-        cache.push((key, built.clone()));
-        Ok(built)
+        let cell = {
+            let mut cache = self.contexts.lock();
+            match cache.iter().find(|(k, _)| *k == key) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    // Settings whose files changed since are dropped with their context.
+                    cache.retain(|(k, _)| k.settings != key.settings);
+                    let c = Arc::new(tokio::sync::OnceCell::new());
+                    cache.push((key, c.clone()));
+                    c
+                }
+            }
+        };
+        let built = cell
+            .get_or_try_init(|| async {
+                let t = tls.clone();
+                let hook = self.tls_hook.clone();
+                tokio::task::spawn_blocking(move || build_context(&t, hook.as_ref()))
+                    .await
+                    .map_err(|e| ConnectFailure::Credentials { message: format!("TLS setup: {e}") })?
+                    .map_err(|message| ConnectFailure::Credentials { message })
+            })
+            .await?;
+        Ok(built.clone())
     }
 }
 
@@ -719,5 +732,24 @@ mod tests {
         let hook: TlsHook = Arc::new(|b| b.set_min_proto_version(None));
         let w = warnings_with(hook);
         assert_eq!(w.matches("allows protocol versions before TLS 1.2").count(), 1, "{w}");
+    }
+
+    #[actix_rt::test]
+    async fn connections_that_ask_at_once_share_one_context_build() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = builds.clone();
+        let t = NativeTransport::new(10).with_tls_hook(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let tls = TlsOptions::default();
+        let all = futures::future::join_all((0..32).map(|_| t.0.context(&tls))).await;
+        assert!(all.iter().all(Result::is_ok));
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "one build for 32 concurrent connections");
+        // Other settings: their own context.
+        let other = TlsOptions { alpn: vec!["mqtt".into()], ..TlsOptions::default() };
+        assert!(t.0.context(&other).await.is_ok() && t.0.context(&tls).await.is_ok());
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
     }
 }
