@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
+use connector_core::reconnect::{ReconnectContext, ReconnectDecision, ReconnectPolicy};
 use connector_core::{
     Backoff, BackoffPolicy, Clock, ConnectFailure, ConnectionEvent, ConnectionMetrics, ConnectionState,
     DisconnectReason, Provider, Random,
@@ -68,6 +69,7 @@ pub(crate) struct Settings {
     pub provider: Arc<dyn Provider>,
     pub transport: Arc<dyn Transport>,
     pub backoff: BackoffPolicy,
+    pub reconnect: Arc<dyn ReconnectPolicy>,
     pub restart: RestartPolicy,
     pub clock: Arc<dyn Clock>,
     pub random: Box<dyn Random>,
@@ -97,6 +99,8 @@ pub struct ConnectionActor {
     timer: Option<SpawnHandle>,
     renewal: Option<SpawnHandle>,
     attempt: u32,
+    /// Since when the device has been without a connection (`None`: connected).
+    offline_since: Option<Instant>,
     ever_connected: bool,
     stopping: bool,
     /// The generation whose link is being probed.
@@ -176,6 +180,7 @@ impl ConnectionActor {
             .start();
             let m = Arc::new(RwLock::new(methods));
             slots = Some((p.clone(), sub.clone(), (m.clone(), methods_args.clone())));
+            let started = s.clock.now();
             ConnectionActor {
                 backoff: Backoff::new(s.backoff.clone()),
                 s,
@@ -186,6 +191,7 @@ impl ConnectionActor {
                 timer: None,
                 renewal: None,
                 attempt: 0,
+                offline_since: Some(started),
                 ever_connected: false,
                 stopping: false,
                 probing: None,
@@ -281,6 +287,7 @@ impl ConnectionActor {
         }
         self.ever_connected = true;
         self.attempt = 0;
+        self.offline_since = None;
         self.backoff.connected(self.s.clock.now());
         self.link = Some(c.link.clone());
         self.events = Some(
@@ -315,11 +322,33 @@ impl ConnectionActor {
     }
 
     fn failed(&mut self, reason: ConnectFailure, ctx: &mut Context<Self>) {
-        let delay = self.backoff.next_delay(self.s.clock.now(), self.s.random.as_mut());
-        warn!(reason = %reason, retry_in = ?delay, "connect failed");
         self.s.metrics.connect_failed(reason.label());
+        let Some(delay) = self.next_attempt(self.attempt, ctx) else {
+            warn!(reason = %reason, "connect failed; not retrying");
+            return;
+        };
+        warn!(reason = %reason, retry_in = ?delay, "connect failed");
         self.emit(ConnectionEvent::ConnectionFailed { reason, retry_in: delay });
         self.retry_after(delay, ctx);
+    }
+
+    /// The delay before the next attempt, as the reconnect policy decides from the
+    /// backoff's; `None` when it gives up (then `GaveUp` is emitted and the connection
+    /// stops).
+    fn next_attempt(&mut self, failures: u32, ctx: &mut Context<Self>) -> Option<Duration> {
+        let now = self.s.clock.now();
+        let backoff = self.backoff.next_delay(now, self.s.random.as_mut());
+        let offline_for = now.saturating_duration_since(*self.offline_since.get_or_insert(now));
+        let cx = ReconnectContext { failures, offline_for, backoff };
+        match self.s.reconnect.decide(&cx) {
+            ReconnectDecision::RetryAfter(d) => Some(d),
+            ReconnectDecision::GiveUp(reason) => {
+                error!(failures, offline_for = ?offline_for, reason = %reason, "reconnect policy gave up; stopping");
+                self.emit(ConnectionEvent::GaveUp { failures, offline_for, reason: reason.clone() });
+                self.shutdown(format!("gave up reconnecting: {reason}"), ctx);
+                None
+            }
+        }
     }
 
     fn retry_after(&mut self, delay: Duration, ctx: &mut Context<Self>) {
@@ -355,9 +384,11 @@ impl ConnectionActor {
             return;
         }
         warn!(reason = reason.label(), "connection lost");
+        self.offline_since = Some(self.s.clock.now());
         self.notify_down();
-        let delay = self.backoff.next_delay(self.s.clock.now(), self.s.random.as_mut());
-        self.retry_after(delay, ctx);
+        if let Some(delay) = self.next_attempt(0, ctx) {
+            self.retry_after(delay, ctx);
+        }
     }
 
     fn schedule_renewal(&mut self, expires: Option<SystemTime>, ctx: &mut Context<Self>) {

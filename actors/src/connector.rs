@@ -38,6 +38,7 @@ pub struct ConnectorBuilder {
     provider: Arc<dyn Provider>,
     publisher: PublisherOptions,
     backoff: BackoffPolicy,
+    reconnect: Arc<dyn connector_core::reconnect::ReconnectPolicy>,
     restart: RestartPolicy,
     metrics: Option<ConnectorMetrics>,
     registry: Option<Registry>,
@@ -132,6 +133,16 @@ impl ConnectorBuilder {
         self.backoff = policy;
         self
     }
+    /// Whether to keep reconnecting (default: for ever). After each failed attempt and each
+    /// lost connection the policy sees the failures in a row, the time offline and the
+    /// backoff's delay, and answers "retry after" or "give up"; giving up emits
+    /// [`ConnectionEvent::GaveUp`](connector_core::ConnectionEvent::GaveUp) and stops the
+    /// connector. [`RetryLimits`](connector_core::reconnect::RetryLimits) gives up after a
+    /// number of attempts or a time offline; a closure is a policy too.
+    pub fn reconnect_policy(mut self, policy: impl connector_core::reconnect::ReconnectPolicy) -> Self {
+        self.reconnect = Arc::new(policy);
+        self
+    }
     /// Child restart policy.
     pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.restart = policy;
@@ -218,6 +229,7 @@ impl ConnectorBuilder {
             provider: self.provider.clone(),
             transport,
             backoff: self.backoff,
+            reconnect: self.reconnect,
             restart: self.restart,
             clock: self.clock,
             random: self.random,
@@ -326,6 +338,7 @@ impl Connector {
             transport_kind: None,
             publisher: PublisherOptions::default(),
             backoff: BackoffPolicy::default(),
+            reconnect: Arc::new(connector_core::reconnect::RetryLimits::forever()),
             restart: RestartPolicy::default(),
             metrics: None,
             registry: None,

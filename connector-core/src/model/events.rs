@@ -27,7 +27,18 @@ pub enum ConnectionEvent {
         /// Why.
         reason: DisconnectReason,
     },
-    /// The connection was stopped for good (by request or by the restart policy).
+    /// The reconnect policy gave up (`ConnectorBuilder::reconnect_policy`): no further
+    /// attempt; `Stopped` follows and the connector's callers get their errors.
+    GaveUp {
+        /// Connect attempts that had failed in a row (0: the connection was just lost).
+        failures: u32,
+        /// How long the device had been without a connection.
+        offline_for: Duration,
+        /// The policy's reason.
+        reason: String,
+    },
+    /// The connection was stopped for good (by request, by the restart policy or because
+    /// the reconnect policy gave up).
     Stopped {
         /// Why, in words.
         reason: String,
