@@ -31,6 +31,7 @@
 
 mod connection;
 mod connector;
+pub mod device;
 pub mod error;
 pub mod fleet;
 pub mod jobs;

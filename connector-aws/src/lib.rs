@@ -44,6 +44,8 @@
 
 pub mod credentials;
 pub mod custom_auth;
+#[cfg(feature = "runtime")]
+pub mod device;
 pub mod endpoint;
 pub mod error;
 pub mod fleet;

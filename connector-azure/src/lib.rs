@@ -41,6 +41,8 @@
 
 pub mod c2d;
 pub mod connection_string;
+#[cfg(feature = "runtime")]
+pub mod device;
 pub mod dps;
 mod encoding;
 pub mod error;
