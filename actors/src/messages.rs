@@ -177,8 +177,8 @@ pub enum RouteKey {
         /// Requested QoS.
         qos: QoS,
     },
-    /// Every inbound message the provider classifies as this kind (`c2d`, `method`, …).
-    Kind(&'static str),
+    /// Every inbound message the provider classifies as this kind.
+    Kind(connector_core::InboundKind),
     /// A broker subscription for messages of the provider's own services (an AWS named
     /// shadow's topics): kept in the table and made again after every reconnect whose
     /// session was not kept, like user filters, but it routes nothing itself — what

@@ -622,7 +622,7 @@ impl Handler<crate::messages::InjectPanic> for MethodsActor {
 
 /// A handle to the method dispatcher (it survives dispatcher restarts). The first
 /// registration routes the provider's method requests to the dispatcher; until then they
-/// go wherever the Subscriber's routes send them (a `RouteKey::Kind("method")` route of
+/// go wherever the Subscriber's routes send them (a `RouteKey::Kind(connector_core::InboundKind::Method)` route of
 /// your own, or nowhere). Registering the same name again replaces its handler.
 #[derive(Clone)]
 pub struct MethodsHandle {
@@ -669,7 +669,9 @@ impl MethodsHandle {
                     drop(answer.send(MethodResponse::error(503, "the method dispatcher is restarting")));
                 }
             }));
-            self.subscriber.read().do_send(Subscribe { key: RouteKey::Kind("method"), sink });
+            self.subscriber
+                .read()
+                .do_send(Subscribe { key: RouteKey::Kind(connector_core::InboundKind::Method), sink });
         });
     }
 

@@ -79,7 +79,7 @@ impl Subscriber {
     /// Subscriber until then (backpressure, back to the broker's in-flight window).
     fn deliver(&self, inbound: Inbound, wait: bool) -> Vec<futures::future::BoxFuture<'static, ()>> {
         let metrics = &self.args.metrics;
-        metrics.received(inbound.kind());
+        metrics.received(inbound.kind().as_str());
         let mut dead = Vec::new();
         let mut pending: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
         let mut delivered = false;
@@ -148,7 +148,7 @@ impl Subscriber {
             }
         }
         if !delivered {
-            debug!(topic = %inbound.topic(), kind = inbound.kind(), "no route");
+            debug!(topic = %inbound.topic(), kind = inbound.kind().as_str(), "no route");
             metrics.inbound_dropped("unrouted");
         }
         if !dead.is_empty() {

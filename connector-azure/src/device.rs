@@ -106,7 +106,7 @@ impl AzureDevice {
     /// next message back, never drops it: at-least-once).
     pub async fn c2d(&self, capacity: usize) -> Result<impl Stream<Item = C2dMessage> + Unpin, DeviceError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(capacity.max(1));
-        let key = RouteKey::Kind("c2d");
+        let key = RouteKey::Kind(connector_core::InboundKind::C2d);
         self.conn.subscriber().subscribe(Subscribe { key, sink: Sink::Channel(tx) }).await?;
         let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         Ok(stream.filter_map(|m| {

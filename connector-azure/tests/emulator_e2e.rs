@@ -74,7 +74,10 @@ async fn c2d_messages_arrive_as_typed_messages_with_their_properties() {
     conn.wait_connected(WAIT).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     conn.subscriber()
-        .subscribe(Subscribe { key: RouteKey::Kind("c2d"), sink: Sink::Channel(tx) })
+        .subscribe(Subscribe {
+            key: RouteKey::Kind(connector_core::InboundKind::C2d),
+            sink: Sink::Channel(tx),
+        })
         .await
         .unwrap();
     // The provider's own subscriptions are made when the link comes up; wait for the hub to
@@ -212,7 +215,10 @@ async fn two_devices_do_not_see_each_others_c2d() {
         conn.wait_connected(WAIT).await.unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         conn.subscriber()
-            .subscribe(Subscribe { key: RouteKey::Kind("c2d"), sink: Sink::Channel(tx) })
+            .subscribe(Subscribe {
+                key: RouteKey::Kind(connector_core::InboundKind::C2d),
+                sink: Sink::Channel(tx),
+            })
             .await
             .unwrap();
         streams.push(rx);

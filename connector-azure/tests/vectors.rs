@@ -226,7 +226,7 @@ fn inbound_topics_classify() {
     for case in json_lines("inbound.jsonl") {
         let topic = case["topic"].as_str().unwrap();
         let inbound = p.classify(InboundMessage::new(topic, &b"{}"[..], QoS::AtMostOnce));
-        assert_eq!(inbound.kind(), case["kind"].as_str().unwrap(), "{}", case["case"]);
+        assert_eq!(inbound.kind().as_str(), case["kind"].as_str().unwrap(), "{}", case["case"]);
         match inbound {
             Inbound::MethodRequest(m) => {
                 assert_eq!(

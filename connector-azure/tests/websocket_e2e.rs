@@ -74,7 +74,10 @@ async fn sas_device_over_websocket_sends_telemetry_and_receives_c2d() {
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     conn.subscriber()
-        .subscribe(Subscribe { key: RouteKey::Kind("c2d"), sink: Sink::Channel(tx) })
+        .subscribe(Subscribe {
+            key: RouteKey::Kind(connector_core::InboundKind::C2d),
+            sink: Sink::Channel(tx),
+        })
         .await
         .unwrap();
     let mut properties = BTreeMap::new();

@@ -45,8 +45,8 @@ pub use error::{ConfigError, ProviderError, TopicError};
 pub use metrics::{ConnectionMetrics, ConnectorMetrics, GaugeShare};
 pub use model::{
     C2dMessage, ConnectFailure, ConnectionEvent, ConnectionState, DesiredPatch, DisconnectReason, Inbound,
-    InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest, OutboundPacket, ProxyRefusal,
-    Publish, QoS, StateDocuments, StateResponse, Target, TlsRefusal, WireProperties,
+    InboundKind, InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest, OutboundPacket,
+    ProxyRefusal, Publish, QoS, StateDocuments, StateResponse, Target, TlsRefusal, WireProperties,
 };
 pub use offline::{DropPolicy, OfflinePolicy, OfflineQueue, PushOutcome, Qos0Offline};
 pub use provider::{

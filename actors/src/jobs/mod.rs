@@ -40,6 +40,7 @@ use connector_core::jobs::{
     self, DescribeRequest, ExecutionAnswer, JobErrorCode, JobErrorDocument, JobExecution, JobExecutionState,
     JobStatus, JobUpdate, JobsError, PendingJobs, PendingListChanged, StartNextRequest, StatusDetails,
 };
+use connector_core::InboundKind;
 use connector_core::{
     ConnectionEvent, ConnectionMetrics, CorrelationTable, Inbound, JobNotification, JobOp, JobResponse,
     Provider, ProviderError, RequestIds,
@@ -315,7 +316,7 @@ impl Actor for JobsActor {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         let me = ctx.address().recipient::<Received>();
         let subscriber = self.args.subscriber.read().clone();
-        for kind in ["job_response", "job_notification"] {
+        for kind in [InboundKind::JobResponse, InboundKind::JobNotification] {
             subscriber.do_send(Subscribe { key: RouteKey::Kind(kind), sink: Sink::Recipient(me.clone()) });
         }
     }
@@ -368,7 +369,7 @@ impl Handler<Received> for JobsActor {
         match msg.0 {
             Inbound::JobResponse(r) => self.on_response(r),
             Inbound::JobNotification(n) => self.on_notification(n),
-            other => debug!(kind = other.kind(), "not for the JobsActor"),
+            other => debug!(kind = other.kind().as_str(), "not for the JobsActor"),
         }
     }
 }

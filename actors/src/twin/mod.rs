@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use connector_core::InboundKind;
 use connector_core::{
     Backoff, BackoffPolicy, ConnectionEvent, ConnectionMetrics, CorrelationTable, DesiredPatch, Inbound,
     Jitter, Provider, ProviderError, QoS, RequestIds, StateDocuments, StateResponse, ThreadRandom,
@@ -492,7 +493,7 @@ impl Actor for TwinActor {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         let me = ctx.address().recipient::<Received>();
         let subscriber = self.args.subscriber.read().clone();
-        for kind in ["state_response", "desired_patch", "state_documents"] {
+        for kind in [InboundKind::StateResponse, InboundKind::DesiredPatch, InboundKind::StateDocuments] {
             subscriber.do_send(Subscribe { key: RouteKey::Kind(kind), sink: Sink::Recipient(me.clone()) });
         }
     }
@@ -623,7 +624,7 @@ impl Handler<Received> for TwinActor {
             Inbound::StateResponse(r) => self.on_response(r, ctx),
             Inbound::DesiredPatch(p) => self.on_desired(p),
             Inbound::StateDocuments(d) => self.on_documents(d),
-            other => debug!(kind = other.kind(), "not for the TwinActor"),
+            other => debug!(kind = other.kind().as_str(), "not for the TwinActor"),
         }
     }
 }

@@ -185,17 +185,17 @@ pub enum Inbound {
 
 impl Inbound {
     /// A stable label for metrics and routing.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> InboundKind {
         match self {
-            Inbound::Message(_) => "message",
-            Inbound::C2d(_) => "c2d",
-            Inbound::MethodRequest(_) => "method",
-            Inbound::StateResponse(_) => "state_response",
-            Inbound::DesiredPatch(_) => "desired_patch",
-            Inbound::StateDocuments(_) => "state_documents",
-            Inbound::JobResponse(_) => "job_response",
-            Inbound::JobNotification(_) => "job_notification",
-            Inbound::Malformed { .. } => "malformed",
+            Inbound::Message(_) => InboundKind::Message,
+            Inbound::C2d(_) => InboundKind::C2d,
+            Inbound::MethodRequest(_) => InboundKind::Method,
+            Inbound::StateResponse(_) => InboundKind::StateResponse,
+            Inbound::DesiredPatch(_) => InboundKind::DesiredPatch,
+            Inbound::StateDocuments(_) => InboundKind::StateDocuments,
+            Inbound::JobResponse(_) => InboundKind::JobResponse,
+            Inbound::JobNotification(_) => InboundKind::JobNotification,
+            Inbound::Malformed { .. } => InboundKind::Malformed,
         }
     }
 
@@ -212,5 +212,79 @@ impl Inbound {
             | Inbound::JobResponse(_)
             | Inbound::JobNotification(_) => "",
         }
+    }
+}
+
+/// What an [`Inbound`] message is, as routes name it (`RouteKey::Kind` in `connector-actors`)
+/// and metrics label it ([`InboundKind::as_str`]): typed, so a route cannot name a kind that
+/// does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum InboundKind {
+    /// A message on a user topic.
+    Message,
+    /// An Azure cloud-to-device message.
+    C2d,
+    /// An Azure direct-method request.
+    Method,
+    /// An answer to a device-state request (twin / shadow get, report, update, delete).
+    StateResponse,
+    /// A desired-state change (Azure patch, AWS delta).
+    DesiredPatch,
+    /// The previous and current documents after an update (AWS `update/documents`).
+    StateDocuments,
+    /// An answer to a jobs request.
+    JobResponse,
+    /// A jobs notification.
+    JobNotification,
+    /// A message the provider could not decode.
+    Malformed,
+}
+
+impl InboundKind {
+    /// Every kind.
+    pub const ALL: [InboundKind; 9] = [
+        InboundKind::Message,
+        InboundKind::C2d,
+        InboundKind::Method,
+        InboundKind::StateResponse,
+        InboundKind::DesiredPatch,
+        InboundKind::StateDocuments,
+        InboundKind::JobResponse,
+        InboundKind::JobNotification,
+        InboundKind::Malformed,
+    ];
+
+    /// The metric label and log name (`message`, `c2d`, `method`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboundKind::Message => "message",
+            InboundKind::C2d => "c2d",
+            InboundKind::Method => "method",
+            InboundKind::StateResponse => "state_response",
+            InboundKind::DesiredPatch => "desired_patch",
+            InboundKind::StateDocuments => "state_documents",
+            InboundKind::JobResponse => "job_response",
+            InboundKind::JobNotification => "job_notification",
+            InboundKind::Malformed => "malformed",
+        }
+    }
+}
+
+impl std::fmt::Display for InboundKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::InboundKind;
+
+    #[test]
+    fn every_kind_has_its_own_label() {
+        let labels: std::collections::BTreeSet<&str> = InboundKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), InboundKind::ALL.len());
+        assert_eq!(InboundKind::C2d.to_string(), "c2d");
     }
 }

@@ -9,7 +9,7 @@ pub use events::{
     ConnectFailure, ConnectionEvent, ConnectionState, DisconnectReason, ProxyRefusal, TlsRefusal,
 };
 pub use inbound::{
-    C2dMessage, DesiredPatch, Inbound, InboundMessage, JobNotification, JobOp, JobResponse, MethodRequest,
-    StateDocuments, StateResponse,
+    C2dMessage, DesiredPatch, Inbound, InboundKind, InboundMessage, JobNotification, JobOp, JobResponse,
+    MethodRequest, StateDocuments, StateResponse,
 };
 pub use outbound::{OutboundPacket, Publish, QoS, Target, WireProperties};
