@@ -175,8 +175,9 @@ impl From<MethodRequest> for MethodCall {
     }
 }
 
-/// The answer to a method call: a status and a JSON body (or none).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The answer to a method call: a status and a JSON body (or none). An actor handling
+/// [`MethodInvoked`] returns it as its message result.
+#[derive(Debug, Clone, PartialEq, Eq, actix::MessageResponse)]
 pub struct MethodResponse {
     /// The status (HTTP-like: 200, 400, 404, 500, …), chosen by the device.
     pub status: u16,
@@ -236,6 +237,26 @@ where
 {
     fn call(&self, call: MethodCall) -> MethodFuture {
         Box::pin(self(call))
+    }
+}
+
+/// A direct-method call delivered to an actor ([`MethodsHandle::register_recipient`]); the
+/// actor's answer is the method's response.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "MethodResponse")]
+pub struct MethodInvoked(pub MethodCall);
+
+/// An actor as a handler: a call it cannot take (mailbox closed or full) is answered 503.
+struct RecipientHandler(Recipient<MethodInvoked>);
+
+impl MethodHandler for RecipientHandler {
+    fn call(&self, call: MethodCall) -> MethodFuture {
+        let r = self.0.clone();
+        Box::pin(async move {
+            r.send(MethodInvoked(call)).await.unwrap_or_else(|e| {
+                MethodResponse::error(503, format!("the handling actor is unavailable: {e}"))
+            })
+        })
     }
 }
 
@@ -701,6 +722,17 @@ impl MethodsHandle {
             name.into(),
             Route { target: Target::Handler(Arc::new(handler)), deadline: Some(deadline) },
         )
+    }
+
+    /// Handles method `name` in an actor: each call is a [`MethodInvoked`] message whose
+    /// answer is the response (under the default deadline; a closed or full mailbox answers
+    /// 503).
+    pub fn register_recipient(
+        &self,
+        name: impl Into<String>,
+        recipient: Recipient<MethodInvoked>,
+    ) -> Result<(), MethodError> {
+        self.register(name, RecipientHandler(recipient))
     }
 
     /// Handles method `name` with a synchronous closure.

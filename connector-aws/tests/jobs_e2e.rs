@@ -190,3 +190,45 @@ async fn a_job_queued_while_offline_runs_after_the_reconnect() {
     assert_eq!(final_status(&env, "pump-4", "j-off").await.0, JobExecutionStatus::Succeeded);
     dev.conn.stop().await;
 }
+
+/// An actor that installs whatever version the job names.
+struct Installer;
+
+impl actix::Actor for Installer {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<connector_actors::jobs::JobInvoked> for Installer {
+    type Result = JobOutcome;
+    fn handle(&mut self, m: connector_actors::jobs::JobInvoked, _: &mut Self::Context) -> JobOutcome {
+        let version = m.0.document["version"].as_str().unwrap_or("?").to_owned();
+        JobOutcome::Succeeded(StatusDetails::from([("installed".to_owned(), version)]))
+    }
+}
+
+#[actix_rt::test]
+async fn an_actor_runs_a_job_and_a_stopped_one_fails_it() {
+    use actix::Actor as _;
+    let env = AwsEnv::start().await;
+    let dev = env.device("actor-jobs").await;
+    let jobs = dev.conn.jobs().expect("AWS has jobs");
+    jobs.register_recipient("install", Installer.start().recipient());
+    let gone = {
+        let sys = actix::Arbiter::new();
+        let addr = Installer::start_in_arbiter(&sys.handle(), |_| Installer);
+        sys.stop();
+        sys.join().unwrap();
+        addr
+    };
+    jobs.register_recipient("gone", gone.recipient());
+    let doc = json!({"operation": "install", "version": "3.0"});
+    env.ctl.aws_create_job(&CreateJob::new("actor-ok", doc, vec!["actor-jobs".into()])).await.unwrap();
+    let (s, d) = final_status(&env, "actor-jobs", "actor-ok").await;
+    assert_eq!((s, d.get("installed").map(String::as_str)), (JobExecutionStatus::Succeeded, Some("3.0")));
+    let doc = json!({"operation": "gone"});
+    env.ctl.aws_create_job(&CreateJob::new("actor-gone", doc, vec!["actor-jobs".into()])).await.unwrap();
+    let (s, d) = final_status(&env, "actor-jobs", "actor-gone").await;
+    assert_eq!(s, JobExecutionStatus::Failed);
+    assert!(d["reason"].contains("unavailable"), "{d:?}");
+    dev.conn.stop().await;
+}

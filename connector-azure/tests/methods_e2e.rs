@@ -386,3 +386,50 @@ async fn a_restarted_dispatcher_keeps_its_registrations() {
     conn.stop().await;
     emu.shutdown();
 }
+
+/// An actor that answers `counter` calls with how many it has had.
+struct Counter(u64);
+
+impl actix::Actor for Counter {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<connector_actors::methods::MethodInvoked> for Counter {
+    type Result = MethodResponse;
+    fn handle(
+        &mut self,
+        m: connector_actors::methods::MethodInvoked,
+        _: &mut Self::Context,
+    ) -> MethodResponse {
+        self.0 += 1;
+        MethodResponse::ok(json!({"calls": self.0, "method": m.0.name()}))
+    }
+}
+
+#[actix_rt::test]
+async fn an_actor_handles_a_method_and_a_stopped_one_answers_503() {
+    use actix::Actor as _;
+    let emu = start();
+    let conn = connect(&emu, "actor-methods").await;
+    let counter = Counter(0).start();
+    conn.methods().register_recipient("counter", counter.clone().recipient()).unwrap();
+    methods_ready(&conn).await;
+    for n in 1..=2 {
+        let r = invoke(&emu, "actor-methods", "counter", None).await;
+        assert_eq!((r.status, r.payload), (200, json!({"calls": n, "method": "counter"})));
+    }
+    // An actor that is gone: the call is answered, not left to time out.
+    let gone = {
+        let sys = actix::Arbiter::new();
+        let addr = Counter::start_in_arbiter(&sys.handle(), |_| Counter(0));
+        sys.stop();
+        sys.join().unwrap();
+        addr
+    };
+    conn.methods().register_recipient("gone", gone.recipient()).unwrap();
+    let r = invoke(&emu, "actor-methods", "gone", None).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.payload.to_string().contains("unavailable"), "{r:?}");
+    conn.stop().await;
+    emu.shutdown();
+}

@@ -82,6 +82,20 @@ impl JobsHandle {
         }
     }
 
+    /// Runs job documents whose `operation` is `operation` in an actor: each execution is a
+    /// [`JobInvoked`] message whose answer is the outcome (an actor that cannot take it —
+    /// mailbox closed or full — ends the execution `FAILED`, saying so).
+    pub fn register_recipient(&self, operation: impl Into<String>, recipient: actix::Recipient<JobInvoked>) {
+        self.register(operation, move |run: JobRun| {
+            let r = recipient.clone();
+            async move {
+                r.send(JobInvoked(run))
+                    .await
+                    .unwrap_or_else(|e| JobOutcome::failed(format!("the handling actor is unavailable: {e}")))
+            }
+        });
+    }
+
     /// The runner: drains pending executions after every connection and `notify-next`.
     async fn run(self, mut events: impl Stream<Item = JobEvent> + Unpin) {
         use futures::StreamExt as _;

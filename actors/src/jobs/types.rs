@@ -112,8 +112,9 @@ pub enum JobEvent {
     NextChanged(Option<JobExecution>),
 }
 
-/// How a job handler ended an execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a job handler ended an execution. An actor handling [`JobInvoked`] returns it as its
+/// message result.
+#[derive(Debug, Clone, PartialEq, Eq, actix::MessageResponse)]
 pub enum JobOutcome {
     /// Done: `SUCCEEDED` with these status details.
     Succeeded(StatusDetails),
@@ -164,6 +165,12 @@ pub(super) fn reason_details(reason: impl Into<String>) -> StatusDetails {
     let clean: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1024).collect();
     StatusDetails::from([("reason".to_owned(), clean)])
 }
+
+/// A job execution delivered to an actor ([`JobsHandle::register_recipient`]); the actor's
+/// answer is the outcome.
+#[derive(Clone, actix::Message)]
+#[rtype(result = "JobOutcome")]
+pub struct JobInvoked(pub JobRun);
 
 /// One execution handed to a job handler.
 #[derive(Clone)]
