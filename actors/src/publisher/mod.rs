@@ -37,15 +37,28 @@
 //! Subscriber's re-subscriptions are done, and with [`OfflinePolicy::drain_interval`] it
 //! drains the queue at that pace (the AWS V1 SDK's draining).
 //!
+//! # Where things are
+//! `mod.rs`: the actor, its options and the messages it takes; `admission` (accept:
+//! capacity, byte cap, QoS 0 offline), `draining` (queue → link within the window and the
+//! provider's rate; requeue after a lost link; paced drain), `completions` (PUBACKs →
+//! callers and store), `expiry` (expiry, evictions, cancellations), `recovery` (the store
+//! read back after a restart), `outbox` (the table and its queues), `store` (the on-disk
+//! log), `watchdog` (stall detection), `discards` (removal counts and warnings).
+//!
 //! The publish path is kept short: completion futures are polled from a `FuturesUnordered`
 //! the Publisher owns (no relay task, no channel hop), replies go straight into the
 //! caller's reply channel (no task per request), and the table is keyed by sequence number
 //! with a trivial hasher.
 
+mod admission;
+mod completions;
 #[cfg(test)]
 mod delivery_tests;
 mod discards;
+mod draining;
+mod expiry;
 mod outbox;
+mod recovery;
 pub(crate) mod store;
 #[cfg(test)]
 mod tests;
@@ -78,6 +91,7 @@ use crate::messages::{
 };
 use crate::supervision::ChildGuard;
 use crate::transport::{Link, TransportError};
+use completions::Completions;
 use discards::{Discard, DiscardLog};
 use outbox::{Deadlines, Due, Entry, Outbox, State};
 use store::{Store, Stored};
@@ -187,58 +201,6 @@ impl MessageResponse<Publisher, PublishRequest> for PublishResponse {
 
 type Done = (u64, u64, Result<(), TransportError>);
 
-/// A completion future tagged with its message (no second allocation, unlike `map` + box).
-struct Tagged {
-    seq: u64,
-    generation: u64,
-    fut: crate::transport::PublishCompletion,
-}
-
-impl std::future::Future for Tagged {
-    type Output = Done;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Done> {
-        let (seq, generation) = (self.seq, self.generation);
-        self.fut.as_mut().poll(cx).map(|r| (seq, generation, r))
-    }
-}
-
-/// The completion futures of in-flight messages, polled as one stream of the Publisher's
-/// context. It never ends: empty, it waits to be woken by the next push.
-#[derive(Clone, Default)]
-struct Completions {
-    set: Rc<RefCell<FuturesUnordered<Tagged>>>,
-    waker: Rc<RefCell<Option<Waker>>>,
-}
-
-impl Completions {
-    fn push(&self, seq: u64, generation: u64, fut: crate::transport::PublishCompletion) {
-        self.set.borrow_mut().push(Tagged { seq, generation, fut });
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Forgets every pending completion (their link is gone).
-    fn clear(&self) {
-        *self.set.borrow_mut() = FuturesUnordered::new();
-    }
-}
-
-impl Stream for Completions {
-    type Item = Done;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Done>> {
-        match self.set.borrow_mut().poll_next_unpin(cx) {
-            Poll::Ready(Some(done)) => Poll::Ready(Some(done)),
-            _ => {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    }
-}
-
 /// Everything a Publisher is built from; kept by the supervisor to rebuild it.
 #[derive(Clone)]
 pub(crate) struct PublisherArgs {
@@ -328,219 +290,6 @@ impl Publisher {
         m.inflight.set(self.inflight as i64);
     }
 
-    /// Accepts a message: returns its sequence number, or why not.
-    fn accept(
-        &mut self,
-        publish: connector_core::Publish,
-        reply: Option<Reply>,
-        ctx: &mut Context<Self>,
-    ) -> Result<u64, (PublishError, Option<Reply>)> {
-        let limits = Limits { wait: publish.get_timeout(), expiry: publish.get_expiry() };
-        let packet = match self.args.provider.encode_owned(publish) {
-            Ok(p) => p,
-            Err(e) => {
-                self.metrics().published("message", "invalid");
-                return Err((PublishError::Invalid(e), reply));
-            }
-        };
-        self.accept_packet(packet, limits, reply, ctx)
-    }
-
-    /// Accepts a packet already mapped onto the wire (the provider's own requests: twin,
-    /// method responses): the same queue, window, store and limits as a publish.
-    fn accept_packet(
-        &mut self,
-        packet: OutboundPacket,
-        limits: Limits,
-        reply: Option<Reply>,
-        ctx: &mut Context<Self>,
-    ) -> Result<u64, (PublishError, Option<Reply>)> {
-        let expiry = limits.expiry.or(self.args.options.default_expiry);
-        let qos0 = packet.qos == QoS::AtMostOnce;
-        if qos0 && self.link.is_none() && self.args.options.offline.qos0 == Qos0Offline::Fail {
-            self.metrics().published("message", "not_connected");
-            return Err((PublishError::NotConnected, reply));
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let size = packet.size();
-        let entries = &self.entries;
-        let queued = self.queue.iter().map(|s| entries.get(*s).map_or(0, |e| e.packet.size()));
-        match self.args.options.offline.byte_verdict(size, self.incomplete_bytes, queued) {
-            ByteVerdict::Fits => {}
-            ByteVerdict::FitsEvicting(n) => {
-                for _ in 0..n {
-                    if let Some(old) = self.queue.pop() {
-                        self.evict(old, ctx);
-                    }
-                }
-            }
-            ByteVerdict::Refused => {
-                let max_bytes = self.args.options.offline.max_bytes.unwrap_or(0);
-                self.stats.rejected_newest_total += 1;
-                self.metrics().queue_dropped("newest", 1);
-                self.metrics().published("message", "store_full");
-                debug!(size, max_bytes, incomplete = self.incomplete_bytes, "byte cap: message refused");
-                return Err((PublishError::StoreFull { size, max_bytes }, reply));
-            }
-        }
-        match self.queue.push(seq) {
-            PushOutcome::Queued => {}
-            PushOutcome::QueuedEvicting(old) => self.evict(old, ctx),
-            PushOutcome::Rejected(_) => {
-                self.stats.rejected_newest_total += 1;
-                self.metrics().queue_dropped("newest", 1);
-                self.metrics().published("message", "rejected");
-                return Err((PublishError::QueueFull { capacity: self.queue.capacity() }, reply));
-            }
-        }
-        let mut persisted = false;
-        let mut expires_ms = None;
-        if !qos0 {
-            if let Some(store) = &mut self.store {
-                expires_ms = expiry.map(|d| wall_ms(SystemTime::now()).saturating_add(millis(d)));
-                if let Err(e) = store.append(seq, &packet, expires_ms) {
-                    error!(error = %e, "store: append failed; message refused");
-                    self.queue.remove_where(|s| *s == seq);
-                    return Err((PublishError::Persistence(e.to_string()), reply));
-                }
-                persisted = true;
-            }
-        }
-        self.incomplete_bytes += size;
-        let wait = limits.wait.filter(|_| reply.is_some());
-        let entry =
-            Entry { packet, reply, state: State::Queued, attempts: 0, persisted, expiry, expires_ms, wait };
-        self.entries.insert(seq, entry);
-        if expiry.is_some() || wait.is_some() {
-            if let Some(d) = expiry {
-                self.deadlines.push(crate::requests::deadline_after(d), seq, Due::Expiry, d);
-            }
-            if let Some(w) = wait {
-                self.deadlines.push(crate::requests::deadline_after(w), seq, Due::Wait, w);
-            }
-            if self.deadlines.len() > 2 * self.entries.len() + 1024 {
-                let entries = &self.entries;
-                self.deadlines.prune(|s| entries.get(s).is_some());
-            }
-            self.schedule_timer(ctx);
-        }
-        self.pump(ctx);
-        Ok(seq)
-    }
-
-    /// Drops a queued message to make room for a newer one (drop-oldest): its caller gets
-    /// `Dropped`, and the drop is counted.
-    fn evict(&mut self, seq: u64, ctx: &mut Context<Self>) {
-        self.stats.dropped_oldest_total += 1;
-        self.metrics().queue_dropped("oldest", 1);
-        self.discard(Discard::Evicted, 1, ctx);
-        self.finish(seq, Err(PublishError::Dropped));
-    }
-
-    /// Counts and logs removals of accepted messages.
-    fn discard(&mut self, why: Discard, n: u64, ctx: &mut Context<Self>) {
-        self.metrics().discarded(why.label(), n);
-        if let Some(wait) = self.discards.note(why, n, Instant::now()) {
-            ctx.run_later(wait, |act, _| act.discards.flush(Instant::now()));
-        }
-    }
-
-    fn schedule_timer(&mut self, ctx: &mut Context<Self>) {
-        let Some(at) = self.deadlines.next() else { return };
-        if let Some((armed, _)) = self.timer {
-            if armed <= at {
-                return;
-            }
-        }
-        if let Some((_, h)) = self.timer.take() {
-            ctx.cancel_future(h);
-        }
-        let delay = at.saturating_duration_since(Instant::now());
-        let h = ctx.run_later(delay, |act, ctx| {
-            act.timer = None;
-            act.expire(ctx);
-        });
-        self.timer = Some((at, h));
-    }
-
-    /// Expiries and callers' waits that came due.
-    fn expire(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let mut expired_queued = Vec::new();
-        let mut expired = 0;
-        while let Some((seq, due)) = self.deadlines.pop_due(now) {
-            let Some(entry) = self.entries.get_mut(seq) else { continue };
-            match due {
-                Due::Wait => {
-                    // The caller stops waiting; the message stays.
-                    if let (Some(reply), Some(after)) = (entry.reply.take(), entry.wait) {
-                        self.stats.timed_out_total += 1;
-                        reply.send(Err(PublishError::Timeout { after, id: MessageId(seq) }));
-                    }
-                }
-                Due::Expiry => {
-                    let after = entry.expiry.unwrap_or_default();
-                    if entry.state == State::Queued {
-                        expired_queued.push(seq);
-                    }
-                    self.stats.expired_total += 1;
-                    self.metrics().published("message", "expired");
-                    expired += 1;
-                    self.finish(seq, Err(PublishError::Expired { after }));
-                }
-            }
-        }
-        if !expired_queued.is_empty() {
-            self.queue.remove_where(|s| expired_queued.contains(s));
-        }
-        if expired > 0 {
-            self.discard(Discard::Expired, expired, ctx);
-        }
-        self.update_gauges();
-        self.schedule_timer(ctx);
-        self.pump(ctx);
-    }
-
-    /// Completes an entry with an outcome: replies, updates counters and the store.
-    fn finish(&mut self, seq: u64, outcome: Result<(), PublishError>) {
-        let Some(entry) = self.entries.remove(seq) else { return };
-        self.incomplete_bytes -= entry.packet.size();
-        if let State::InFlight { .. } = entry.state {
-            self.inflight -= 1;
-            self.inflight_bytes -= entry.packet.size();
-        }
-        if entry.persisted {
-            if let Some(store) = &mut self.store {
-                if let Err(e) = store.complete(seq) {
-                    warn!(error = %e, seq, "store: completion not recorded; message may be sent again after a restart");
-                }
-            }
-        }
-        if let Some(reply) = entry.reply {
-            reply.send(outcome.map(|()| PublishAck { id: MessageId(seq), attempts: entry.attempts }));
-        }
-    }
-
-    /// Withdraws an accepted message at its caller's request.
-    fn cancel(&mut self, seq: u64, ctx: &mut Context<Self>) -> Cancelled {
-        let Some(entry) = self.entries.get(seq) else { return Cancelled::Unknown };
-        let sent = entry.attempts > 0;
-        if entry.state == State::Queued {
-            self.queue.remove_where(|s| *s == seq);
-        }
-        self.stats.cancelled_total += 1;
-        self.discard(Discard::Cancelled, 1, ctx);
-        self.finish(seq, Err(PublishError::Cancelled));
-        self.update_gauges();
-        self.pump(ctx);
-        if sent {
-            Cancelled::Abandoned
-        } else {
-            Cancelled::Withdrawn
-        }
-    }
-
     /// Arms the watchdog's timer for `at`, unless it is armed earlier already.
     fn arm_watchdog(&mut self, at: Instant, ctx: &mut Context<Self>) {
         if let Some((armed, h)) = self.watch_timer {
@@ -587,239 +336,6 @@ impl Publisher {
         }
         if let Some(at) = next {
             self.arm_watchdog(at, ctx);
-        }
-    }
-
-    /// Sends queued messages while the window has room.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.draining.is_some() {
-            self.update_gauges();
-            return;
-        }
-        self.send_some(usize::MAX, ctx);
-    }
-
-    fn send_some(&mut self, mut budget: usize, ctx: &mut Context<Self>) {
-        let Some((generation, link)) = self.link.clone() else {
-            self.update_gauges();
-            return;
-        };
-        let window = self.args.options.inflight_window;
-        let mut now = None;
-        let mut watched = None;
-        while budget > 0 && self.inflight < window {
-            if let Some(bucket) = &mut self.rate {
-                let t = *now.get_or_insert_with(Instant::now);
-                if !self.queue.is_empty() && !bucket.try_take(t) {
-                    // Over the service's rate: send the rest when the next token is there.
-                    if self.rate_retry.is_none() {
-                        self.stats.paced_total += 1;
-                        let wait = bucket.wait_time(t).max(Duration::from_millis(1));
-                        self.rate_retry = Some(ctx.run_later(wait, |act, ctx| {
-                            act.rate_retry = None;
-                            act.pump(ctx);
-                        }));
-                    }
-                    break;
-                }
-            }
-            let Some(seq) = self.queue.pop() else { break };
-            let Some(entry) = self.entries.get_mut(seq) else { continue };
-            match link.publish(&entry.packet) {
-                Ok(done) => {
-                    entry.attempts += 1;
-                    if entry.attempts > 1 {
-                        self.stats.resent_total += 1;
-                    }
-                    let since = *now.get_or_insert_with(Instant::now);
-                    entry.state = State::InFlight { generation, since };
-                    self.inflight += 1;
-                    self.inflight_bytes += entry.packet.size();
-                    if entry.packet.qos != QoS::AtMostOnce {
-                        self.watchdog.sent(seq, since);
-                        watched = Some(since);
-                    }
-                    self.completions.push(seq, generation, done);
-                    budget -= 1;
-                }
-                Err(TransportError::NotConnected) => {
-                    // The link is going down; LinkDown will follow. Keep the message first.
-                    self.queue.push_front_all(std::iter::once(seq));
-                    break;
-                }
-                Err(TransportError::Busy) => {
-                    // Back-pressure from the client library: retry shortly (or on the next
-                    // completion, whichever comes first).
-                    self.queue.push_front_all(std::iter::once(seq));
-                    if self.busy_retry.is_none() {
-                        self.busy_retry = Some(ctx.run_later(Duration::from_millis(5), |act, ctx| {
-                            act.busy_retry = None;
-                            act.pump(ctx);
-                        }));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    warn!(seq, error = %e, "publish refused by the transport");
-                    self.stats.failed_total += 1;
-                    self.metrics().published("message", "failed");
-                    self.discard(Discard::Failed, 1, ctx);
-                    self.finish(seq, Err(PublishError::Transport(e)));
-                }
-            }
-        }
-        if let (Some(since), None) = (watched, self.watch_timer) {
-            // Something is watched: look again when the oldest could first be overdue.
-            let after = self.watchdog.stall_after().unwrap_or(self.args.options.ack_timeout);
-            self.arm_watchdog(since + after.min(self.args.options.ack_timeout), ctx);
-        }
-        self.update_gauges();
-    }
-
-    fn on_completion(&mut self, (seq, generation, result): Done, ctx: &mut Context<Self>) {
-        let Some(entry) = self.entries.get(seq) else { return };
-        let State::InFlight { since, generation: g } = entry.state else { return };
-        if g != generation {
-            return;
-        }
-        match result {
-            Ok(()) => {
-                if entry.packet.qos == QoS::AtMostOnce {
-                    self.metrics().sent_qos0.inc();
-                } else {
-                    let now = Instant::now();
-                    let latency = now.saturating_duration_since(since);
-                    self.metrics().acked.inc();
-                    self.metrics().ack_latency.observe(latency.as_secs_f64());
-                    self.watchdog.heard(now, Some(latency));
-                }
-                self.stats.acked_total += 1;
-                self.finish(seq, Ok(()));
-                let entries = &self.entries;
-                self.watchdog.prune(|s, at| in_flight_since(entries, s, generation, at));
-            }
-            Err(TransportError::NotConnected) => {
-                // Stays in flight until LinkDown puts it back in the queue.
-                debug!(seq, "publish interrupted by disconnect");
-                return;
-            }
-            Err(e) => {
-                if entry.attempts < 3 {
-                    debug!(seq, error = %e, "publish failed; retrying");
-                    let size = entry.packet.size();
-                    if let Some(entry) = self.entries.get_mut(seq) {
-                        entry.state = State::Queued;
-                    }
-                    self.inflight -= 1;
-                    self.inflight_bytes -= size;
-                    self.queue.push_front_all(std::iter::once(seq));
-                } else {
-                    self.stats.failed_total += 1;
-                    self.metrics().published("message", "failed");
-                    self.discard(Discard::Failed, 1, ctx);
-                    self.finish(seq, Err(PublishError::Transport(e)));
-                }
-            }
-        }
-        if self.store.as_ref().is_some_and(Store::wants_compaction) {
-            self.compact();
-        }
-        self.pump(ctx);
-    }
-
-    fn compact(&mut self) {
-        let Some(store) = &mut self.store else { return };
-        let mut live: Vec<(u64, &OutboundPacket, Option<u64>)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.persisted)
-            .map(|(s, e)| (s, &e.packet, e.expires_ms))
-            .collect();
-        live.sort_by_key(|(s, _, _)| *s);
-        if let Err(e) = store.compact(live.into_iter()) {
-            warn!(error = %e, "store: compaction failed");
-        }
-    }
-
-    fn requeue_inflight(&mut self, generation: u64) {
-        let mut back: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| matches!(e.state, State::InFlight { generation: g, .. } if g == generation))
-            .map(|(s, _)| s)
-            .collect();
-        back.sort_unstable();
-        for seq in &back {
-            if let Some(e) = self.entries.get_mut(*seq) {
-                e.state = State::Queued;
-                self.inflight -= 1;
-                self.inflight_bytes -= e.packet.size();
-            }
-        }
-        self.queue.push_front_all(back.into_iter());
-    }
-
-    fn start_draining(&mut self, ctx: &mut Context<Self>) {
-        let Some(interval) = self.args.options.offline.drain_interval else {
-            return;
-        };
-        if self.queue.is_empty() {
-            return;
-        }
-        let h = ctx.run_interval(interval, |act, ctx| {
-            act.send_some(1, ctx);
-            if act.queue.is_empty() {
-                if let Some(h) = act.draining.take() {
-                    ctx.cancel_future(h);
-                }
-            }
-        });
-        self.draining = Some(h);
-    }
-
-    fn recover(&mut self, ctx: &mut Context<Self>) {
-        let Some(dir) = self.args.options.persistence.clone() else {
-            return;
-        };
-        match Store::open(&dir, self.args.options.fsync) {
-            Ok((store, pending)) => {
-                let n = pending.len();
-                let now_ms = wall_ms(SystemTime::now());
-                let mut seqs = Vec::with_capacity(n);
-                for (seq, Stored { packet, expires_ms }) in pending {
-                    self.incomplete_bytes += packet.size();
-                    // No deadline from the time it was read: only its stored expiry applies.
-                    let expiry = expires_ms.map(|at| Duration::from_millis(at.saturating_sub(now_ms)));
-                    let entry = Entry {
-                        packet,
-                        reply: None,
-                        state: State::Queued,
-                        attempts: 0,
-                        persisted: true,
-                        expiry,
-                        expires_ms,
-                        wait: None,
-                    };
-                    self.entries.insert(seq, entry);
-                    if let Some(left) = expiry {
-                        self.deadlines.push(crate::requests::deadline_after(left), seq, Due::Expiry, left);
-                    }
-                    self.next_seq = self.next_seq.max(seq + 1);
-                    seqs.push(seq);
-                }
-                // Recovered messages were accepted before the restart: they go first and are
-                // never refused by the capacity.
-                self.queue.push_front_all(seqs.into_iter());
-                if n > 0 {
-                    tracing::info!(recovered = n, dir = %dir.display(), "store: recovered unsent messages");
-                }
-                self.store = Some(store);
-                self.schedule_timer(ctx);
-                self.update_gauges();
-            }
-            Err(e) => {
-                error!(error = %e, dir = %dir.display(), "store: cannot open; persistence disabled");
-            }
         }
     }
 }
