@@ -59,11 +59,7 @@ pub struct DropLink;
 /// before it gets the link anyway.
 const SUBSCRIBED_WITHIN: Duration = Duration::from_secs(30);
 
-/// The shared slot through which handles find a child's current address.
-pub(crate) type Slot<A> = Arc<RwLock<Addr<A>>>;
-
-/// The Publisher's slot: its address and its command channel.
-pub(crate) type PublisherSlot = Arc<RwLock<PublisherPort>>;
+use crate::slots::{PublisherSlot, Slot};
 
 pub(crate) struct Settings {
     pub provider: Arc<dyn Provider>,

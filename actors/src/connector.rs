@@ -15,9 +15,7 @@ use futures::Stream;
 use prometheus::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::connection::{
-    AddListener, ConnectionActor, DropLink, EventSink, PublisherSlot, Settings, Slot, Stop,
-};
+use crate::connection::{AddListener, ConnectionActor, DropLink, EventSink, Settings, Stop};
 use crate::error::{ConnectorError, PublishError, SubscribeError};
 use crate::fleet::ConnectPacer;
 use crate::jobs::{JobsHandle, JobsSettings, JobsShared};
@@ -28,6 +26,7 @@ use crate::messages::{
 use crate::methods::{MethodsHandle, MethodsSetup, SharedRegistry};
 use crate::metrics_exporter::MetricsServer;
 use crate::publisher::{Command, Publisher, PublisherArgs, PublisherOptions, StallPolicy};
+use crate::slots::{command, send_packet, PublisherSlot, Slot};
 use crate::subscriber::{SharedTable, Subscriber, SubscriberArgs};
 use crate::supervision::RestartPolicy;
 use crate::transport::{Transport, TransportKind};
@@ -574,31 +573,6 @@ impl SubscriberHandle {
         let key = crate::messages::RouteKey::Topic { filter, qos };
         let id = self.subscribe(Subscribe { key, sink: sink(tx) }).await?;
         Ok((id, channel_stream(rx)))
-    }
-}
-
-/// Hands a wire packet to the current Publisher; the future resolves with its outcome.
-pub(crate) fn send_packet(
-    slot: &PublisherSlot,
-    packet: connector_core::OutboundPacket,
-) -> impl std::future::Future<Output = Result<PublishAck, PublishError>> + 'static {
-    let answer = command(slot, move |tx| Command::Packet(packet, tx));
-    async move { answer.await? }
-}
-
-/// Sends a command to the current Publisher now; the future gives its answer, or
-/// `Unavailable` when the Publisher is gone.
-fn command<T: Send + 'static>(
-    slot: &PublisherSlot,
-    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Command,
-) -> impl std::future::Future<Output = Result<T, PublishError>> + 'static {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let sent = slot.read().commands.send(make(tx)).is_ok();
-    async move {
-        if !sent {
-            return Err(PublishError::Unavailable(actix::MailboxError::Closed));
-        }
-        rx.await.map_err(|_| PublishError::Unavailable(actix::MailboxError::Closed))
     }
 }
 

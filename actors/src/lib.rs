@@ -40,6 +40,7 @@ pub mod methods;
 mod metrics_exporter;
 mod publisher;
 mod requests;
+mod slots;
 mod subscriber;
 pub mod supervision;
 pub mod transport;

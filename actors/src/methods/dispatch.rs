@@ -229,7 +229,7 @@ impl Answer {
         let sent = match packet {
             Ok(p) => {
                 self.args.metrics.method_answered(status);
-                Ok(crate::connector::send_packet(&self.args.publisher, p))
+                Ok(crate::slots::send_packet(&self.args.publisher, p))
             }
             Err(e) => Err(e),
         };

@@ -62,9 +62,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::connection::{PublisherSlot, Slot};
 use crate::error::PublishError;
 use crate::messages::{Received, RouteKey, Shutdown, Sink, Subscribe};
+use crate::slots::{PublisherSlot, Slot};
 use crate::subscriber::Subscriber;
 use crate::supervision::ChildGuard;
 

@@ -46,10 +46,10 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::connection::{PublisherSlot, Slot};
 use crate::error::PublishError;
 use crate::messages::{Event, Received, RouteKey, Shutdown, Sink, Subscribe};
 use crate::requests::{self, Links, Requester, SendFailure};
+use crate::slots::{PublisherSlot, Slot};
 use crate::subscriber::Subscriber;
 use crate::supervision::ChildGuard;
 
