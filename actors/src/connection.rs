@@ -17,10 +17,11 @@ use tracing::{debug, error, info, info_span, warn};
 
 use crate::fleet::ConnectPacer;
 use crate::jobs::{JobsActor, JobsArgs, JobsSettings};
-use crate::messages::{ChildExited, Event, LinkDown, LinkSuspect, LinkUp, Route, Shutdown, Suspicion};
+use crate::messages::{Event, LinkDown, LinkSuspect, LinkUp, Route, Shutdown, Suspicion};
 use crate::methods::{MethodsActor, MethodsArgs, MethodsSetup};
 use crate::publisher::{tokio_stream_from, Publisher, PublisherArgs, PublisherPort};
 use crate::subscriber::{Subscriber, SubscriberArgs};
+use crate::supervision::ChildExited;
 use crate::supervision::{ChildGuard, ChildKind, RestartPolicy, RestartTracker};
 use crate::transport::{Connected, Link, LinkEvent, Transport};
 use crate::twin::{TwinActor, TwinArgs, TwinSettings};

@@ -31,6 +31,7 @@
 
 mod connection;
 mod connector;
+mod deadline;
 pub mod device;
 pub mod error;
 pub mod fleet;

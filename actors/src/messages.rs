@@ -292,14 +292,6 @@ pub(crate) struct Route(pub connector_core::InboundMessage, pub Option<crate::tr
 #[rtype(result = "()")]
 pub(crate) struct Barrier;
 
-/// Sent by a child's guard when the child's actor is dropped (stopped or panicked).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ChildExited {
-    pub kind: crate::supervision::ChildKind,
-    pub incarnation: u64,
-}
-
 /// Test hook: make a child panic inside a handler (compiled only with `fault-injection`).
 #[cfg(feature = "fault-injection")]
 #[derive(Debug, Clone, Copy, Message)]

@@ -19,12 +19,7 @@ use crate::messages::{Barrier, PublishPacket};
 use crate::publisher::Publisher;
 use crate::subscriber::Subscriber;
 
-/// The instant `after` from now, saturating: a timeout of `Duration::MAX` (no limit) is
-/// about a century, not an overflow panic.
-pub(crate) fn deadline_after(after: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
+pub(crate) use crate::deadline::deadline_after;
 
 /// Why a request's packet could not be handed over.
 #[derive(Debug, Clone, PartialEq, Eq)]

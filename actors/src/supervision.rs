@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 
-use crate::messages::ChildExited;
-
 /// Which child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChildKind {
@@ -104,4 +102,12 @@ mod tests {
         assert!(!t.allow(&policy, t0 + Duration::from_secs(2)), "third within the window");
         assert!(t.allow(&policy, t0 + Duration::from_secs(12)), "the first two have aged out");
     }
+}
+
+/// Sent by a child's guard when the child's actor is dropped (stopped or panicked).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChildExited {
+    pub kind: ChildKind,
+    pub incarnation: u64,
 }

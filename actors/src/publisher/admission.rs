@@ -90,10 +90,10 @@ impl Publisher {
         self.entries.insert(seq, entry);
         if expiry.is_some() || wait.is_some() {
             if let Some(d) = expiry {
-                self.deadlines.push(crate::requests::deadline_after(d), seq, Due::Expiry, d);
+                self.deadlines.push(crate::deadline::deadline_after(d), seq, Due::Expiry, d);
             }
             if let Some(w) = wait {
-                self.deadlines.push(crate::requests::deadline_after(w), seq, Due::Wait, w);
+                self.deadlines.push(crate::deadline::deadline_after(w), seq, Due::Wait, w);
             }
             if self.deadlines.len() > 2 * self.entries.len() + 1024 {
                 let entries = &self.entries;

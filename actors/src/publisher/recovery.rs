@@ -28,7 +28,7 @@ impl Publisher {
                     };
                     self.entries.insert(seq, entry);
                     if let Some(left) = expiry {
-                        self.deadlines.push(crate::requests::deadline_after(left), seq, Due::Expiry, left);
+                        self.deadlines.push(crate::deadline::deadline_after(left), seq, Due::Expiry, left);
                     }
                     self.next_seq = self.next_seq.max(seq + 1);
                     seqs.push(seq);
