@@ -333,6 +333,10 @@ impl ConnectionActor {
     /// backoff's; `None` when it gives up (then `GaveUp` is emitted and the connection
     /// stops).
     fn next_attempt(&mut self, failures: u32, ctx: &mut Context<Self>) -> Option<Duration> {
+        if self.stopping {
+            // Stopping already: no attempt follows, and no policy is asked.
+            return None;
+        }
         let now = self.s.clock.now();
         let backoff = self.backoff.next_delay(now, self.s.random.as_mut());
         let offline_for = now.saturating_duration_since(*self.offline_since.get_or_insert(now));
