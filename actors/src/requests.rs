@@ -48,6 +48,12 @@ pub(crate) trait Requester: Actor<Context = Context<Self>> {
     fn expire(&mut self, ctx: &mut Context<Self>);
     /// The link of `epoch` is ready (the Subscriber handled it); pending requests were sent.
     fn ready(&mut self, ctx: &mut Context<Self>);
+    /// The broker acknowledged `rid`'s packet: `true` when that completes the request (a
+    /// platform that does not answer it), so no answer is awaited.
+    fn acknowledged(&mut self, rid: &str) -> bool {
+        let _ = rid;
+        false
+    }
 }
 
 /// Link state of a [`Requester`].
@@ -134,7 +140,9 @@ pub(crate) fn hand_over<A: Requester>(
     ctx.spawn(fut.into_actor(act).map(move |res, act, ctx| {
         let failure = match res {
             Ok(Ok(_)) => {
-                if !act.is_pending(&rid) {
+                if act.is_pending(&rid) && act.acknowledged(&rid) {
+                    act.links().forget(&rid);
+                } else if !act.is_pending(&rid) {
                     // Answered before the acknowledgement was seen.
                 } else if epoch == act.links().epoch {
                     act.links().sent.insert(rid);

@@ -40,6 +40,11 @@ impl<K: Eq + Hash + Clone, V> CorrelationTable<K, V> {
         self.pending.remove(id).map(|(_, (_, v))| v)
     }
 
+    /// `f` of the entry `id`, if pending.
+    pub fn with<R>(&self, id: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.pending.get(id).map(|e| f(&e.value().1))
+    }
+
     /// Whether a request is pending.
     pub fn contains(&self, id: &K) -> bool {
         self.pending.contains_key(id)

@@ -298,7 +298,12 @@ impl TwinActor {
             }
         };
         let Some(version) = doc.desired_version() else {
-            warn!(shadow = ?shadow, "catch-up document has no desired version; nothing delivered");
+            // A platform without versions (ThingsBoard's shared attributes): nothing tells
+            // what was missed, so the whole desired section is delivered after every
+            // connection — at least once, never lost.
+            let body = doc.desired().cloned().unwrap_or(Value::Null);
+            info!(shadow = ?shadow, "catch-up: a versionless document; delivering its desired state");
+            self.deliver(DesiredUpdate { shadow, version: None, body, catch_up: true });
             return;
         };
         let newer = self.args.settings.shared.inner.lock().last(&shadow).is_none_or(|last| version > last);
@@ -468,6 +473,22 @@ impl Requester for TwinActor {
 
     fn ready(&mut self, ctx: &mut Context<Self>) {
         self.catch_up(ctx);
+    }
+
+    fn acknowledged(&mut self, rid: &str) -> bool {
+        let unanswered = self.args.settings.provider.state().is_some_and(|c| !c.reports_answered());
+        let rid = rid.to_owned();
+        let is_report = self.pending.with(&rid, |p| p.op == OpKind::Report).unwrap_or(false);
+        if !(unanswered && is_report) {
+            return false;
+        }
+        let Some(p) = self.pending.complete(&rid) else { return false };
+        debug!(rid = %rid, "report acknowledged by the broker; the service does not answer reports");
+        self.finish(
+            p,
+            Ok(StateResponse { request_id: rid, status: 204, version: None, body: bytes::Bytes::new() }),
+        );
+        true
     }
 }
 

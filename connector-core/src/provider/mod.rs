@@ -139,6 +139,13 @@ pub trait StateCodec: Send + Sync {
     /// The subscriptions responses and desired changes arrive on.
     fn subscriptions(&self) -> Vec<SubscriptionSpec>;
 
+    /// Whether the service answers reports (Azure and AWS do). When it does not (a
+    /// ThingsBoard-style attributes publish), a report is complete when the broker
+    /// acknowledges it, and its result carries no version.
+    fn reports_answered(&self) -> bool {
+        true
+    }
+
     /// [`StateCodec::get`] of a named document (AWS named shadow); `None` is the classic
     /// document. Providers without named documents refuse a name.
     fn get_named(&self, shadow: Option<&str>, request_id: &str) -> Result<OutboundPacket, ProviderError> {
