@@ -24,8 +24,8 @@ use connector_actors::Connector;
 use connector_core::provider::StateCodec;
 use connector_core::{
     ConnectParams, ConnectionEvent, DesiredPatch, Inbound, InboundMessage, MethodRequest, MqttOptions,
-    MqttProvider, OutboundPacket, Provider, ProviderError, Publish, QoS, StateResponse, SubscriptionSpec,
-    WireProperties,
+    MqttProvider, OutboundPacket, Provider, ProviderError, Publish, QoS, StateResponse, StateSections,
+    SubscriptionSpec, WireProperties,
 };
 use futures::Stream;
 use serde_json::{json, Value};
@@ -121,6 +121,18 @@ impl Provider for ThingsBoard {
 }
 
 impl StateCodec for ThingsBoard {
+    /// The translated `{"desired": shared, "reported": client}`; no versions; pushes are
+    /// patches of the shared attributes, so a catch-up delivers all of them.
+    fn read_document(&self, document: &Value, _version: Option<u64>) -> StateSections {
+        let desired = document.get("desired").filter(|v| !v.is_null()).cloned();
+        StateSections {
+            catch_up: desired.clone(),
+            desired,
+            reported: document.get("reported").filter(|v| !v.is_null()).cloned(),
+            desired_version: None,
+            reported_version: None,
+        }
+    }
     fn get(&self, request_id: &str) -> Result<OutboundPacket, ProviderError> {
         Ok(packet(format!("{ATTR_REQUEST}{request_id}"), r#"{"clientKeys":"","sharedKeys":""}"#))
     }

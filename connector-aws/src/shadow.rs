@@ -17,6 +17,7 @@
 
 use bytes::Bytes;
 use connector_core::provider::StateCodec;
+use connector_core::StateSections;
 use connector_core::{
     DesiredPatch, Inbound, OutboundPacket, ProviderError, QoS, StateDocuments, StateResponse,
     SubscriptionSpec, WireProperties,
@@ -342,6 +343,21 @@ fn check_named(shadow: Option<&str>) -> Result<(), ProviderError> {
 }
 
 impl StateCodec for ShadowCodec {
+    /// `{"state":{"desired":…,"reported":…,"delta":…},"version":…}`; pushes are deltas, so
+    /// a catch-up delivers the current delta (none when reported already matches).
+    fn read_document(&self, document: &serde_json::Value, version: Option<u64>) -> StateSections {
+        let state = document.get("state");
+        let section = |name: &str| state.and_then(|s| s.get(name)).filter(|v| !v.is_null()).cloned();
+        let delta = section("delta").filter(|d| d.as_object().is_some_and(|m| !m.is_empty()));
+        StateSections {
+            desired: section("desired"),
+            reported: section("reported"),
+            desired_version: document.get("version").and_then(serde_json::Value::as_u64).or(version),
+            reported_version: None,
+            catch_up: delta,
+        }
+    }
+
     /// `{P}/get` with `{"clientToken":…}`.
     fn get(&self, request_id: &str) -> Result<OutboundPacket, ProviderError> {
         self.get_named(None, request_id)

@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 use connector_core::provider::StateCodec;
+use connector_core::StateSections;
 use connector_core::{
     ConfigError, DesiredPatch, OutboundPacket, ProviderError, QoS, StateResponse, SubscriptionSpec,
     WireProperties,
@@ -45,6 +46,23 @@ fn check_request_id(request_id: &str) -> Result<(), ProviderError> {
 }
 
 impl StateCodec for TwinCodec {
+    /// `{"desired":{…,"$version"},"reported":{…,"$version"}}`; pushes are patches of the
+    /// desired section, so a catch-up delivers the whole of it.
+    fn read_document(&self, document: &serde_json::Value, version: Option<u64>) -> StateSections {
+        let desired = document.get("desired").cloned();
+        let reported = document.get("reported").cloned();
+        let v = |s: &Option<serde_json::Value>| {
+            s.as_ref().and_then(|s| s.get("$version")).and_then(serde_json::Value::as_u64)
+        };
+        StateSections {
+            desired_version: v(&desired).or(version),
+            reported_version: v(&reported),
+            catch_up: desired.clone(),
+            desired,
+            reported,
+        }
+    }
+
     /// `$iothub/twin/GET/?$rid={rid}` with an empty body.
     fn get(&self, request_id: &str) -> Result<OutboundPacket, ProviderError> {
         check_request_id(request_id)?;
@@ -96,6 +114,19 @@ pub fn desired_patch(version: Option<u64>, body: Bytes) -> DesiredPatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_is_read_as_sections_with_their_versions_and_the_desired_state_is_the_catch_up() {
+        let doc =
+            serde_json::json!({"desired": {"a": 1, "$version": 7}, "reported": {"b": 2, "$version": 3}});
+        let s = TwinCodec.read_document(&doc, None);
+        assert_eq!((s.desired_version, s.reported_version), (Some(7), Some(3)));
+        assert_eq!(s.desired, Some(serde_json::json!({"a": 1, "$version": 7})));
+        assert_eq!(s.catch_up, s.desired);
+        // No $version: the response's.
+        let s = TwinCodec.read_document(&serde_json::json!({"desired": {}}), Some(4));
+        assert_eq!((s.desired_version, s.reported), (Some(4), None));
+    }
 
     #[test]
     fn requests_and_subscriptions() {

@@ -51,7 +51,7 @@ pub use model::{
 pub use offline::{DropPolicy, OfflinePolicy, OfflineQueue, PushOutcome, Qos0Offline};
 pub use provider::{
     BrokerUri, ConnectParams, JobsCodec, Limits, MqttOptions, MqttProvider, MqttVersion, PemSource, Provider,
-    Scheme, StateCodec, SubscriptionSpec, TlsOptions,
+    Scheme, StateCodec, StateSections, SubscriptionSpec, TlsOptions,
 };
 pub use secret::Secret;
 pub use topic_alias::TopicAliasing;

@@ -1,5 +1,5 @@
 //! The TwinActor: device state (Azure twin, AWS shadow) through the provider's
-//! [`StateCodec`](connector_core::provider::StateCodec), provider-neutral.
+//! [`StateCodec`], provider-neutral.
 //!
 //! - [`GetTwin`] asks for the whole document, [`ReportState`] patches the reported state;
 //!   every request carries a request id (`$rid`, `clientToken`) from [`RequestIds`], waits in
@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use connector_core::provider::StateCodec;
 use connector_core::InboundKind;
 use connector_core::{
     Backoff, BackoffPolicy, ConnectionEvent, ConnectionMetrics, CorrelationTable, DesiredPatch, Inbound,
@@ -286,7 +287,8 @@ impl TwinActor {
 
     fn caught_up(&mut self, shadow: Option<String>, result: Result<StateResponse, TwinError>) {
         self.catching_up.remove(&shadow);
-        let doc = match result.and_then(|r| decode_document(&r)) {
+        let codec = self.args.settings.provider.state();
+        let doc = match result.and_then(|r| decode_document(codec, &r)) {
             Ok(doc) => doc,
             Err(TwinError::Status { status: 404, .. }) => {
                 debug!(shadow = ?shadow, "catch-up: the document does not exist (yet)");
@@ -297,11 +299,12 @@ impl TwinActor {
                 return;
             }
         };
-        let Some(version) = doc.desired_version() else {
+        let sections = doc.sections();
+        let Some(version) = sections.desired_version else {
             // A platform without versions (ThingsBoard's shared attributes): nothing tells
-            // what was missed, so the whole desired section is delivered after every
-            // connection — at least once, never lost.
-            let body = doc.desired().cloned().unwrap_or(Value::Null);
+            // what was missed, so what the codec says a catch-up delivers is delivered after
+            // every connection — at least once, never lost.
+            let Some(body) = sections.catch_up.clone() else { return };
             info!(shadow = ?shadow, "catch-up: a versionless document; delivering its desired state");
             self.deliver(DesiredUpdate { shadow, version: None, body, catch_up: true });
             return;
@@ -311,17 +314,12 @@ impl TwinActor {
             debug!(shadow = ?shadow, version, "catch-up: nothing missed");
             return;
         }
-        let body = match doc.body.get("state") {
-            // AWS: what is still to do is the delta; none means reported already matches.
-            Some(state) => match state.get("delta") {
-                Some(delta @ Value::Object(m)) if !m.is_empty() => delta.clone(),
-                _ => {
-                    debug!(shadow = ?shadow, version, "catch-up: no delta");
-                    self.note_version(&shadow, version);
-                    return;
-                }
-            },
-            None => doc.desired().cloned().unwrap_or(Value::Null),
+        // Patches of desired (Azure): the whole desired state; deltas (AWS): what is still
+        // to do, none when reported already matches.
+        let Some(body) = sections.catch_up.clone() else {
+            debug!(shadow = ?shadow, version, "catch-up: nothing left to do");
+            self.note_version(&shadow, version);
+            return;
         };
         info!(shadow = ?shadow, version, "catch-up: delivering the desired state");
         self.deliver(DesiredUpdate { shadow, version: Some(version), body, catch_up: true });
@@ -492,10 +490,15 @@ impl Requester for TwinActor {
     }
 }
 
-/// A successful GET answer as a document: its body must be a JSON object.
-pub fn decode_document(r: &StateResponse) -> Result<TwinDocument, TwinError> {
+/// A successful GET answer as a document: its body must be a JSON object, which the
+/// provider's codec reads into its sections (`None`: a provider without device state).
+pub fn decode_document(codec: Option<&dyn StateCodec>, r: &StateResponse) -> Result<TwinDocument, TwinError> {
+    let codec = codec.ok_or(TwinError::Unsupported)?;
     match serde_json::from_slice::<Value>(&r.body) {
-        Ok(body @ Value::Object(_)) => Ok(TwinDocument { body, version: r.version }),
+        Ok(body @ Value::Object(_)) => {
+            let sections = codec.read_document(&body, r.version);
+            Ok(TwinDocument::new(body, r.version, sections))
+        }
         Ok(other) => Err(TwinError::InvalidJson(format!("the document is not a JSON object: {other}"))),
         Err(e) => Err(TwinError::InvalidJson(e.to_string())),
     }
@@ -556,7 +559,8 @@ impl Handler<GetShadow> for TwinActor {
 
     fn handle(&mut self, msg: GetShadow, ctx: &mut Self::Context) -> Self::Result {
         let fut = self.call(Request::get(msg.shadow), ctx);
-        Box::pin(async move { fut.await.and_then(|r| decode_document(&r)) })
+        let provider = self.args.settings.provider.clone();
+        Box::pin(async move { fut.await.and_then(|r| decode_document(provider.state(), &r)) })
     }
 }
 

@@ -17,7 +17,7 @@ fn malformed_documents_are_typed_errors() {
     ];
     for (body, ok) in table {
         let r = StateResponse { request_id: "1".into(), status: 200, version: None, body: Bytes::from(body) };
-        match decode_document(&r) {
+        match decode_document(Some(&Codec), &r) {
             Ok(doc) => {
                 assert!(ok, "{body:?} decoded");
                 assert_eq!((doc.desired_version(), doc.reported_version()), (Some(3), Some(1)));
@@ -30,16 +30,17 @@ fn malformed_documents_are_typed_errors() {
 }
 
 #[test]
-fn documents_of_both_shapes_give_their_sections() {
-    let azure = decode_document(&resp(200, br#"{"desired":{"a":1,"$version":7},"reported":{"$version":2}}"#))
-        .unwrap();
-    assert_eq!(azure.desired_version(), Some(7));
-    assert_eq!(azure.desired().and_then(|d| d.get("a")), Some(&Value::from(1)));
-    let aws =
-        decode_document(&resp(200, br#"{"state":{"desired":{"a":2},"reported":{}},"version":9}"#)).unwrap();
-    assert_eq!(aws.desired_version(), Some(9));
-    assert_eq!(aws.desired().and_then(|d| d.get("a")), Some(&Value::from(2)));
-    assert_eq!(aws.reported_version(), None);
+fn the_document_is_read_by_the_providers_codec_and_only_by_it() {
+    // The tree peeks at no shape: what the codec reads is what the document says.
+    let doc = decode_document(
+        Some(&Codec),
+        &resp(200, br#"{"desired":{"a":1,"$version":7},"reported":{"$version":2}}"#),
+    )
+    .unwrap();
+    assert_eq!((doc.desired_version(), doc.reported_version()), (Some(7), Some(2)));
+    assert_eq!(doc.desired().and_then(|d| d.get("a")), Some(&Value::from(1)));
+    assert_eq!(doc.sections().catch_up, doc.sections().desired);
+    assert!(matches!(decode_document(None, &resp(200, b"{}")), Err(TwinError::Unsupported)));
 }
 
 #[test]
@@ -56,6 +57,18 @@ struct StateProvider(connector_core::MqttProvider);
 struct Codec;
 
 impl connector_core::provider::StateCodec for Codec {
+    fn read_document(&self, document: &Value, version: Option<u64>) -> connector_core::StateSections {
+        let desired = document.get("desired").cloned();
+        let reported = document.get("reported").cloned();
+        let v = |s: &Option<Value>| s.as_ref().and_then(|s| s.get("$version")).and_then(Value::as_u64);
+        connector_core::StateSections {
+            desired_version: v(&desired).or(version),
+            reported_version: v(&reported),
+            catch_up: desired.clone(),
+            desired,
+            reported,
+        }
+    }
     fn get(&self, rid: &str) -> Result<connector_core::OutboundPacket, ProviderError> {
         self.report(rid, b"{}")
     }

@@ -1,6 +1,7 @@
 //! The TwinActor's public data, messages and errors.
 
 use super::*;
+use connector_core::StateSections;
 
 /// Why a device-state request failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -69,39 +70,41 @@ impl From<MailboxError> for TwinError {
     }
 }
 
-/// The whole device-state document, as the service returned it.
+/// The whole device-state document, as the service returned it, with its sections as the
+/// provider's codec reads them ([`StateSections`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TwinDocument {
-    /// The document (Azure: `{"desired":{…,"$version"},"reported":{…,"$version"}}`; AWS:
-    /// `{"state":{"desired":…,"reported":…},"version":…}`).
+    /// The document as the service sent it.
     pub body: Value,
     /// The version the response carried, if any.
     pub version: Option<u64>,
+    sections: StateSections,
 }
 
 impl TwinDocument {
-    fn section(&self, name: &str) -> Option<&Value> {
-        self.body.get(name).or_else(|| self.body.get("state")?.get(name))
+    /// A document and the sections its provider read from it.
+    pub fn new(body: Value, version: Option<u64>, sections: StateSections) -> Self {
+        Self { body, version, sections }
+    }
+    /// The sections and versions, as the provider reads them.
+    pub fn sections(&self) -> &StateSections {
+        &self.sections
     }
     /// The desired section.
     pub fn desired(&self) -> Option<&Value> {
-        self.section("desired")
+        self.sections.desired.as_ref()
     }
     /// The reported section.
     pub fn reported(&self) -> Option<&Value> {
-        self.section("reported")
+        self.sections.reported.as_ref()
     }
-    /// The desired version: the desired section's `$version` (Azure), else the document's
-    /// `version` (AWS).
+    /// The desired version, as the provider reads it.
     pub fn desired_version(&self) -> Option<u64> {
-        self.desired()
-            .and_then(|d| d.get("$version"))
-            .or_else(|| self.body.get("version"))
-            .and_then(Value::as_u64)
+        self.sections.desired_version
     }
-    /// The reported section's `$version`, if it has one.
+    /// The reported version, where the cloud keeps one apart.
     pub fn reported_version(&self) -> Option<u64> {
-        self.reported().and_then(|r| r.get("$version")).and_then(Value::as_u64)
+        self.sections.reported_version
     }
 }
 

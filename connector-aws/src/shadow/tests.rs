@@ -127,3 +127,20 @@ fn typed_documents_parse() {
     let err = parse_error(br#"{"code":404,"message":"No shadow exists with name: 'lamp'"}"#).unwrap();
     assert_eq!((err.code, err.client_token), (404, None));
 }
+
+#[test]
+fn a_document_is_read_as_sections_and_the_delta_is_the_catch_up() {
+    let doc = serde_json::json!({"state": {"desired": {"a": 2}, "reported": {"a": 1}, "delta": {"a": 2}}, "version": 9});
+    let s = codec().read_document(&doc, None);
+    assert_eq!((s.desired_version, s.reported_version), (Some(9), None));
+    assert_eq!(
+        (s.desired, s.reported),
+        (Some(serde_json::json!({"a": 2})), Some(serde_json::json!({"a": 1})))
+    );
+    assert_eq!(s.catch_up, Some(serde_json::json!({"a": 2})));
+    // Reported matches desired: no delta, nothing to catch up on.
+    let doc = serde_json::json!({"state": {"desired": {"a": 2}, "reported": {"a": 2}}, "version": 10});
+    assert_eq!(codec().read_document(&doc, None).catch_up, None);
+    let doc = serde_json::json!({"state": {"desired": {"a": 2}, "delta": {}}, "version": 10});
+    assert_eq!(codec().read_document(&doc, None).catch_up, None);
+}

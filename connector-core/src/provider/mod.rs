@@ -129,9 +129,32 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
+/// A device-state document as its provider reads it: the sections and versions the tree
+/// works with, in the cloud's own semantics (the tree itself knows no document shape).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StateSections {
+    /// The desired state, if the document has one.
+    pub desired: Option<serde_json::Value>,
+    /// The reported state, if the document has one.
+    pub reported: Option<serde_json::Value>,
+    /// The desired state's version (`None`: the platform has none, so a catch-up cannot
+    /// tell what was missed and delivers [`StateSections::catch_up`] after every connection).
+    pub desired_version: Option<u64>,
+    /// The reported state's version, if the cloud keeps one apart.
+    pub reported_version: Option<u64>,
+    /// What a catch-up delivers to desired watchers when the version moved: the whole
+    /// desired state where pushes are patches of it (Azure), what is still to do where
+    /// pushes are deltas (AWS; `None` when reported already matches desired).
+    pub catch_up: Option<serde_json::Value>,
+}
+
 /// Requests on the device-state document (Azure twin, AWS shadow). Responses come back
 /// through [`Provider::classify`] as [`Inbound::StateResponse`] carrying the request id.
 pub trait StateCodec: Send + Sync {
+    /// Reads a successful GET answer (`document` is its JSON object body, `version` what
+    /// the response carried).
+    fn read_document(&self, document: &serde_json::Value, version: Option<u64>) -> StateSections;
+
     /// Ask for the whole document.
     fn get(&self, request_id: &str) -> Result<OutboundPacket, ProviderError>;
     /// Patch the reported state with a JSON object.
