@@ -249,7 +249,7 @@ impl ConnectorBuilder {
             provider: self.provider.clone(),
             timeout: self.operation_timeout,
             retry: self.twin_retry,
-            shared: Arc::new(TwinShared::default()),
+            shared: Arc::new(TwinShared::for_pushes(self.provider.state().map(|c| c.desired_pushes()))),
             metrics: metrics.clone(),
         });
         let twin_shared = twin_settings.as_ref().map(|t| t.shared.clone());

@@ -343,6 +343,10 @@ fn check_named(shadow: Option<&str>) -> Result<(), ProviderError> {
 }
 
 impl StateCodec for ShadowCodec {
+    fn desired_pushes(&self) -> connector_core::DesiredPushes {
+        connector_core::DesiredPushes::Deltas
+    }
+
     /// `{"state":{"desired":…,"reported":…,"delta":…},"version":…}`; pushes are deltas, so
     /// a catch-up delivers the current delta (none when reported already matches).
     fn read_document(&self, document: &serde_json::Value, version: Option<u64>) -> StateSections {

@@ -50,8 +50,8 @@ pub use model::{
 };
 pub use offline::{DropPolicy, OfflinePolicy, OfflineQueue, PushOutcome, Qos0Offline};
 pub use provider::{
-    BrokerUri, ConnectParams, JobsCodec, Limits, MqttOptions, MqttProvider, MqttVersion, PemSource, Provider,
-    Scheme, StateCodec, StateSections, SubscriptionSpec, TlsOptions,
+    BrokerUri, ConnectParams, DesiredPushes, JobsCodec, Limits, MqttOptions, MqttProvider, MqttVersion,
+    PemSource, Provider, Scheme, StateCodec, StateSections, SubscriptionSpec, TlsOptions,
 };
 pub use secret::Secret;
 pub use topic_alias::TopicAliasing;

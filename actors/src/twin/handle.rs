@@ -35,6 +35,12 @@ impl TwinHandle {
         self.slot.read().send(msg)
     }
 
+    /// What the provider's desired pushes carry (patches or deltas), `None` without device
+    /// state.
+    pub fn desired_pushes(&self) -> Option<connector_core::DesiredPushes> {
+        self.shared.pushes
+    }
+
     /// Fetches the whole document.
     pub async fn get(&self) -> Result<TwinDocument, TwinError> {
         self.send(GetTwin).await?

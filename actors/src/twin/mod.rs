@@ -306,7 +306,8 @@ impl TwinActor {
             // every connection — at least once, never lost.
             let Some(body) = sections.catch_up.clone() else { return };
             info!(shadow = ?shadow, "catch-up: a versionless document; delivering its desired state");
-            self.deliver(DesiredUpdate { shadow, version: None, body, catch_up: true });
+            let desired = sections.desired.clone();
+            self.deliver(DesiredUpdate { shadow, version: None, body, catch_up: true, desired });
             return;
         };
         let newer = self.args.settings.shared.inner.lock().last(&shadow).is_none_or(|last| version > last);
@@ -322,7 +323,8 @@ impl TwinActor {
             return;
         };
         info!(shadow = ?shadow, version, "catch-up: delivering the desired state");
-        self.deliver(DesiredUpdate { shadow, version: Some(version), body, catch_up: true });
+        let desired = sections.desired.clone();
+        self.deliver(DesiredUpdate { shadow, version: Some(version), body, catch_up: true, desired });
     }
 
     fn note_version(&self, shadow: &Option<String>, v: u64) {
@@ -368,7 +370,13 @@ impl TwinActor {
                 return;
             }
         }
-        self.deliver(DesiredUpdate { shadow: patch.shadow, version: patch.version, body, catch_up: false });
+        self.deliver(DesiredUpdate {
+            shadow: patch.shadow,
+            version: patch.version,
+            body,
+            catch_up: false,
+            desired: None,
+        });
     }
 
     fn deliver(&self, update: DesiredUpdate) {

@@ -7,6 +7,8 @@ use super::*;
 #[derive(Debug, Default)]
 pub(crate) struct TwinShared {
     pub(super) inner: Mutex<SharedInner>,
+    /// What the provider's desired pushes carry.
+    pub(crate) pushes: Option<connector_core::DesiredPushes>,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +31,11 @@ impl SharedInner {
 }
 
 impl TwinShared {
+    /// Empty, for a provider whose desired pushes carry `pushes`.
+    pub(crate) fn for_pushes(pushes: Option<connector_core::DesiredPushes>) -> Self {
+        Self { pushes, ..Self::default() }
+    }
+
     pub(super) fn watch(&self, shadow: Option<String>, sink: DesiredSink) -> WatchId {
         let mut g = self.inner.lock();
         g.next_id += 1;

@@ -130,6 +130,10 @@ pub struct DesiredUpdate {
     /// `true` when this is the whole desired section fetched after a (re)connection
     /// because its version was newer than the last one delivered.
     pub catch_up: bool,
+    /// The whole desired state, when this update came with it (every catch-up: the
+    /// document was just fetched). Where pushes are deltas, a watcher mirroring the whole
+    /// desired state takes it from here instead of fetching the document again.
+    pub desired: Option<Value>,
 }
 
 /// A desired change, as delivered to a `Recipient<DesiredChanged>`.

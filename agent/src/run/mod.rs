@@ -288,14 +288,12 @@ pub async fn run(mut settings: Settings, opts: RunOptions) -> Result<(), AgentEr
         register_methods(&s.conn, &runner, &metrics);
         register_jobs(&s.conn, &runner, &settings, &metrics);
         if let (true, Some(twin)) = (settings.state.enabled, s.conn.twin()) {
-            let delta_catch_up = matches!(s.flavour, Flavour::Aws { .. });
             for doc in state::Document::all(&settings.state) {
                 s.tasks.push(actix_rt::spawn(state::state_sync(
                     twin.clone(),
                     doc,
                     settings.state.poll_interval,
                     metrics.clone(),
-                    delta_catch_up,
                 )));
             }
         }

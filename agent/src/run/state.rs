@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use connector_actors::twin::{DesiredUpdate, WatchId};
 use connector_actors::TwinHandle;
+use connector_core::DesiredPushes;
 use futures::stream::LocalBoxStream;
 use futures::StreamExt;
 use tracing::{debug, warn};
@@ -82,17 +83,18 @@ async fn watch(
 /// reported file, for one session. Reports that fail (offline, throttled) are merged and
 /// retried.
 ///
-/// `delta_catch_up`: desired updates are deltas (AWS shadows, classic or named), not
-/// patches and whole desired sections (Azure twins): a delta is merged only when it
-/// directly follows the version the file is known to match ([`Known`]); otherwise, and for
-/// the catch-up after a reconnect, the whole document is fetched instead.
+/// Where the provider's desired pushes are deltas ([`DesiredPushes::Deltas`]: AWS
+/// shadows, classic or named) rather than patches (Azure twins), a delta is merged only when
+/// it directly follows the version the file is known to match ([`Known`]); a catch-up after
+/// a reconnect brings the whole desired state along (the tree has just fetched the
+/// document), and only a gap between deltas makes this task fetch the document itself.
 pub(crate) async fn state_sync(
     twin: TwinHandle,
     doc: Document,
     poll_interval: Duration,
     metrics: AgentMetrics,
-    delta_catch_up: bool,
 ) {
+    let deltas = twin.desired_pushes() == Some(DesiredPushes::Deltas);
     let shadow = doc.shadow.as_deref();
     let mut mirror = match DesiredMirror::open(&doc.desired_file, 0o644) {
         Ok(m) => m,
@@ -114,9 +116,13 @@ pub(crate) async fn state_sync(
         tokio::select! {
             update = desired.next() => {
                 let Some(u) = update else { break };
-                let full = if !delta_catch_up {
-                    // Azure: a catch-up is the whole desired section, anything else a patch.
+                let full = if !deltas {
+                    // Patches: a catch-up is the whole desired section, anything else a patch.
                     u.catch_up.then(|| u.body.clone())
+                } else if let (true, Some(desired)) = (u.catch_up, &u.desired) {
+                    // The catch-up carries the document the tree just fetched.
+                    known = Known(u.version);
+                    Some(desired.clone())
                 } else {
                     match known.step(u.version, u.catch_up) {
                         Step::Skip => continue,

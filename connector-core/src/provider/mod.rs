@@ -148,6 +148,17 @@ pub struct StateSections {
     pub catch_up: Option<serde_json::Value>,
 }
 
+/// What a desired push carries ([`StateCodec::desired_pushes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesiredPushes {
+    /// A patch of the desired state: applying every patch in order gives the desired
+    /// state.
+    Patches,
+    /// The desired keys that differ from the reported ones: removals and skipped versions
+    /// are not in it, so a mirror of the whole desired state needs the document.
+    Deltas,
+}
+
 /// Requests on the device-state document (Azure twin, AWS shadow). Responses come back
 /// through [`Provider::classify`] as [`Inbound::StateResponse`] carrying the request id.
 pub trait StateCodec: Send + Sync {
@@ -167,6 +178,12 @@ pub trait StateCodec: Send + Sync {
     /// acknowledges it, and its result carries no version.
     fn reports_answered(&self) -> bool {
         true
+    }
+
+    /// What a desired push carries: a patch of the desired state (Azure, ThingsBoard) or
+    /// a delta against the reported state (AWS).
+    fn desired_pushes(&self) -> DesiredPushes {
+        DesiredPushes::Patches
     }
 
     /// [`StateCodec::get`] of a named document (AWS named shadow); `None` is the classic
