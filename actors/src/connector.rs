@@ -454,7 +454,9 @@ pub struct PublisherHandle {
 }
 
 impl PublisherHandle {
-    /// The Publisher's current address, for actor code.
+    /// The Publisher's current address, for actor code. A supervised restart replaces the actor, and
+    /// this address with it: keep the handle (it always reaches the current one) and call
+    /// this when sending, rather than keeping the address.
     pub fn addr(&self) -> Addr<Publisher> {
         self.slot.read().addr.clone()
     }
@@ -519,7 +521,9 @@ pub struct SubscriberHandle {
 }
 
 impl SubscriberHandle {
-    /// The Subscriber's current address, for actor code.
+    /// The Subscriber's current address, for actor code. A supervised restart replaces the actor, and
+    /// this address with it: keep the handle (it always reaches the current one) and call
+    /// this when sending, rather than keeping the address.
     pub fn addr(&self) -> Addr<Subscriber> {
         self.slot.read().clone()
     }

@@ -18,7 +18,9 @@ impl std::fmt::Debug for JobsHandle {
 }
 
 impl JobsHandle {
-    /// The JobsActor's current address, for actor code.
+    /// The JobsActor's current address, for actor code. A supervised restart replaces the actor, and
+    /// this address with it: keep the handle (it always reaches the current one) and call
+    /// this when sending, rather than keeping the address.
     pub fn addr(&self) -> Addr<JobsActor> {
         self.slot.read().clone()
     }

@@ -32,7 +32,9 @@ impl MethodsHandle {
         Self { slot, subscriber, args, routed: Arc::new(Once::new()) }
     }
 
-    /// The dispatcher's current address, for actor code.
+    /// The dispatcher's current address, for actor code. A supervised restart replaces the actor, and
+    /// this address with it: keep the handle (it always reaches the current one) and call
+    /// this when sending, rather than keeping the address.
     pub fn addr(&self) -> Addr<MethodsActor> {
         self.slot.read().clone()
     }

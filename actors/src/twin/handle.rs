@@ -17,7 +17,9 @@ impl std::fmt::Debug for TwinHandle {
 }
 
 impl TwinHandle {
-    /// The TwinActor's current address, for actor code.
+    /// The TwinActor's current address, for actor code. A supervised restart replaces the actor, and
+    /// this address with it: keep the handle (it always reaches the current one) and call
+    /// this when sending, rather than keeping the address.
     pub fn addr(&self) -> Addr<TwinActor> {
         self.slot.read().clone()
     }
