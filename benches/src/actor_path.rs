@@ -11,8 +11,7 @@ use connector_actors::Connector;
 use connector_core::{MqttOptions, MqttProvider, PemSource, Publish, QoS, TlsOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use crate::cpu::CpuMark;
-use crate::{micros_since, GapTracker, RunConfig, RunResult};
+use crate::{Measure, RunConfig, RunResult};
 
 /// Which transport the connector runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +59,8 @@ async fn publish_n(
     let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let publisher = conn.publisher();
     let mut pending = FuturesUnordered::new();
-    let mut latencies = Vec::with_capacity(n);
     let (mut sent, mut done) = (0usize, 0usize);
-    let cpu = CpuMark::now(cfg.broker_pid);
-    let start = Instant::now();
-    let mut gaps = GapTracker::new(start);
+    let mut m = Measure::start(cfg, n);
     while done < n {
         while sent < n && pending.len() < cfg.window {
             let t0 = Instant::now();
@@ -75,11 +71,8 @@ async fn publish_n(
         }
         let (reply, t0) = pending.next().await.context("no publish outstanding")?;
         reply.context("publish failed")?;
-        latencies.push(micros_since(t0));
-        gaps.completed();
+        m.completed(t0);
         done += 1;
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu.elapsed();
-    Ok(RunResult { msgs: n, elapsed, latencies_us: latencies, cpu, max_gap: gaps.max() })
+    Ok(m.finish(n))
 }

@@ -153,6 +153,38 @@ impl GapTracker {
     }
 }
 
+/// The timed part of a publish run: CPU from here, wall time, per-message latencies and
+/// the longest gap between completions.
+#[derive(Debug)]
+pub struct Measure {
+    cpu: cpu::CpuMark,
+    start: std::time::Instant,
+    gaps: GapTracker,
+    latencies: Vec<u32>,
+}
+
+impl Measure {
+    /// Starts measuring `n` messages of `cfg`.
+    pub fn start(cfg: &RunConfig, n: usize) -> Self {
+        let cpu = cpu::CpuMark::now(cfg.broker_pid);
+        let start = std::time::Instant::now();
+        Self { cpu, start, gaps: GapTracker::new(start), latencies: Vec::with_capacity(n) }
+    }
+
+    /// A message whose publish call was at `t0` completed now.
+    pub fn completed(&mut self, t0: std::time::Instant) {
+        self.latencies.push(micros_since(t0));
+        self.gaps.completed();
+    }
+
+    /// The result of `n` completed messages.
+    pub fn finish(self, n: usize) -> RunResult {
+        let elapsed = self.start.elapsed();
+        let cpu = self.cpu.elapsed();
+        RunResult { msgs: n, elapsed, latencies_us: self.latencies, cpu, max_gap: self.gaps.max() }
+    }
+}
+
 /// Microseconds since `t0`, saturating at `u32::MAX`.
 pub fn micros_since(t0: std::time::Instant) -> u32 {
     u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX)

@@ -7,8 +7,7 @@ use anyhow::Context as _;
 use futures::stream::{FuturesUnordered, StreamExt};
 use paho_mqtt as mqtt;
 
-use crate::cpu::CpuMark;
-use crate::{micros_since, GapTracker, RunConfig, RunResult};
+use crate::{Measure, RunConfig, RunResult};
 
 /// Connects a paho client the way the actor tree's transport does (MQTT 3.1.1, clean
 /// session, keep-alive 60 s, no persistence, the same in-flight and buffered-message
@@ -73,11 +72,8 @@ async fn publish_n(
 ) -> anyhow::Result<RunResult> {
     let qos = i32::from(cfg.qos);
     let mut pending = FuturesUnordered::new();
-    let mut latencies = Vec::with_capacity(n);
     let (mut sent, mut done) = (0usize, 0usize);
-    let cpu = CpuMark::now(cfg.broker_pid);
-    let start = Instant::now();
-    let mut gaps = GapTracker::new(start);
+    let mut m = Measure::start(cfg, n);
     while done < n {
         while sent < n && pending.len() < cfg.window {
             let t0 = Instant::now();
@@ -87,11 +83,8 @@ async fn publish_n(
             sent += 1;
         }
         let t0 = pending.next().await.context("no publish outstanding")?.context("paho delivery")?;
-        latencies.push(micros_since(t0));
-        gaps.completed();
+        m.completed(t0);
         done += 1;
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu.elapsed();
-    Ok(RunResult { msgs: n, elapsed, latencies_us: latencies, cpu, max_gap: gaps.max() })
+    Ok(m.finish(n))
 }

@@ -21,8 +21,7 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 
-use crate::cpu::CpuMark;
-use crate::{micros_since, GapTracker, RunConfig, RunResult};
+use crate::{Measure, RunConfig, RunResult};
 
 const MAX_PACKET: usize = 1 << 20;
 
@@ -121,11 +120,8 @@ fn publish_n(
 ) -> anyhow::Result<RunResult> {
     let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let mut outstanding: VecDeque<(u16, Instant)> = VecDeque::with_capacity(cfg.window);
-    let mut latencies = Vec::with_capacity(n);
     let (mut sent, mut done) = (0usize, 0usize);
-    let cpu = CpuMark::now(cfg.broker_pid);
-    let start = Instant::now();
-    let mut gaps = GapTracker::new(start);
+    let mut m = Measure::start(cfg, n);
     while done < n {
         let t0 = Instant::now();
         let mut batch = 0usize;
@@ -145,8 +141,7 @@ fn publish_n(
         }
         if qos == QoS::AtMostOnce {
             for _ in 0..batch {
-                latencies.push(micros_since(t0));
-                gaps.completed();
+                m.completed(t0);
             }
             done += batch;
             if done == n {
@@ -173,8 +168,7 @@ fn publish_n(
                     if id != ack.pkid {
                         bail!("PUBACK {} out of order (expected {id})", ack.pkid);
                     }
-                    latencies.push(micros_since(t));
-                    gaps.completed();
+                    m.completed(t);
                     done += 1;
                 }
                 Some(other) => bail!("unexpected {other:?}"),
@@ -183,7 +177,5 @@ fn publish_n(
             }
         }
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu.elapsed();
-    Ok(RunResult { msgs: n, elapsed, latencies_us: latencies, cpu, max_gap: gaps.max() })
+    Ok(m.finish(n))
 }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
 
-use crate::cpu::CpuMark;
-use crate::{micros_since, GapTracker, RunConfig, RunResult};
+use crate::{Measure, RunConfig, RunResult};
 
 /// Connects (MQTT 3.1.1, clean session, keep-alive 60 s, in-flight = window,
 /// `TCP_NODELAY` like paho) and polls until CONNACK.
@@ -81,11 +80,8 @@ async fn publish_n(
     let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let mut called: VecDeque<Instant> = VecDeque::with_capacity(cfg.window);
     let mut by_pkid: Vec<Option<Instant>> = vec![None; usize::from(u16::MAX) + 1];
-    let mut latencies = Vec::with_capacity(n);
     let (mut sent, mut done) = (0usize, 0usize);
-    let cpu = CpuMark::now(cfg.broker_pid);
-    let start = Instant::now();
-    let mut gaps = GapTracker::new(start);
+    let mut m = Measure::start(cfg, n);
     while done < n {
         while sent < n && sent - done < cfg.window {
             let t0 = Instant::now();
@@ -97,8 +93,7 @@ async fn publish_n(
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let t0 = called.pop_front().context("a publish nobody called")?;
                 if qos == QoS::AtMostOnce {
-                    latencies.push(micros_since(t0));
-                    gaps.completed();
+                    m.completed(t0);
                     done += 1;
                 } else {
                     by_pkid[usize::from(pkid)] = Some(t0);
@@ -106,15 +101,12 @@ async fn publish_n(
             }
             Event::Incoming(Incoming::PubAck(ack)) => {
                 if let Some(t0) = by_pkid[usize::from(ack.pkid)].take() {
-                    latencies.push(micros_since(t0));
-                    gaps.completed();
+                    m.completed(t0);
                     done += 1;
                 }
             }
             _ => {}
         }
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu.elapsed();
-    Ok(RunResult { msgs: n, elapsed, latencies_us: latencies, cpu, max_gap: gaps.max() })
+    Ok(m.finish(n))
 }
