@@ -63,7 +63,7 @@ async fn the_typed_device_speaks_telemetry_shadows_and_jobs() {
     config.update(None::<&Config>, Some(&Config { interval: 60 }), Some(current)).await.unwrap();
     config.delete().await.unwrap();
 
-    dev.jobs().register("report", |_run: JobRun| async move { JobOutcome::succeeded() });
+    dev.jobs().register("report", |_run: JobRun| async move { JobOutcome::succeeded() }).unwrap();
     env.ctl
         .aws_create_job(&CreateJob::new(
             "typed-job",

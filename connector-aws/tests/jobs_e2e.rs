@@ -36,13 +36,15 @@ async fn handlers_end_jobs_succeeded_failed_and_rejected_and_the_tree_survives()
         let version = run.document["version"].as_str().unwrap_or("?").to_owned();
         run.progress(StatusDetails::from([("step".to_owned(), "downloading".to_owned())])).await.unwrap();
         JobOutcome::Succeeded(StatusDetails::from([("installed".to_owned(), version)]))
-    });
+    })
+    .unwrap();
     jobs.register("explode", |_run: JobRun| async move {
         if std::hint::black_box(true) {
             panic!("handler bug");
         }
         JobOutcome::succeeded()
-    });
+    })
+    .unwrap();
 
     for (id, op) in [("job-ok", "install"), ("job-panic", "explode"), ("job-unknown", "mystery")] {
         let doc = json!({"operation": op, "version": "2.1"});
@@ -87,8 +89,9 @@ async fn an_overrunning_handler_fails_its_job_and_the_next_one_runs() {
     jobs.register("hang", |_run: JobRun| async move {
         futures::future::pending::<()>().await;
         JobOutcome::succeeded()
-    });
-    jobs.register("quick", |_run: JobRun| async move { JobOutcome::succeeded() });
+    })
+    .unwrap();
+    jobs.register("quick", |_run: JobRun| async move { JobOutcome::succeeded() }).unwrap();
     env.ctl
         .aws_create_job(&CreateJob::new("j-hang", json!({"operation": "hang"}), vec!["pump-2".into()]))
         .await
@@ -175,7 +178,7 @@ async fn a_job_queued_while_offline_runs_after_the_reconnect() {
     let env = AwsEnv::start().await;
     let dev = env.device("pump-4").await;
     let jobs = dev.conn.jobs().unwrap();
-    jobs.register("reboot", |_run: JobRun| async move { JobOutcome::succeeded() });
+    jobs.register("reboot", |_run: JobRun| async move { JobOutcome::succeeded() }).unwrap();
     let refuse =
         connector_emulator::control::aws_api::AwsFaults { refuse_connect: Some(3), ..Default::default() };
     env.ctl.aws_faults(&dev.client_id, &refuse).await.unwrap();
@@ -212,7 +215,10 @@ async fn an_actor_runs_a_job_and_a_stopped_one_fails_it() {
     let env = AwsEnv::start().await;
     let dev = env.device("actor-jobs").await;
     let jobs = dev.conn.jobs().expect("AWS has jobs");
-    jobs.register_recipient("install", Installer.start().recipient());
+    jobs.register_recipient("install", Installer.start().recipient()).unwrap();
+    // An empty operation could never run: refused, as an empty method name is.
+    let refused = jobs.register("", |_run: JobRun| async move { JobOutcome::succeeded() });
+    assert!(matches!(refused, Err(JobError::EmptyOperation)), "{refused:?}");
     let gone = {
         let sys = actix::Arbiter::new();
         let addr = Installer::start_in_arbiter(&sys.handle(), |_| Installer);
@@ -220,7 +226,7 @@ async fn an_actor_runs_a_job_and_a_stopped_one_fails_it() {
         sys.join().unwrap();
         addr
     };
-    jobs.register_recipient("gone", gone.recipient());
+    jobs.register_recipient("gone", gone.recipient()).unwrap();
     let doc = json!({"operation": "install", "version": "3.0"});
     env.ctl.aws_create_job(&CreateJob::new("actor-ok", doc, vec!["actor-jobs".into()])).await.unwrap();
     let (s, d) = final_status(&env, "actor-jobs", "actor-ok").await;

@@ -65,16 +65,22 @@ impl JobsHandle {
 
     /// Runs job documents whose `operation` is `operation` with `handler`. The first
     /// registration starts the runner (must be called inside the actix system). A name
-    /// registered again replaces its handler.
-    pub fn register<F, Fut>(&self, operation: impl Into<String>, handler: F)
+    /// registered again replaces its handler. An empty name is refused
+    /// ([`JobError::EmptyOperation`]), as [`crate::MethodsHandle::register`] refuses an empty
+    /// method name.
+    pub fn register<F, Fut>(&self, operation: impl Into<String>, handler: F) -> Result<(), JobError>
     where
         F: Fn(JobRun) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = JobOutcome> + Send + 'static,
     {
+        let operation = operation.into();
+        if operation.is_empty() {
+            return Err(JobError::EmptyOperation);
+        }
         let f: JobHandlerFn = Arc::new(move |run| Box::pin(handler(run)));
         let start = {
             let mut g = self.shared.inner.lock();
-            g.handlers.insert(operation.into(), f);
+            g.handlers.insert(operation, f);
             !std::mem::replace(&mut g.runner, true)
         };
         if start {
@@ -82,12 +88,17 @@ impl JobsHandle {
             let me = self.clone();
             actix_rt::spawn(async move { me.run(events).await });
         }
+        Ok(())
     }
 
     /// Runs job documents whose `operation` is `operation` in an actor: each execution is a
     /// [`JobInvoked`] message whose answer is the outcome (an actor that cannot take it —
     /// mailbox closed or full — ends the execution `FAILED`, saying so).
-    pub fn register_recipient(&self, operation: impl Into<String>, recipient: actix::Recipient<JobInvoked>) {
+    pub fn register_recipient(
+        &self,
+        operation: impl Into<String>,
+        recipient: actix::Recipient<JobInvoked>,
+    ) -> Result<(), JobError> {
         self.register(operation, move |run: JobRun| {
             let r = recipient.clone();
             async move {
@@ -95,7 +106,7 @@ impl JobsHandle {
                     .await
                     .unwrap_or_else(|e| JobOutcome::failed(format!("the handling actor is unavailable: {e}")))
             }
-        });
+        })
     }
 
     /// The runner: drains pending executions after every connection and `notify-next`.

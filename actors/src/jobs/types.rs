@@ -44,6 +44,10 @@ pub enum JobError {
     /// The Publisher failed the request's packet.
     #[error("publish")]
     Publish(#[source] PublishError),
+    /// A handler registered without an operation name (a job document's `operation` is
+    /// never empty, so it could never run).
+    #[error("a job handler needs a non-empty operation name")]
+    EmptyOperation,
 }
 
 impl JobError {
@@ -58,6 +62,7 @@ impl JobError {
             JobError::Stopped => "stopped",
             JobError::Codec(_) => "codec",
             JobError::Publish(_) => "publish",
+            JobError::EmptyOperation => "empty_operation",
         }
     }
 }

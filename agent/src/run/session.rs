@@ -233,7 +233,7 @@ pub(crate) fn register_jobs(conn: &Connector, runner: &SharedRunner, s: &Setting
     for name in &s.handlers.allow {
         let runner = runner.clone();
         let metrics = metrics.clone();
-        jobs.register(name.clone(), move |run: JobRun| {
+        let registered = jobs.register(name.clone(), move |run: JobRun| {
             let current = runner.read().map(|r| r.clone()).unwrap_or(None);
             let metrics = metrics.clone();
             async move {
@@ -256,5 +256,8 @@ pub(crate) fn register_jobs(conn: &Connector, runner: &SharedRunner, s: &Setting
                 }
             }
         });
+        if let Err(e) = registered {
+            warn!(handler = %name, error = %e, "job handler not registered");
+        }
     }
 }

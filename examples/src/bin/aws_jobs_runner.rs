@@ -50,18 +50,18 @@ fn handlers(conn: &Connector) -> anyhow::Result<()> {
             }
         }
         JobOutcome::Succeeded(details(&[("installed", &version)]))
-    });
+    })?;
     jobs.register("self-test", |run: JobRun| async move {
         println!("job {}: self-test", run.job_id);
         JobOutcome::Failed(details(&[("sensor", "pressure out of range")]))
-    });
+    })?;
     jobs.register("buggy", |run: JobRun| async move {
         println!("job {}: about to panic", run.job_id);
         if std::hint::black_box(true) {
             panic!("simulated bug in a job handler");
         }
         JobOutcome::succeeded()
-    });
+    })?;
     Ok(())
 }
 

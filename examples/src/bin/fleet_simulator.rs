@@ -190,7 +190,7 @@ fn simulate(conn: &Connector, n: usize, rate: f64, counts: Arc<Counts>) -> anyho
         jobs.register("report", move |_run: JobRun| {
             c.jobs.fetch_add(1, Ordering::Relaxed);
             async move { JobOutcome::succeeded() }
-        });
+        })?;
     } else {
         conn.methods().register("ping", move |call: MethodCall| {
             let c = c.clone();
