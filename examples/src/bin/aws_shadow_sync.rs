@@ -20,8 +20,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use connector_actors::twin::DesiredUpdate;
-use connector_actors::{Connector, TwinHandle};
+use connector_aws::device::{AwsDevice, Shadow};
 use connector_aws::{AwsOptions, AwsProvider};
 use connector_emulator::{Emulator, EmulatorConfig};
 use futures::StreamExt;
@@ -30,49 +29,47 @@ use serde_json::{json, Value};
 const THING: &str = "lamp-01";
 
 /// Applies every delta of one shadow to the device and reports the new state.
-fn sync(
-    twin: TwinHandle,
-    shadow: Option<&'static str>,
-    mut deltas: impl futures::Stream<Item = DesiredUpdate> + Unpin + 'static,
-) {
+async fn sync(shadow: Shadow) -> anyhow::Result<()> {
+    let mut deltas = shadow.deltas::<Value>(16).await?;
     actix_rt::spawn(async move {
-        while let Some(update) = deltas.next().await {
-            let name = shadow.unwrap_or("classic");
-            let kind = if update.catch_up { "catch-up" } else { "delta" };
-            println!("shadow {name}: {kind} v{:?} {}", update.version, update.body);
+        let name = shadow.name().unwrap_or("classic").to_owned();
+        while let Some(delta) = deltas.next().await {
+            let kind = if delta.catch_up { "catch-up" } else { "delta" };
+            println!("shadow {name}: {kind} v{:?} {}", delta.version, delta.body);
             // A real device would drive its hardware here; the lamp takes any value.
-            match twin.report_shadow(shadow, &update.body).await {
-                Ok(r) => println!("shadow {name}: reported, now v{:?}", r.version),
+            match shadow.report(&delta.body).await {
+                Ok(v) => println!("shadow {name}: reported, now v{v:?}"),
                 Err(e) => eprintln!("shadow {name}: report failed: {e}"),
             }
         }
     });
+    Ok(())
 }
 
-async fn start_device(opts: AwsOptions) -> anyhow::Result<(Connector, TwinHandle)> {
-    let conn = Connector::builder(AwsProvider::new(opts)?).start();
-    conn.wait_connected(Duration::from_secs(20)).await.context("connecting")?;
-    let twin = conn.twin().context("AWS provides shadows")?;
-    let (_, classic) = twin.shadow_desired(None, 16).await?;
-    let (_, config) = twin.shadow_desired(Some("config"), 16).await?;
-    sync(twin.clone(), None, classic);
-    sync(twin.clone(), Some("config"), config);
+async fn start_device(opts: AwsOptions) -> anyhow::Result<AwsDevice> {
+    let dev = AwsDevice::start(AwsProvider::new(opts)?);
+    dev.wait_connected(Duration::from_secs(20)).await.context("connecting")?;
+    sync(dev.shadow(None)).await?;
+    sync(dev.shadow(Some("config"))).await?;
     // The initial state.
-    twin.report_shadow(None, &json!({"power": "off", "color": "white"})).await?;
-    twin.report_shadow(Some("config"), &json!({"interval": 60})).await?;
-    Ok((conn, twin))
+    dev.shadow(None).report(&json!({"power": "off", "color": "white"})).await?;
+    dev.shadow(Some("config")).report(&json!({"interval": 60})).await?;
+    Ok(dev)
 }
 
-/// Waits until a shadow has no delta left (reported caught up with desired).
-async fn converged(twin: &TwinHandle, shadow: Option<&str>) -> anyhow::Result<Value> {
+/// Waits until a shadow's reported state caught up with its desired state, and returns both.
+async fn converged(shadow: &Shadow) -> anyhow::Result<(Value, Value)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let doc = twin.get_shadow(shadow).await?;
-        if doc.body["state"].get("delta").is_none() {
-            return Ok(doc.body);
+        let s = shadow.get::<Value, Value>().await?;
+        let (desired, reported) = (s.desired.unwrap_or(Value::Null), s.reported.unwrap_or(Value::Null));
+        let caught_up =
+            desired.as_object().is_some_and(|d| d.iter().all(|(k, v)| reported.get(k) == Some(v)));
+        if caught_up {
+            return Ok((desired, reported));
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("shadow {shadow:?} did not converge: {}", doc.body);
+            bail!("shadow {:?} did not converge: desired {desired}, reported {reported}", shadow.name());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -83,30 +80,30 @@ async fn main() -> anyhow::Result<()> {
     connector_examples::init_tracing("warn,connector_actors=info,ntex_server=off");
 
     if let Some(opts) = connector_examples::aws_options_from_env()? {
-        let (conn, _twin) = start_device(opts).await?;
+        let dev = start_device(opts).await?;
         println!("connected; syncing shadows until Ctrl-C");
         tokio::signal::ctrl_c().await?;
-        conn.stop().await;
+        dev.stop().await;
         return Ok(());
     }
 
     let emu = Emulator::start(EmulatorConfig::ephemeral())?;
     let ctl = emu.control();
     let opts = connector_examples::emulator_thing(&emu, THING).await?;
-    let (conn, twin) = start_device(opts).await?;
+    let dev = start_device(opts).await?;
     println!("device {THING} connected to the emulator over mutual TLS");
 
     // The cloud application changes what it wants.
     ctl.aws_update_desired(THING, None, json!({"power": "on", "color": "amber"})).await?;
     ctl.aws_update_desired(THING, Some("config"), json!({"interval": 5})).await?;
-    let classic = converged(&twin, None).await?;
-    let config = converged(&twin, Some("config")).await?;
-    if classic["state"]["reported"]["color"] != "amber" || config["state"]["reported"]["interval"] != 5 {
+    let (_, classic) = converged(&dev.shadow(None)).await?;
+    let (_, config) = converged(&dev.shadow(Some("config"))).await?;
+    if classic["color"] != "amber" || config["interval"] != 5 {
         bail!("reported state did not follow: {classic} {config}");
     }
-    println!("classic shadow: {}", classic["state"]);
-    println!("config shadow:  {}", config["state"]);
+    println!("classic shadow reported: {classic}");
+    println!("config shadow reported:  {config}");
     println!("in sync: desired and reported agree on both shadows");
-    conn.stop().await;
+    dev.stop().await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! An Azure IoT Hub device: telemetry with properties, direct methods and the device twin
-//! (a Plug and Play thermostat), through the supervised actor tree.
+//! (a Plug and Play thermostat), through the supervised actor tree and its typed Azure face
+//! (`connector_azure::device::AzureDevice`).
 //!
 //! By default everything runs locally: the emulator starts in-process, a device is created
 //! through its control API, and the example plays the back end too — it patches a desired
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use connector_actors::methods::{MethodCall, MethodResponse};
-use connector_actors::{Connector, TwinHandle};
+use connector_azure::device::{AzureDevice, AzureTwin};
 use connector_azure::pnp::{ack_document, component_telemetry, WritableAck};
 use connector_azure::{AzureOptions, AzureProvider, ConnectionString};
 use connector_core::{PemSource, Publish, QoS};
@@ -40,8 +41,8 @@ struct Thermostat {
 }
 
 /// Registers the direct methods: `reboot` and `getMaxMinReport` (a PnP command).
-fn methods(conn: &Connector, state: Arc<Thermostat>) -> anyhow::Result<()> {
-    let methods = conn.methods();
+fn methods(dev: &AzureDevice, state: Arc<Thermostat>) -> anyhow::Result<()> {
+    let methods = dev.methods();
     let s = state.clone();
     methods.register("reboot", move |call: MethodCall| {
         let s = s.clone();
@@ -65,8 +66,8 @@ fn methods(conn: &Connector, state: Arc<Thermostat>) -> anyhow::Result<()> {
 
 /// Applies desired `targetTemperature` changes and acknowledges them as a PnP writable
 /// property (reported `{"value","ac","av"}`), catch-ups included.
-fn twin_sync(twin: TwinHandle, state: Arc<Thermostat>) {
-    let (_, mut desired) = twin.desired(16);
+async fn twin_sync(twin: AzureTwin, state: Arc<Thermostat>) -> anyhow::Result<()> {
+    let mut desired = twin.desired_patches::<serde_json::Value>(16).await?;
     actix_rt::spawn(async move {
         while let Some(update) = desired.next().await {
             let Some(target) = update.body.get("targetTemperature").and_then(|v| v.as_f64()) else {
@@ -76,15 +77,15 @@ fn twin_sync(twin: TwinHandle, state: Arc<Thermostat>) {
             let av = update.version.unwrap_or(0);
             let ack = ack_document(None, "targetTemperature", &WritableAck::accepted(json!(target), av));
             match twin.report(&ack).await {
-                Ok(r) => println!(
-                    "twin: targetTemperature {target} (desired v{av}{}) acknowledged, reported v{:?}",
+                Ok(v) => println!(
+                    "twin: targetTemperature {target} (desired v{av}{}) acknowledged, reported v{v:?}",
                     if update.catch_up { ", catch-up" } else { "" },
-                    r.version
                 ),
                 Err(e) => eprintln!("twin: acknowledging targetTemperature failed: {e}"),
             }
         }
     });
+    Ok(())
 }
 
 /// Starts the emulator and creates the device.
@@ -143,29 +144,28 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let state = Arc::new(Thermostat::default());
-    let conn = Connector::builder(provider).start();
-    methods(&conn, state.clone())?;
-    let twin = conn.twin().context("the Azure provider has a twin")?;
-    twin_sync(twin.clone(), state.clone());
-    conn.wait_connected(Duration::from_secs(20)).await?;
+    let dev = AzureDevice::start(provider);
+    methods(&dev, state.clone())?;
+    twin_sync(dev.twin(), state.clone()).await?;
+    dev.wait_connected(Duration::from_secs(20)).await?;
     println!("connected as {DEVICE} (model {MODEL})");
-    let doc = twin.get().await?;
-    println!("twin: desired v{:?}, reported v{:?}", doc.desired_version(), doc.reported_version());
+    let doc = dev.twin().get::<serde_json::Value, serde_json::Value>().await?;
+    println!("twin: desired v{:?}, reported v{:?}", doc.desired_version, doc.reported_version);
 
     let Some(emu) = emu else {
         // A real hub: send telemetry every 10 s until Ctrl-C.
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
-                _ = tick.tick() => send(&conn, &state).await,
+                _ = tick.tick() => send(&dev, &state).await,
                 _ = actix_rt::signal::ctrl_c() => break,
             }
         }
-        conn.stop().await;
+        dev.stop().await;
         return Ok(());
     };
     for _ in 0..3 {
-        send(&conn, &state).await;
+        send(&dev, &state).await;
     }
     back_end(&emu).await?;
     // The acknowledgement of the desired change is visible to the back end once the
@@ -185,13 +185,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let received = emu.control().telemetry(DEVICE, None).await?;
     println!("back end: {} telemetry message(s) received from {DEVICE}", received.len());
-    conn.stop().await;
+    dev.stop().await;
     emu.shutdown();
     Ok(())
 }
 
 /// One telemetry message from the thermostat component, QoS 1, acknowledged by the hub.
-async fn send(conn: &Connector, state: &Thermostat) {
+async fn send(dev: &AzureDevice, state: &Thermostat) {
     let t = state.target_centi.load(Ordering::Relaxed) as f64 / 100.0;
     let body = json!({"temperature": if t == 0.0 { 21.0 } else { t }}).to_string();
     let publish = component_telemetry(Publish::telemetry(body.clone()), "thermostat1")
@@ -199,7 +199,7 @@ async fn send(conn: &Connector, state: &Thermostat) {
         .content_type("application/json")
         .content_encoding("utf-8")
         .property("source", "azure_device example");
-    match conn.publisher().publish(publish).await {
+    match dev.publisher().publish(publish).await {
         Ok(_) => println!("sent {body}"),
         Err(e) => eprintln!("telemetry failed: {e}"),
     }
