@@ -48,8 +48,9 @@ pub(crate) trait Requester: Actor<Context = Context<Self>> {
     fn expire(&mut self, ctx: &mut Context<Self>);
     /// The link of `epoch` is ready (the Subscriber handled it); pending requests were sent.
     fn ready(&mut self, ctx: &mut Context<Self>);
-    /// The broker acknowledged `rid`'s packet: `true` when that completes the request (a
-    /// platform that does not answer it), so no answer is awaited.
+    /// The broker acknowledged `rid`'s packet: `true` when that completed the pending
+    /// request (a platform that does not answer it), so no answer is awaited; `false` for
+    /// a request that is not pending.
     fn acknowledged(&mut self, rid: &str) -> bool {
         let _ = rid;
         false
@@ -140,7 +141,7 @@ pub(crate) fn hand_over<A: Requester>(
     ctx.spawn(fut.into_actor(act).map(move |res, act, ctx| {
         let failure = match res {
             Ok(Ok(_)) => {
-                if act.is_pending(&rid) && act.acknowledged(&rid) {
+                if act.acknowledged(&rid) {
                     act.links().forget(&rid);
                 } else if !act.is_pending(&rid) {
                     // Answered before the acknowledgement was seen.

@@ -16,7 +16,7 @@
 //! config.report(&serde_json::json!({"interval": 5})).await?;
 //! let mut deltas = config.deltas::<serde_json::Value>(16).await?;
 //! while let Some(delta) = deltas.next().await {
-//!     config.report(&delta.body).await?;
+//!     config.report(&delta?.body).await?;
 //! }
 //! # Ok(()) }
 //! ```
@@ -191,19 +191,15 @@ impl Shadow {
 
     /// Deltas from now on, `capacity` buffered (for a named shadow its subscriptions are
     /// made now and kept across reconnects). A delta that does not deserialize into `D` is
-    /// skipped.
+    /// an item of its own, [`DeviceError::Json`]: never skipped unseen.
     pub async fn deltas<D: DeserializeOwned + 'static>(
         &self,
         capacity: usize,
-    ) -> Result<impl Stream<Item = Delta<D>> + Unpin, DeviceError> {
+    ) -> Result<impl Stream<Item = Result<Delta<D>, DeviceError>> + Unpin, DeviceError> {
         let (_, updates) = self.state.shadow_desired(self.name(), capacity).await?;
-        Ok(updates.filter_map(|u| {
-            let delta = serde_json::from_value(u.body).ok().map(|body| Delta {
-                body,
-                version: u.version,
-                catch_up: u.catch_up,
-            });
-            futures::future::ready(delta)
+        Ok(updates.map(|u| {
+            let body = serde_json::from_value(u.body)?;
+            Ok(Delta { body, version: u.version, catch_up: u.catch_up })
         }))
     }
 }

@@ -54,7 +54,7 @@ async fn the_typed_device_speaks_telemetry_shadows_and_jobs() {
     // A cloud change arrives as a typed delta of that document only.
     let mut deltas = config.deltas::<Config>(8).await.unwrap();
     env.ctl.aws_update_desired("typed-thing", Some("config"), json!({"interval": 60})).await.unwrap();
-    let d = tokio::time::timeout(WAIT, deltas.next()).await.unwrap().unwrap();
+    let d = tokio::time::timeout(WAIT, deltas.next()).await.unwrap().unwrap().unwrap();
     assert_eq!((d.body, d.catch_up), (Config { interval: 60 }, false));
     // Updating at a stale version is refused; at the current one it is accepted.
     let current = config.get::<Config, Config>().await.unwrap().version.unwrap();
@@ -88,5 +88,13 @@ async fn a_document_that_does_not_fit_the_type_is_a_typed_error() {
     dev.shadow(None).report(&json!({"interval": "soon"})).await.unwrap();
     let e = dev.shadow(None).get::<Config, Config>().await.unwrap_err();
     assert!(matches!(e, DeviceError::Json(_)), "{e:?}");
+    // A delta that does not fit is an item of the stream, not skipped unseen.
+    let mut deltas = dev.shadow(None).deltas::<Config>(8).await.unwrap();
+    env.ctl.aws_update_desired("typed-mismatch", None, json!({"interval": "later"})).await.unwrap();
+    env.ctl.aws_update_desired("typed-mismatch", None, json!({"interval": 7})).await.unwrap();
+    let first = tokio::time::timeout(WAIT, deltas.next()).await.unwrap().unwrap();
+    assert!(matches!(first, Err(DeviceError::Json(_))), "{first:?}");
+    let second = tokio::time::timeout(WAIT, deltas.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.body, Config { interval: 7 });
     dev.stop().await;
 }

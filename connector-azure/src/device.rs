@@ -9,7 +9,7 @@
 //! use futures::StreamExt;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Deserialize, Default)]
+//! #[derive(Deserialize, Default, Debug)]
 //! struct Desired { interval_s: Option<u64> }
 //! #[derive(Serialize)]
 //! struct Reported { firmware: &'static str }
@@ -22,9 +22,10 @@
 //! let doc = twin.get::<Desired, serde_json::Value>().await?;
 //! println!("interval {:?} at desired version {:?}", doc.desired.interval_s, doc.desired_version);
 //! twin.report(&Reported { firmware: "1.2.0" }).await?;
-//! let mut patches = twin.desired_patches::<serde_json::Value>(16).await?;
+//! let mut patches = twin.desired_patches::<Desired>(16).await?;
 //! while let Some(patch) = patches.next().await {
-//!     println!("desired {:?} → {}", patch.version, patch.body);
+//!     let patch = patch?; // a patch that does not fit `Desired` is an error, not skipped
+//!     println!("desired {:?} → {:?}", patch.version, patch.body.interval_s);
 //! }
 //! device.stop().await;
 //! # Ok(()) }
@@ -191,23 +192,19 @@ impl AzureTwin {
     }
 
     /// Desired patches from now on, `capacity` buffered. A patch that does not deserialize
-    /// into `D` is skipped (and logged by the twin's decoder when it is not JSON).
+    /// into `D` is an item of its own, [`DeviceError::Json`]: never skipped unseen.
     pub async fn desired_patches<D: DeserializeOwned + 'static>(
         &self,
         capacity: usize,
-    ) -> Result<impl Stream<Item = DesiredPatch<D>> + Unpin, DeviceError> {
+    ) -> Result<impl Stream<Item = Result<DesiredPatch<D>, DeviceError>> + Unpin, DeviceError> {
         let (_, updates) = self.handle.desired(capacity);
-        Ok(updates.filter_map(|u| {
+        Ok(updates.map(|u| {
             let mut body = u.body;
             if let Some(o) = body.as_object_mut() {
                 o.remove("$version");
             }
-            let patch = serde_json::from_value(body).ok().map(|body| DesiredPatch {
-                body,
-                version: u.version,
-                catch_up: u.catch_up,
-            });
-            futures::future::ready(patch)
+            let body = serde_json::from_value(body)?;
+            Ok(DesiredPatch { body, version: u.version, catch_up: u.catch_up })
         }))
     }
 

@@ -482,10 +482,12 @@ impl Requester for TwinActor {
     }
 
     fn acknowledged(&mut self, rid: &str) -> bool {
-        let unanswered = self.args.settings.provider.state().is_some_and(|c| !c.reports_answered());
+        // Answered reports (Azure, AWS) return here, before anything is looked up.
+        if self.args.settings.provider.state().is_none_or(|c| c.reports_answered()) {
+            return false;
+        }
         let rid = rid.to_owned();
-        let is_report = self.pending.with(&rid, |p| p.op == OpKind::Report).unwrap_or(false);
-        if !(unanswered && is_report) {
+        if self.pending.with(&rid, |p| p.op != OpKind::Report).unwrap_or(true) {
             return false;
         }
         let Some(p) = self.pending.complete(&rid) else { return false };

@@ -34,6 +34,13 @@ async fn sync(shadow: Shadow) -> anyhow::Result<()> {
     actix_rt::spawn(async move {
         let name = shadow.name().unwrap_or("classic").to_owned();
         while let Some(delta) = deltas.next().await {
+            let delta = match delta {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("shadow {name}: a delta the device cannot read: {e}");
+                    continue;
+                }
+            };
             let kind = if delta.catch_up { "catch-up" } else { "delta" };
             println!("shadow {name}: {kind} v{:?} {}", delta.version, delta.body);
             // A real device would drive its hardware here; the lamp takes any value.

@@ -70,6 +70,13 @@ async fn twin_sync(twin: AzureTwin, state: Arc<Thermostat>) -> anyhow::Result<()
     let mut desired = twin.desired_patches::<serde_json::Value>(16).await?;
     actix_rt::spawn(async move {
         while let Some(update) = desired.next().await {
+            let update = match update {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("twin: a desired patch the device cannot read: {e}");
+                    continue;
+                }
+            };
             let Some(target) = update.body.get("targetTemperature").and_then(|v| v.as_f64()) else {
                 continue;
             };
