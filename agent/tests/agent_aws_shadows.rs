@@ -127,22 +127,30 @@ fn named_shadows_sync_beside_the_classic_shadow() {
             .is_some_and(|r| r.get("uptime").is_none() && r["mode"] == "eco")
     });
 
-    // Metrics: one `shadow` label value per document (empty for the classic one).
-    let (code, body) = http_get(&metrics_addr, "/metrics");
-    assert_eq!(code, 200);
-    let samples = parse_prometheus(&body);
-    let count = |shadow: &str, direction: &str| {
-        sample(
-            &samples,
-            "connector_agent_state_sync_total",
-            &[("shadow", shadow), ("direction", direction), ("outcome", "ok")],
-        )
-        .unwrap_or(0.0)
+    // Metrics: one `shadow` label value per document (empty for the classic one). A report
+    // is counted when the agent reads the service's answer, which may come after the shadow
+    // already shows the change: wait for the counts rather than read them once.
+    let counted = |body: &str| {
+        let samples = parse_prometheus(body);
+        let count = |shadow: &str, direction: &str| {
+            sample(
+                &samples,
+                "connector_agent_state_sync_total",
+                &[("shadow", shadow), ("direction", direction), ("outcome", "ok")],
+            )
+            .unwrap_or(0.0)
+        };
+        count("config", "reported") >= 2.0
+            && count("config", "desired") >= 1.0
+            && count("fw", "desired") >= 1.0
+            && count("fw", "reported") >= 1.0
+            && count("", "desired") >= 1.0
+            && count("", "reported") >= 1.0
     };
-    assert!(count("config", "reported") >= 2.0, "{body}");
-    assert!(count("config", "desired") >= 1.0, "{body}");
-    assert!(count("fw", "desired") >= 1.0 && count("fw", "reported") >= 1.0, "{body}");
-    assert!(count("", "desired") >= 1.0 && count("", "reported") >= 1.0, "{body}");
+    wait_until(WITHIN, "every document's sync counted under its own shadow label", || {
+        let (code, body) = http_get(&metrics_addr, "/metrics");
+        code == 200 && counted(&body)
+    });
 
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.output());
